@@ -1,0 +1,143 @@
+"""Local training of an adapter: E epochs (or a fixed number of steps) of AdamW,
+with an optional FedProx proximal term (Li et al. 2020, Eq. 2):
+
+    min_θ  F_k(θ) + (μ / 2) · ‖θ − θ_global‖²
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedpeft.client.evaluate import evaluate
+from fedpeft.client.flops import FlopMeter
+from fedpeft.client.precision import autocast
+from fedpeft.config import ClientSection
+from fedpeft.models.tokenized import TokenizedDataset
+from fedpeft.peft.base import AdapterClassifier
+from fedpeft.types import ClientUpdate, Params
+
+
+@dataclass(frozen=True)
+class LocalTrainStats:
+    """What one local training run did."""
+
+    loss: float
+    steps: int
+    examples: int
+    flops: int
+    seconds: float
+
+
+def _batch_orders(n: int, batch_size: int, epochs: int, steps: int,
+                  rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Index batches: ``epochs`` shuffled passes, or exactly ``steps`` batches
+    drawn from as many shuffled passes as needed."""
+    target = steps if steps > 0 else None
+    done = 0
+    epoch = 0
+    while (target is None and epoch < epochs) or (target is not None and done < target):
+        perm = rng.permutation(n)
+        for start in range(0, n, batch_size):
+            if target is not None and done >= target:
+                return
+            yield perm[start : start + batch_size]
+            done += 1
+        epoch += 1
+
+
+def _proximal_term(model: AdapterClassifier,
+                   anchor: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """‖θ − θ_global‖² over every trainable tensor (the squared L2 norm)."""
+    total = torch.zeros(())
+    for name, param in model.named_parameters():
+        total = total + (param - anchor[name]).pow(2).sum()
+    return total
+
+
+def build_optimizer(model: AdapterClassifier, cfg: ClientSection) -> torch.optim.AdamW:
+    """AdamW with separate learning rates for the method's tensors and the head."""
+    groups = [{"params": model.body_parameters(), "lr": cfg.lr},
+              {"params": model.head_parameters(), "lr": cfg.head_lr}]
+    return torch.optim.AdamW([g for g in groups if g["params"]],
+                             weight_decay=cfg.weight_decay)
+
+
+def train_adapter(model: AdapterClassifier, data: TokenizedDataset, cfg: ClientSection,
+                  rng: np.random.Generator, *, proximal_mu: float = 0.0,
+                  precision: str = "fp32", flops: FlopMeter | None = None) -> LocalTrainStats:
+    """Train ``model``'s trainable tensors in place on ``data``.
+
+    Args:
+        model: Adapter already loaded with the starting (global) state.
+        data: The client's training examples.
+        cfg: Local-training settings (epochs/steps, batch size, learning rates).
+        rng: Shuffles the data; derived from (seed, round, client).
+        proximal_mu: FedProx μ; 0 disables the proximal term.
+        precision: Backbone compute precision (``"fp32"`` or ``"bf16"``).
+        flops: Accumulates the FLOPs of the steps taken.
+    """
+    if len(data) == 0:
+        raise ValueError("a client with no training examples cannot train; "
+                         "raise partition.min_size")
+    meter = flops if flops is not None else FlopMeter()
+    start_flops = meter.total
+    optimizer = build_optimizer(model, cfg)
+    anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+    losses: list[float] = []
+    examples = 0
+    started = time.perf_counter()
+    for order in _batch_orders(len(data), cfg.batch_size, cfg.local_epochs,
+                               cfg.local_steps, rng):
+        batch = data.batch(order)
+
+        def step(batch=batch) -> float:  # noqa: ANN001
+            with autocast(precision):
+                logits = model(batch)
+            loss = F.cross_entropy(logits, batch.labels)
+            total = loss
+            if proximal_mu > 0:
+                total = loss + 0.5 * proximal_mu * _proximal_term(model, anchor)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            return float(loss.detach())
+
+        losses.append(meter.run(("train", *batch.input_ids.shape), step))
+        examples += len(batch)
+    return LocalTrainStats(
+        loss=float(np.mean(losses)) if losses else float("nan"),
+        steps=len(losses), examples=examples, flops=meter.total - start_flops,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def local_update(client_id: int, model: AdapterClassifier, global_params: Params,
+                 train: TokenizedDataset, val: TokenizedDataset, cfg: ClientSection,
+                 rng: np.random.Generator, *, proximal_mu: float = 0.0,
+                 precision: str = "fp32", eval_precision: str = "bf16",
+                 eval_batch_size: int = 128) -> ClientUpdate:
+    """One client's round: load the global state, train, return ΔP and metrics.
+
+    The returned ``delta`` is ``local − global`` for every payload tensor;
+    ``num_examples`` is the client's training-set size n_k.
+    """
+    model.load_trainable_state(global_params)
+    stats = train_adapter(model, train, cfg, rng, proximal_mu=proximal_mu,
+                          precision=precision)
+    local = model.trainable_state()
+    delta = {k: local[k] - global_params[k] for k in global_params}
+    metrics = {"train_loss": stats.loss, "train_steps": float(stats.steps),
+               "train_examples": float(stats.examples), "flops": float(stats.flops),
+               "train_seconds": stats.seconds}
+    if len(val):
+        metrics.update(evaluate(model, val, eval_batch_size, eval_precision).as_dict("val_"))
+    return ClientUpdate(client_id=client_id, delta=delta, num_examples=len(train),
+                        metrics=metrics)

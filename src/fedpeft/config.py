@@ -1,0 +1,227 @@
+"""The run configuration: one validated, frozen object with a section per component.
+
+Load it from TOML plus ``--set a.b=c`` overrides with :func:`load_config`. Unknown
+keys, wrong types and out-of-range values fail before any work starts, with a
+message naming the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+BASELINES = ("centralized", "local-only", "linear-probe", "zero-shot", "full-finetune")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message says which key and why."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelSection(Section):
+    backbone: str = Field("minilm-l6", description="registered name or local HF model dir")
+    max_length: int = Field(64, ge=8, le=4096, description="tokens per example after truncation")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="backbone compute dtype (bf16 autocast); adapters stay fp32")
+    eval_precision: Literal["fp32", "bf16"] = Field(
+        "bf16", description="backbone compute dtype for evaluation")
+
+
+class DataSection(Section):
+    corpus: str = Field("rotten-tomatoes", description="registered corpus, csv:PATH or jsonl:PATH")
+    text_column: str = "text"
+    label_column: str = "label"
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    split_seed: int = Field(0, ge=0, description="seed of the train/test split (fixed across runs)")
+    max_train: int | None = Field(2000, ge=10, description="subsample of the training pool")
+    max_test: int | None = Field(1000, ge=10, description="subsample of the test set")
+    max_chars: int | None = Field(2000, ge=16)
+
+
+class PartitionSection(Section):
+    method: str = Field("dirichlet", description="iid, dirichlet, quantity, feature, pathological")
+    alpha: float = Field(0.5, gt=0.0, description="Dirichlet concentration (smaller = more skew)")
+    min_size: int = Field(10, ge=1, description="minimum examples per client")
+    classes_per_client: int = Field(2, ge=1)
+    quantity_distribution: Literal["power-law", "log-normal"] = "power-law"
+    quantity_exponent: float = Field(1.5, gt=0.0)
+    quantity_sigma: float = Field(1.0, gt=0.0)
+    group_column: str | None = Field(None, description="metadata column for feature skew")
+    num_clusters: int | None = Field(None, ge=2)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of each shard for validation")
+
+
+class PeftSection(Section):
+    method: str = Field("prompt", description="registered PEFT method")
+    prompt_length: int = Field(20, ge=1, le=256)
+    prompt_init: Literal["vocab", "random", "labels"] = "vocab"
+    head_init: Literal["probe", "zeros", "random"] = Field(
+        "probe", description="probe: a federated linear probe fits the head before round 1")
+
+
+class ClientSection(Section):
+    local_epochs: int = Field(1, ge=0, le=1000)
+    local_steps: int = Field(0, ge=0, description="if > 0, a fixed number of steps instead of epochs")
+    batch_size: int = Field(16, ge=1, le=4096)
+    lr: float = Field(3e-3, gt=0.0, le=10.0, description="AdamW learning rate of the method's tensors")
+    head_lr: float = Field(1e-3, ge=0.0, le=10.0, description="AdamW learning rate of the head")
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_grad_norm: float = Field(0.0, ge=0.0, description="clip the local gradient norm (0 = off)")
+    probe_epochs: int = Field(100, ge=1, description="full-batch epochs of the head-fitting probe")
+    probe_lr: float = Field(1e-2, gt=0.0)
+
+
+class StrategySection(Section):
+    name: str = Field("fedavg", description="fedavg, fedprompt, fedprox, dynamic, fedadam, fedyogi")
+    fraction_fit: float = Field(0.5, gt=0.0, le=1.0, description="share of clients sampled per round")
+    min_fit_clients: int = Field(2, ge=1)
+    proximal_mu: float = Field(0.01, ge=0.0, description="FedProx μ")
+    gamma: float = Field(1.0, ge=0.0, description="dynamic: distance temperature γ")
+    distance_scale: Literal["none", "median", "mean"] = "median"
+    quality_beta: float = Field(0.0, ge=0.0, description="dynamic: validation-loss weight β")
+    server_lr: float = Field(1e-2, gt=0.0, description="FedAdam/FedYogi η")
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.99, ge=0.0, lt=1.0)
+    tau: float = Field(1e-3, gt=0.0)
+
+
+class FederationSection(Section):
+    num_clients: int = Field(10, ge=1, le=100_000)
+    rounds: int = Field(10, ge=0, le=100_000)
+    eval_every: int = Field(1, ge=1, description="evaluate the global model every k rounds")
+    eval_batch_size: int = Field(128, ge=1)
+
+
+class BaselinesSection(Section):
+    run: tuple[str, ...] = Field(("centralized", "linear-probe"), description=", ".join(BASELINES))
+
+    @field_validator("run")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if name not in BASELINES:
+                raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+        return value
+
+
+class RunConfig(Section):
+    """Everything one experiment needs. Each component receives only its section."""
+
+    name: str = Field("default", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    seed: int = Field(0, ge=0)
+    output_dir: str = "runs"
+    threads: int = Field(0, ge=0, description="torch CPU threads (0 = all cores)")
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    partition: PartitionSection = PartitionSection()
+    peft: PeftSection = PeftSection()
+    client: ClientSection = ClientSection()
+    strategy: StrategySection = StrategySection()
+    federation: FederationSection = FederationSection()
+    baselines: BaselinesSection = BaselinesSection()
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (TOML-serialisable: ``None`` values dropped)."""
+        return _drop_none(self.model_dump(mode="json"))
+
+
+def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
+    return {k: _drop_none(v) if isinstance(v, dict) else v
+            for k, v in tree.items() if v is not None}
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=c`` into ``(["a", "b"], value)``; ``c`` is read as a TOML value
+    (numbers, booleans, arrays) and falls back to a plain string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return [p.strip() for p in key.split(".")], value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``tree`` with each ``a.b=c`` override set."""
+    out: dict[str, Any] = _deep_copy(tree)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def _deep_copy(tree: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in tree.items()}
+
+
+def build_config(tree: Mapping[str, Any]) -> RunConfig:
+    """Validate a nested mapping into a :class:`RunConfig`.
+
+    Raises:
+        ConfigError: listing every bad key with its value and what is allowed.
+    """
+    try:
+        return RunConfig.model_validate(dict(tree))
+    except ValidationError as err:
+        lines = [_describe_error(e) for e in err.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def _describe_error(error: Mapping[str, Any]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    key = ".".join(loc)
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return f"unknown key {key!r}.{hint} Allowed here: {', '.join(allowed)}"
+    return f"{key} = {error.get('input')!r}: {error['msg']}"
+
+
+def _allowed_keys(section_path: Sequence[str]) -> list[str]:
+    model: type[BaseModel] = RunConfig
+    for part in section_path:
+        field = model.model_fields.get(part)
+        if field is None or not isinstance(field.annotation, type) or not issubclass(
+                field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a TOML file (or the defaults when ``path`` is None) and apply overrides.
+
+    Raises:
+        ConfigError: for a missing or malformed file, or any invalid value.
+    """
+    tree: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"config file {file} does not exist")
+        try:
+            tree = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"config file {file} is not valid TOML: {err}") from None
+    return build_config(apply_overrides(tree, overrides))

@@ -1,0 +1,105 @@
+"""The contract every parameter-efficient method follows.
+
+An :class:`AdapterClassifier` turns a batch into pooled features with the frozen
+backbone plus its own trainable pieces, and classifies them with a linear head.
+Its trainable state (method parameters + head) is the federated payload,
+exchanged as :data:`fedpeft.types.Params`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedpeft.models.backbone import Backbone
+from fedpeft.models.tokenized import Batch
+from fedpeft.registry import Registry
+from fedpeft.types import Params, check_params_like
+
+AdapterFactory = Callable[..., "AdapterClassifier"]
+PEFT_METHODS: Registry[AdapterFactory] = Registry("PEFT method")
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden`` ``(batch, seq, dim)`` over positions where ``mask`` is 1."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+class AdapterClassifier(nn.Module):
+    """Base class: frozen backbone + method-specific trainable state + linear head.
+
+    The backbone is held outside the module tree, so ``parameters()`` and
+    ``state_dict()`` cover only what the method trains. Subclasses implement
+    :meth:`features`.
+    """
+
+    head_prefix = "head."
+
+    def __init__(self, backbone: Backbone, num_classes: int) -> None:
+        super().__init__()
+        if backbone.kind != "encoder":
+            raise ValueError(
+                f"backbone {backbone.name!r} is a {backbone.kind}; the classifier "
+                "methods here pool encoder states — pick an encoder backbone"
+            )
+        if num_classes < 2:
+            raise ValueError(f"num_classes={num_classes}: need at least 2 classes")
+        object.__setattr__(self, "backbone", backbone)  # shared, not a submodule
+        self.backbone: Backbone
+        self.head = nn.Linear(backbone.hidden_size, num_classes)
+
+    def features(self, batch: Batch) -> torch.Tensor:
+        """Pooled features ``(batch, dim)`` fed to the head."""
+        raise NotImplementedError
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Class logits ``(batch, num_classes)`` in float32."""
+        return self.head(self.features(batch).float())
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.head.parameters())
+
+    def body_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters other than the head's."""
+        head_ids = {id(p) for p in self.head.parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in head_ids]
+
+    def trainable_state(self) -> Params:
+        """Copy of the trainable tensors as float32 numpy arrays (the payload)."""
+        return {
+            name: t.detach().to(torch.float32).cpu().numpy().copy()
+            for name, t in self.named_parameters()
+        }
+
+    def load_trainable_state(self, params: Mapping[str, np.ndarray]) -> None:
+        """Load a payload produced by :meth:`trainable_state`.
+
+        Raises:
+            ValueError: if keys, shapes or values do not fit this adapter.
+        """
+        check_params_like(self.trainable_state_like(), params, what="adapter state")
+        with torch.no_grad():
+            for name, tensor in self.named_parameters():
+                tensor.copy_(torch.from_numpy(np.asarray(params[name])))
+
+    def trainable_state_like(self) -> dict[str, np.ndarray]:
+        """Zero-size stand-ins with the payload's keys and shapes (for validation)."""
+        return {n: np.empty(tuple(t.shape), np.float32) for n, t in self.named_parameters()}
+
+    def num_trainable(self) -> int:
+        return sum(t.numel() for t in self.parameters())
+
+
+def build_adapter(method: str, backbone: Backbone, num_classes: int,
+                  generator: torch.Generator, **options: Any) -> AdapterClassifier:
+    """Build a registered method's adapter on ``backbone``.
+
+    Raises:
+        KeyError: for an unknown method, listing the registered ones.
+    """
+    return PEFT_METHODS.get(method)(backbone, num_classes, generator=generator, **options)

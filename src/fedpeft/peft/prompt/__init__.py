@@ -1,0 +1,5 @@
+"""Soft prompt tuning (Lester et al. 2021)."""
+
+from fedpeft.peft.prompt.model import SoftPromptClassifier
+
+__all__ = ["SoftPromptClassifier"]

@@ -1,0 +1,75 @@
+"""Soft prompt tuning: L trainable vectors prepended to the input embeddings.
+
+Lester, Al-Rfou & Constant (2021), "The Power of Scale for Parameter-Efficient
+Prompt Tuning". For an encoder we mean-pool the final states of the real tokens
+(prompt positions excluded) and classify with a trainable linear head; prompt
+and head together are the payload.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fedpeft.models.backbone import Backbone
+from fedpeft.models.tokenized import Batch
+from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier, mean_pool
+
+PROMPT_INITS = ("vocab", "random", "labels")
+
+
+@PEFT_METHODS.register("prompt", help="soft prompt tuning: L vectors prepended to the input")
+class SoftPromptClassifier(AdapterClassifier):
+    """Soft prompt ``(L, dim)`` + mean pooling + linear head.
+
+    Args:
+        backbone: The shared frozen encoder.
+        num_classes: Number of classes of the head.
+        generator: Draws the prompt initialisation.
+        prompt_length: L, the number of virtual tokens.
+        prompt_init: ``"vocab"`` (embeddings of random vocabulary tokens),
+            ``"random"`` (normal with the embedding matrix's std) or ``"labels"``
+            (embeddings of the label names' tokens, cycled to fill L).
+        label_names: Needed by ``prompt_init="labels"``.
+    """
+
+    def __init__(self, backbone: Backbone, num_classes: int, *, generator: torch.Generator,
+                 prompt_length: int = 20, prompt_init: str = "vocab",
+                 label_names: tuple[str, ...] = ()) -> None:
+        super().__init__(backbone, num_classes)
+        if prompt_length < 1:
+            raise ValueError(f"prompt_length={prompt_length}: must be >= 1")
+        self.prompt = nn.Parameter(self._init_prompt(prompt_length, prompt_init,
+                                                     label_names, generator))
+
+    def _init_prompt(self, length: int, init: str, label_names: tuple[str, ...],
+                     generator: torch.Generator) -> torch.Tensor:
+        table = self.backbone.word_embeddings.weight.detach()  # (vocab, dim)
+        if init == "random":
+            std = float(table.std())
+            return torch.randn(length, table.shape[1], generator=generator) * std
+        if init == "vocab":
+            # Skip the special/unused ids at the start of BERT-style vocabularies.
+            low = min(1000, table.shape[0] // 4)
+            ids = torch.randint(low, table.shape[0], (length,), generator=generator)
+            return table[ids].clone()
+        if init == "labels":
+            tokenizer = self.backbone.tokenizer
+            ids = [i for name in label_names
+                   for i in tokenizer(name, add_special_tokens=False)["input_ids"]]
+            if not ids:
+                raise ValueError("prompt_init='labels' needs label names that tokenize "
+                                 "to at least one token")
+            cycled = torch.tensor([ids[k % len(ids)] for k in range(length)])
+            return table[cycled].clone()
+        raise ValueError(f"prompt_init={init!r}: choose one of {', '.join(PROMPT_INITS)}")
+
+    def features(self, batch: Batch) -> torch.Tensor:
+        bsz = len(batch)
+        tokens = self.backbone.embed(batch.input_ids)  # (batch, seq, dim)
+        prompt = self.prompt.to(tokens.dtype).expand(bsz, -1, -1)  # (batch, L, dim)
+        inputs = torch.cat([prompt, tokens], dim=1)  # (batch, L + seq, dim)
+        ones = batch.attention_mask.new_ones(bsz, self.prompt.shape[0])
+        mask = torch.cat([ones, batch.attention_mask], dim=1)
+        hidden = self.backbone.encode(inputs, mask)  # (batch, L + seq, dim)
+        return mean_pool(hidden[:, self.prompt.shape[0]:], batch.attention_mask)

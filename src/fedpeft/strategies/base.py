@@ -1,0 +1,129 @@
+"""The strategy contract, the strategy registry and helpers shared by strategies.
+
+A strategy is a small object over plain arrays (never torch, never Flower
+records): it tells clients which extra local-training settings to use and turns
+the round's client updates into new global parameters.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from fedpeft.aggregation import ParamsLike, global_norm
+from fedpeft.registry import Registry
+from fedpeft.types import ClientUpdate, Params, check_params_like
+
+STRATEGIES: Registry[type] = Registry("strategy")
+"""Strategy classes by name; each strategy module registers its own class."""
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What the engines need from a server-side aggregation strategy."""
+
+    name: str
+
+    def client_config(self, server_round: int) -> dict[str, float]:
+        """Extra local-training settings for this round, e.g. ``proximal_mu``."""
+        ...
+
+    def aggregate(
+        self,
+        server_round: int,
+        global_params: Params,
+        updates: Sequence[ClientUpdate],
+    ) -> tuple[Params, dict[str, float]]:
+        """New global parameters (inputs untouched) and scalar metrics to log."""
+        ...
+
+    def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
+        """Server-side state to checkpoint; ``{}`` for a stateless strategy."""
+        ...
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        ...
+
+
+def validate_updates(
+    server_round: int, global_params: ParamsLike, updates: Sequence[ClientUpdate]
+) -> None:
+    """Check a round's updates before any aggregation.
+
+    Raises:
+        ValueError: if there are no updates, a client id repeats, an example count
+            is negative, or a delta's keys/shapes differ from ``global_params`` or
+            hold NaN/inf (the message names the client id).
+    """
+    if len(updates) == 0:
+        raise ValueError(f"round {server_round}: no client updates to aggregate")
+    check_params_like(global_params, global_params, what="global params")
+    seen: set[int] = set()
+    for update in updates:
+        who = f"update from client {update.client_id}"
+        if update.client_id in seen:
+            raise ValueError(
+                f"round {server_round}: client {update.client_id} "
+                "sent more than one update"
+            )
+        seen.add(update.client_id)
+        if update.num_examples < 0:
+            raise ValueError(
+                f"{who} has num_examples={update.num_examples}; it must be >= 0"
+            )
+        check_params_like(global_params, update.delta, what=who)
+
+
+def weight_metrics(weights: np.ndarray[Any, Any], step: ParamsLike) -> dict[str, float]:
+    """Scalar metrics common to weighted-mean strategies.
+
+    Returns:
+        ``num_clients``, ``weight_max``, ``weight_min`` (of the normalised weights),
+        ``effective_clients`` (``1/Σw²``, K for uniform weights) and ``step_norm``
+        (L2 norm of the change applied to the global parameters).
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    return {
+        "num_clients": float(w.size),
+        "weight_max": float(w.max()),
+        "weight_min": float(w.min()),
+        "effective_clients": float(1.0 / np.sum(w * w)),
+        "step_norm": global_norm(step),
+    }
+
+
+def check_empty_state(name: str, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
+    """``load_state_dict`` of a stateless strategy: accept only ``{}``.
+
+    Raises:
+        ValueError: if ``state`` has entries (it came from another strategy).
+    """
+    if len(state) > 0:
+        raise ValueError(
+            f"strategy {name!r} is stateless but got state keys {sorted(state)}; "
+            "was the checkpoint written by another strategy?"
+        )
+
+
+def build_strategy(name: str, **options: Any) -> Strategy:
+    """Build the strategy registered as ``name`` from the options it accepts.
+
+    Options the chosen strategy's constructor does not take (e.g. ``proximal_mu``
+    for ``fedavg``) are ignored, so one flat options section can serve every
+    strategy.
+
+    Raises:
+        KeyError: for an unknown ``name`` (the registry's message lists choices).
+        ValueError: if an accepted option is out of range.
+    """
+    cls = STRATEGIES.get(name)
+    accepted = inspect.signature(cls).parameters
+    strategy = cls(**{k: v for k, v in options.items() if k in accepted})
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"strategy {name!r} does not implement the Strategy protocol")
+    return strategy

@@ -1,0 +1,158 @@
+"""FedAdam and FedYogi: adaptive server optimizers over the FedAvg pseudo-gradient.
+
+Reddi et al. 2021, "Adaptive Federated Optimization", Algorithm 2. The
+pseudo-gradient is the example-weighted mean client delta (the paper's Algorithm 2
+averages uniformly; weighting by n_k follows FedAvg and Flower); the update rules live
+in :mod:`fedpeft.aggregation.server_opt`. The moments m and v are server state:
+:meth:`FedOpt.state_dict` exposes them for checkpointing as ``m/<name>`` and
+``v/<name>`` arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fedpeft.aggregation import (
+    ServerOptConfig,
+    ServerOptState,
+    adam_second_moment,
+    adaptive_step,
+    example_weights,
+    global_norm,
+    init_state,
+    weighted_mean,
+    yogi_second_moment,
+)
+from fedpeft.aggregation.mean import Float64Array
+from fedpeft.strategies.base import STRATEGIES, validate_updates, weight_metrics
+from fedpeft.types import ClientUpdate, Params
+
+
+def _moments(state: Mapping[str, np.ndarray[Any, Any]], prefix: str) -> Params:
+    """The arrays under ``prefix`` (``"m/"`` or ``"v/"``), copied as float32."""
+    return {
+        k[len(prefix) :]: np.array(a, dtype=np.float32)
+        for k, a in state.items()
+        if k.startswith(prefix)
+    }
+
+
+class FedOpt:
+    """Shared body of FedAdam/FedYogi (Reddi et al. 2021, Algorithm 2).
+
+    Args:
+        server_lr: Server learning rate η > 0.
+        beta1: First-moment decay β1 ∈ [0, 1).
+        beta2: Second-moment decay β2 ∈ [0, 1).
+        tau: Adaptivity τ > 0; v starts at τ².
+
+    Raises:
+        ValueError: for a value outside its range.
+    """
+
+    name = "fedopt"
+
+    def __init__(
+        self,
+        server_lr: float = 1e-2,
+        beta1: float = 0.9,
+        beta2: float = 0.99,
+        tau: float = 1e-3,
+    ) -> None:
+        self.config = ServerOptConfig(server_lr, beta1, beta2, tau)
+        self._state: ServerOptState | None = None
+
+    def client_config(self, server_round: int) -> dict[str, float]:
+        """No extra local-training settings."""
+        return {}
+
+    def second_moment(
+        self, v: Float64Array, g2: Float64Array, beta2: float
+    ) -> Float64Array:
+        """``(v_{t−1}, Δ_t², β2) -> v_t``; defined by FedAdam and FedYogi."""
+        raise NotImplementedError(f"{type(self).__name__} defines no v update")
+
+    def aggregate(
+        self,
+        server_round: int,
+        global_params: Params,
+        updates: Sequence[ClientUpdate],
+    ) -> tuple[Params, dict[str, float]]:
+        """One server-optimizer step on the example-weighted mean delta.
+
+        Metrics add ``pseudo_grad_norm`` (‖Δ_t‖); ``step_norm`` is the change
+        actually applied to the parameters.
+
+        Raises:
+            ValueError: for invalid updates (naming the client), or a loaded state
+                whose layout differs from ``global_params``.
+        """
+        validate_updates(server_round, global_params, updates)
+        w = example_weights([u.num_examples for u in updates])
+        pseudo_grad = weighted_mean([u.delta for u in updates], w)
+        state = self._state or init_state(global_params, self.config.tau)
+        new_params, self._state = adaptive_step(
+            global_params, pseudo_grad, state, self.config, self.second_moment
+        )
+        applied = {k: new_params[k] - global_params[k] for k in global_params}
+        metrics = weight_metrics(w, applied)
+        metrics["pseudo_grad_norm"] = global_norm(pseudo_grad)
+        return new_params, metrics
+
+    def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
+        """Copies of m and v as ``m/<name>``, ``v/<name>``; ``{}`` before round 1."""
+        if self._state is None:
+            return {}
+        out = {f"m/{k}": a.copy() for k, a in self._state.m.items()}
+        out.update({f"v/{k}": a.copy() for k, a in self._state.v.items()})
+        return out
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        """Restore m and v from :meth:`state_dict` (``{}`` resets to the start).
+
+        Raises:
+            ValueError: if a key lacks the ``m/``/``v/`` prefix or m and v differ in
+                keys or shapes.
+        """
+        if len(state) == 0:
+            self._state = None
+            return
+        bad = sorted(k for k in state if not k.startswith(("m/", "v/")))
+        if bad:
+            raise ValueError(f"{self.name} state has unexpected keys {bad}")
+        m, v = _moments(state, "m/"), _moments(state, "v/")
+        if m.keys() != v.keys() or any(m[k].shape != v[k].shape for k in m):
+            raise ValueError(
+                f"{self.name} state: m and v must have the same keys and shapes, "
+                f"got m {sorted(m)} and v {sorted(v)}"
+            )
+        self._state = ServerOptState(m=m, v=v)
+
+
+@STRATEGIES.register("fedadam")
+class FedAdam(FedOpt):
+    """Adam on the server (Reddi et al. 2021, Algorithm 2, FedAdam)."""
+
+    name = "fedadam"
+
+    def second_moment(
+        self, v: Float64Array, g2: Float64Array, beta2: float
+    ) -> Float64Array:
+        """Adam's ``v_t = β2 v + (1 − β2) Δ²`` (Alg. 2, line 13)."""
+        return adam_second_moment(v, g2, beta2)
+
+
+@STRATEGIES.register("fedyogi")
+class FedYogi(FedOpt):
+    """Yogi on the server (Reddi et al. 2021, Algorithm 2, FedYogi)."""
+
+    name = "fedyogi"
+
+    def second_moment(
+        self, v: Float64Array, g2: Float64Array, beta2: float
+    ) -> Float64Array:
+        """Yogi's ``v_t = v − (1 − β2) Δ² sign(v − Δ²)`` (Alg. 2, line 14)."""
+        return yogi_second_moment(v, g2, beta2)

@@ -1,0 +1,27 @@
+"""FedPrompt: the uniform mean of client prompt deltas.
+
+Zhao et al. 2022, "Reduce Communication Costs and Preserve Privacy: Prompt Tuning
+Method in Federated Learning" (FedPrompt): every participating client's soft
+prompt counts equally, ``P ← P + (1/K) Σ_k ΔP_k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fedpeft.aggregation import uniform_weights
+from fedpeft.aggregation.mean import Float64Array
+from fedpeft.strategies.base import STRATEGIES
+from fedpeft.strategies.fedavg import FedAvg
+from fedpeft.types import ClientUpdate
+
+
+@STRATEGIES.register("fedprompt")
+class FedPrompt(FedAvg):
+    """Uniform mean of client deltas (FedPrompt, Zhao et al. 2022)."""
+
+    name = "fedprompt"
+
+    def weights(self, updates: Sequence[ClientUpdate]) -> Float64Array:
+        """Equal weights ``1/K``, whatever the clients' example counts."""
+        return uniform_weights(len(updates))
