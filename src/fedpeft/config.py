@@ -73,6 +73,8 @@ class ClientSection(Section):
     batch_size: int = Field(16, ge=1, le=4096)
     lr: float = Field(3e-3, gt=0.0, le=10.0, description="AdamW learning rate of the method's tensors")
     head_lr: float = Field(1e-3, ge=0.0, le=10.0, description="AdamW learning rate of the head")
+    full_lr: float = Field(5e-5, gt=0.0, le=1.0,
+                           description="backbone learning rate of the full fine-tuning baseline")
     weight_decay: float = Field(0.0, ge=0.0)
     max_grad_norm: float = Field(0.0, ge=0.0, description="clip the local gradient norm (0 = off)")
     probe_epochs: int = Field(100, ge=1, description="full-batch epochs of the head-fitting probe")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from fedpeft.client.evaluate import evaluate
 from fedpeft.client.flops import FlopMeter
-from fedpeft.client.precision import autocast
+from fedpeft.models.precision import autocast
 from fedpeft.config import ClientSection
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
@@ -70,7 +70,8 @@ def build_optimizer(model: AdapterClassifier, cfg: ClientSection) -> torch.optim
 
 def train_adapter(model: AdapterClassifier, data: TokenizedDataset, cfg: ClientSection,
                   rng: np.random.Generator, *, proximal_mu: float = 0.0,
-                  precision: str = "fp32", flops: FlopMeter | None = None) -> LocalTrainStats:
+                  precision: str = "fp32", flops: FlopMeter | None = None,
+                  optimizer: torch.optim.Optimizer | None = None) -> LocalTrainStats:
     """Train ``model``'s trainable tensors in place on ``data``.
 
     Args:
@@ -81,13 +82,15 @@ def train_adapter(model: AdapterClassifier, data: TokenizedDataset, cfg: ClientS
         proximal_mu: FedProx μ; 0 disables the proximal term.
         precision: Backbone compute precision (``"fp32"`` or ``"bf16"``).
         flops: Accumulates the FLOPs of the steps taken.
+        optimizer: Continue with this optimizer (and its moments) instead of a
+            fresh AdamW from :func:`build_optimizer`.
     """
     if len(data) == 0:
         raise ValueError("a client with no training examples cannot train; "
                          "raise partition.min_size")
     meter = flops if flops is not None else FlopMeter()
     start_flops = meter.total
-    optimizer = build_optimizer(model, cfg)
+    optimizer = optimizer if optimizer is not None else build_optimizer(model, cfg)
     anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
     losses: list[float] = []
     examples = 0

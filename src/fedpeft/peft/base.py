@@ -16,18 +16,13 @@ import torch
 from torch import nn
 
 from fedpeft.models.backbone import Backbone
+from fedpeft.models.embed import mean_pool
 from fedpeft.models.tokenized import Batch
 from fedpeft.registry import Registry
 from fedpeft.types import Params, check_params_like
 
 AdapterFactory = Callable[..., "AdapterClassifier"]
 PEFT_METHODS: Registry[AdapterFactory] = Registry("PEFT method")
-
-
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden`` ``(batch, seq, dim)`` over positions where ``mask`` is 1."""
-    weights = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
 class AdapterClassifier(nn.Module):

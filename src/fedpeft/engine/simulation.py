@@ -1,0 +1,263 @@
+"""The embedded simulation engine: sequential clients sharing one backbone.
+
+One round (DESIGN.md §2): sample clients → each loads the global payload (sent
+as real serialized bytes), trains locally and sends its serialized ΔP back →
+the server validates every update, aggregates with the strategy, evaluates,
+writes a metrics record and a checkpoint. Every random draw comes from a stream
+keyed by (seed, round, client), so a resumed run equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedpeft.aggregation import example_weights, weighted_mean
+from fedpeft.client import evaluate, fit_head, local_update
+from fedpeft.config import ClientSection, RunConfig, StrategySection
+from fedpeft.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedpeft.engine.experiment import Experiment
+from fedpeft.engine.seeding import stream
+from fedpeft.engine.sink import MetricsSink
+from fedpeft.peft.base import AdapterClassifier
+from fedpeft.strategies import Strategy, build_strategy, sample_clients
+from fedpeft.types import ClientUpdate, Params, check_params_like
+from fedpeft.wire import deserialize, serialize
+
+logger = logging.getLogger(__name__)
+
+RoundCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class FederatedResult:
+    """Outcome of a federated run."""
+
+    history: list[dict[str, Any]]
+    params: Params
+    model: AdapterClassifier
+    totals: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class FederatedRun:
+    """Drives one federated training run of ``experiment``.
+
+    Attributes:
+        method: PEFT method (defaults to the config's).
+        strategy_cfg / client_cfg: Override the config's sections (baselines do).
+        run_dir: Where metrics.jsonl and checkpoints go (None: keep in memory).
+        label: Name of the run in records (``"federated"``, ``"full-finetune"``).
+    """
+
+    experiment: Experiment
+    method: str | None = None
+    strategy_cfg: StrategySection | None = None
+    client_cfg: ClientSection | None = None
+    run_dir: Path | None = None
+    label: str = "federated"
+    on_round: RoundCallback | None = None
+
+    def __post_init__(self) -> None:
+        cfg: RunConfig = self.experiment.config
+        self.cfg = cfg
+        self.strategy_cfg = self.strategy_cfg or cfg.strategy
+        self.client_cfg = self.client_cfg or cfg.client
+        self.model = self.experiment.new_adapter(self.method)
+        options = self.strategy_cfg.model_dump(exclude={"name"})
+        self.strategy: Strategy = build_strategy(self.strategy_cfg.name, **options)
+        self.sink = MetricsSink(self.run_dir / "metrics.jsonl") if self.run_dir else None
+
+    # ----------------------------------------------------------------- driver
+    def run(self, resume: bool = False) -> FederatedResult:
+        """Run all rounds (continuing from the last checkpoint if ``resume``)."""
+        params, history, start = self._start(resume)
+        for rnd in range(start, self.cfg.federation.rounds + 1):
+            params, record = self.run_round(rnd, params)
+            history.append(record)
+            self._persist(rnd, params, history, record)
+        self.model.load_trainable_state(params)
+        return FederatedResult(history, params, self.model, _totals(history))
+
+    def _start(self, resume: bool) -> tuple[Params, list[dict[str, Any]], int]:
+        ckpt_dir = self.run_dir / "checkpoint" if self.run_dir else None
+        if resume and ckpt_dir is not None:
+            ckpt = load_checkpoint(ckpt_dir)
+            if ckpt is not None:
+                self.strategy.load_state_dict(ckpt.strategy_state)
+                if self.sink:
+                    self.sink.reset(ckpt.history)
+                logger.info("resuming %s after round %d", self.label, ckpt.round)
+                return ckpt.params, list(ckpt.history), ckpt.round + 1
+        if self.sink:
+            self.sink.reset()
+        params, record = self.initial_round()
+        history = [record]
+        self._persist(0, params, history, record)
+        return params, history, 1
+
+    def _persist(self, rnd: int, params: Params, history: list[dict[str, Any]],
+                 record: dict[str, Any]) -> None:
+        if self.sink:
+            self.sink.write(record)
+        if self.run_dir:
+            save_checkpoint(self.run_dir / "checkpoint",
+                            Checkpoint(rnd, params, self.strategy.state_dict(), history, {}))
+        if self.on_round:
+            self.on_round(record)
+
+    # ----------------------------------------------------------- round zero
+    def initial_round(self) -> tuple[Params, dict[str, Any]]:
+        """Round 0: the initial payload; with ``head_init="probe"`` every client fits
+        the head as a linear probe on its features and the server averages the
+        heads weighted by n_k (a federated LP-FT warm start)."""
+        started = time.perf_counter()
+        params = self.model.trainable_state()
+        head_init = self.cfg.peft.head_init
+        if head_init == "zeros":
+            params = {k: np.zeros_like(v) if k.startswith("head.") else v
+                      for k, v in params.items()}
+        record: dict[str, Any] = {"run": self.label, "round": 0, "clients": [],
+                                  "bytes_up": 0, "bytes_down": 0}
+        if head_init == "probe":
+            params, record = self._probe_round(params, record)
+        record.update(self._evaluate(params))
+        record["round_seconds"] = time.perf_counter() - started
+        return params, record
+
+    def _probe_round(self, params: Params,
+                     record: dict[str, Any]) -> tuple[Params, dict[str, Any]]:
+        c = self.client_cfg
+        assert c is not None
+        down = serialize(params)
+        heads, sizes, up = [], [], 0
+        self.model.load_trainable_state(params)
+        for client in self.experiment.clients:
+            head = fit_head(self.model, client.train, c.probe_epochs, c.probe_lr,
+                            self.cfg.model.eval_precision)
+            up += len(serialize(head))
+            heads.append(head)
+            sizes.append(len(client.train))
+        params = {**params, **weighted_mean(heads, example_weights(sizes))}
+        n = len(heads)
+        record.update(clients=list(range(n)), bytes_down=len(down) * n, bytes_up=up)
+        return params, record
+
+    # --------------------------------------------------------------- a round
+    def run_round(self, rnd: int, params: Params) -> tuple[Params, dict[str, Any]]:
+        """One federated round; returns the new global params and its record."""
+        t0 = time.perf_counter()
+        fed = self.cfg.federation
+        selected = sample_clients(fed.num_clients, self.strategy_cfg.fraction_fit,
+                                  self.strategy_cfg.min_fit_clients,
+                                  stream(self.cfg.seed, "sample", rnd))
+        down_blob = serialize(params)
+        updates, up_bytes, failed, rejected = self._collect(rnd, selected, down_blob, params)
+        t1 = time.perf_counter()
+        agg_metrics: dict[str, float] = {}
+        if updates:
+            params, agg_metrics = self.strategy.aggregate(rnd, params, updates)
+        else:
+            logger.warning("round %d: no valid client update; global model unchanged", rnd)
+        t2 = time.perf_counter()
+        record: dict[str, Any] = {
+            "run": self.label, "round": rnd, "clients": [int(k) for k in selected],
+            "failed_clients": failed, "rejected_clients": rejected,
+            "bytes_down": len(down_blob) * len(selected), "bytes_up": up_bytes,
+            "bytes_down_per_client": len(down_blob),
+            "bytes_up_per_client": up_bytes / max(len(updates), 1),
+            **_client_summary(updates),
+            **{f"agg_{k}": v for k, v in agg_metrics.items()},
+        }
+        if rnd % fed.eval_every == 0 or rnd == fed.rounds:
+            record.update(self._evaluate(params))
+        t3 = time.perf_counter()
+        record.update(train_seconds=t1 - t0, aggregate_seconds=t2 - t1,
+                      eval_seconds=t3 - t2, round_seconds=t3 - t0)
+        return params, record
+
+    def _collect(self, rnd: int, selected: np.ndarray, down_blob: bytes,
+                 params: Params) -> tuple[list[ClientUpdate], int, list[int], list[int]]:
+        """Run the selected clients; drop the ones that fail or send bad updates."""
+        cfg, c = self.cfg, self.client_cfg
+        assert c is not None
+        extra = self.strategy.client_config(rnd)
+        updates: list[ClientUpdate] = []
+        failed: list[int] = []
+        rejected: list[int] = []
+        up_bytes = 0
+        errors: list[BaseException] = []
+        for k in selected:
+            client = self.experiment.clients[int(k)]
+            try:
+                update = local_update(
+                    int(k), self.model, deserialize(down_blob), client.train, client.val, c,
+                    stream(cfg.seed, "client", rnd, int(k)),
+                    proximal_mu=float(extra.get("proximal_mu", 0.0)),
+                    precision=cfg.model.precision, eval_precision=cfg.model.eval_precision,
+                    eval_batch_size=cfg.federation.eval_batch_size)
+            except (RuntimeError, ValueError, MemoryError) as err:
+                logger.warning("round %d: client %d failed (%s); dropped", rnd, k, err)
+                failed.append(int(k))
+                errors.append(err)
+                continue
+            blob = serialize(update.delta)
+            up_bytes += len(blob)
+            received = ClientUpdate(update.client_id, deserialize(blob), update.num_examples,
+                                    update.metrics)
+            try:
+                check_params_like(params, received.delta, what=f"client {k}'s update")
+            except ValueError as err:
+                logger.warning("round %d: %s; update rejected", rnd, err)
+                rejected.append(int(k))
+                continue
+            updates.append(received)
+        if errors and len(failed) == len(selected):
+            raise RuntimeError(f"round {rnd}: every selected client failed") from errors[0]
+        return updates, up_bytes, failed, rejected
+
+    # ------------------------------------------------------------ evaluation
+    def _evaluate(self, params: Params) -> dict[str, Any]:
+        """Global test metrics and the global model's accuracy on each client's
+        validation split (mean and 10th percentile across clients)."""
+        self.model.load_trainable_state(params)
+        fed, prec = self.cfg.federation, self.cfg.model.eval_precision
+        out: dict[str, Any] = evaluate(self.model, self.experiment.test,
+                                       fed.eval_batch_size, prec).as_dict("test_")
+        accs = [evaluate(self.model, c.val, fed.eval_batch_size, prec).accuracy
+                for c in self.experiment.clients if len(c.val)]
+        if accs:
+            out["client_val_accuracy_mean"] = float(np.mean(accs))
+            out["client_val_accuracy_p10"] = float(np.percentile(accs, 10))
+        return out
+
+
+def _client_summary(updates: list[ClientUpdate]) -> dict[str, float]:
+    """Means of the clients' own metrics after local training (``local_*``)."""
+    if not updates:
+        return {}
+    keys: set[str] = set.intersection(*(set(u.metrics) for u in updates))
+    out = {f"local_{k}_mean": float(np.mean([u.metrics[k] for u in updates]))
+           for k in sorted(keys)}
+    out["client_flops_total"] = float(sum(u.metrics.get("flops", 0.0) for u in updates))
+    out["train_examples_total"] = float(sum(u.metrics.get("train_examples", 0.0)
+                                            for u in updates))
+    out["train_seconds_total"] = float(sum(u.metrics.get("train_seconds", 0.0)
+                                           for u in updates))
+    return out
+
+
+def _totals(history: list[Mapping[str, Any]]) -> dict[str, float]:
+    return {
+        "bytes_up": float(sum(r.get("bytes_up", 0) for r in history)),
+        "bytes_down": float(sum(r.get("bytes_down", 0) for r in history)),
+        "client_flops": float(sum(r.get("client_flops_total", 0.0) for r in history)),
+        "train_examples": float(sum(r.get("train_examples_total", 0.0) for r in history)),
+        "train_seconds": float(sum(r.get("train_seconds_total", 0.0) for r in history)),
+    }
