@@ -35,7 +35,8 @@ class AdapterClassifier(nn.Module):
 
     head_prefix = "head."
 
-    def __init__(self, backbone: Backbone, num_classes: int) -> None:
+    def __init__(self, backbone: Backbone, num_classes: int,
+                 generator: torch.Generator) -> None:
         super().__init__()
         if backbone.kind != "encoder":
             raise ValueError(
@@ -47,6 +48,9 @@ class AdapterClassifier(nn.Module):
         object.__setattr__(self, "backbone", backbone)  # shared, not a submodule
         self.backbone: Backbone
         self.head = nn.Linear(backbone.hidden_size, num_classes)
+        with torch.no_grad():  # seeded init: never the global RNG
+            self.head.weight.normal_(0.0, 0.02, generator=generator)
+            self.head.bias.zero_()
 
     def features(self, batch: Batch) -> torch.Tensor:
         """Pooled features ``(batch, dim)`` fed to the head."""

@@ -22,7 +22,7 @@ class FullFineTuneClassifier(AdapterClassifier):
 
     def __init__(self, backbone: Backbone, num_classes: int, *,
                  generator: torch.Generator, **_: object) -> None:
-        super().__init__(backbone, num_classes)
+        super().__init__(backbone, num_classes, generator)
         self.encoder = copy.deepcopy(backbone.model)
         self.encoder.requires_grad_(True)
         self.encoder.eval()  # no dropout: keeps clients deterministic and comparable

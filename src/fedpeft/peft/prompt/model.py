@@ -36,7 +36,7 @@ class SoftPromptClassifier(AdapterClassifier):
     def __init__(self, backbone: Backbone, num_classes: int, *, generator: torch.Generator,
                  prompt_length: int = 20, prompt_init: str = "vocab",
                  label_names: tuple[str, ...] = ()) -> None:
-        super().__init__(backbone, num_classes)
+        super().__init__(backbone, num_classes, generator)
         if prompt_length < 1:
             raise ValueError(f"prompt_length={prompt_length}: must be >= 1")
         self.prompt = nn.Parameter(self._init_prompt(prompt_length, prompt_init,

@@ -1,0 +1,39 @@
+"""Shared fixtures: one tiny real experiment (real backbone, real corpus slice)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from fedpeft.config import RunConfig, load_config
+from fedpeft.engine.experiment import Experiment, build_experiment
+
+TINY = (
+    "data.corpus=bbc-news",
+    "data.max_train=160",
+    "data.max_test=80",
+    "data.max_chars=400",
+    "model.max_length=32",
+    "federation.num_clients=4",
+    "federation.rounds=2",
+    "partition.min_size=10",
+    "peft.prompt_length=4",
+    "client.batch_size=16",
+    "client.probe_epochs=50",
+    "baselines.run=[]",
+)
+
+
+def tiny_config(tmp_path: object, *extra: str) -> RunConfig:
+    """The tiny test configuration writing under ``tmp_path``."""
+    return load_config(None, [*TINY, f"output_dir={tmp_path}", *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_experiment(tmp_path_factory: pytest.TempPathFactory) -> Experiment:
+    return build_experiment(tiny_config(tmp_path_factory.mktemp("runs")))
+
+
+def overrides(*items: str) -> Sequence[str]:
+    return list(items)
