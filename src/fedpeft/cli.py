@@ -1,0 +1,512 @@
+"""The ``fedpeft`` command line: run experiments, compare runs, list components.
+
+Thin by design: commands build a :class:`~fedpeft.config.RunConfig` and call library
+functions; tables and plots come from :mod:`fedpeft.reporting`. Heavy modules (torch,
+transformers, matplotlib) are imported only by the commands that need them.
+
+Exit codes: 0 success, 1 a run failed, 2 a usage or configuration error (shown
+without a traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.logging import RichHandler
+from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from fedpeft import __version__
+from fedpeft.config import ConfigError, RunConfig, load_config
+from fedpeft.reporting.compare import (
+    ROUND_COLUMNS,
+    accuracy,
+    load_runs,
+    render_comparison,
+    render_run_summary,
+    round_cells,
+    rounds_table,
+)
+
+app = typer.Typer(
+    name="fedpeft",
+    help="Federated parameter-efficient fine-tuning of frozen foundation models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+config_app = typer.Typer(help="Inspect run configurations.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigArg = Annotated[
+    Path | None,
+    typer.Argument(
+        metavar="CONFIG.toml",
+        show_default=False,
+        help="TOML run configuration; omitted: the default experiment.",
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        show_default=False,
+        help="Override a config value, e.g. --set strategy.name=dynamic "
+        "(repeatable; values are read as TOML).",
+    ),
+]
+
+
+# --- console, logging, errors ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ui:
+    """Where output goes: results to stdout; progress, logs and errors to stderr."""
+
+    out: Console
+    err: Console
+
+    def error(self, message: str, title: str = "error") -> None:
+        """A red panel with ``message`` taken literally (no rich markup)."""
+        self.err.print(
+            Panel(
+                Text(message),
+                title=title,
+                title_align="left",
+                border_style="red",
+                expand=False,
+            )
+        )
+
+
+class _CliLogHandler(RichHandler):
+    """The root logger's rich handler installed by the CLI (replaced, never stacked)."""
+
+
+def _setup_logging(console: Console, verbose: bool) -> None:
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _CliLogHandler)]:
+        root.removeHandler(handler)
+    handler = _CliLogHandler(
+        console=console,
+        show_path=False,
+        markup=False,
+        rich_tracebacks=True,
+        log_time_format="[%X]",
+    )
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _ui(ctx: typer.Context) -> Ui:
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Ui) else Ui(Console(), Console(stderr=True))
+
+
+def _user_error_types() -> tuple[type[Exception], ...]:
+    from fedpeft.data import PartitionError
+    from fedpeft.engine.checkpoint import CheckpointError
+
+    return ConfigError, PartitionError, CheckpointError, FileNotFoundError
+
+
+@contextmanager
+def _user_errors(ui: Ui, *extra: type[Exception]) -> Iterator[None]:
+    """Turn a user-facing error into a red message and exit code 2, no traceback."""
+    try:
+        yield
+    except (*_user_error_types(), *extra) as err:
+        ui.error(str(err))
+        raise typer.Exit(2) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fedpeft {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Show the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Federated parameter-efficient fine-tuning of frozen foundation models.
+
+    Start with [bold]fedpeft run[/] (the default experiment), then
+    [bold]fedpeft report runs/default[/].
+    """
+    del version
+    ui = Ui(Console(), Console(stderr=True))
+    ctx.obj = ui
+    _setup_logging(ui.err, verbose=False)
+
+
+# --- fedpeft run ----------------------------------------------------------------------
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    config: ConfigArg = None,
+    overrides: SetOption = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the run in the run directory from its last "
+            "checkpoint (same config required).",
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No progress display; print only the final table."
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Log at INFO level; show tracebacks of failures."
+        ),
+    ] = False,
+) -> None:
+    """Run a federated experiment and its baselines; write results to the run directory.
+
+    The run directory (output_dir/name) receives config.toml, metrics.jsonl,
+    summary.json, the final adapter and plots.
+    """
+    ui = _ui(ctx)
+    if verbose:
+        _setup_logging(ui.err, verbose=True)
+    with _user_errors(ui):
+        cfg = load_config(config, overrides or [])
+        from fedpeft.engine.experiment import check_names
+
+        check_names(cfg)
+    if not quiet:
+        ui.err.print(describe_config(cfg))
+    summary = _execute(
+        cfg,
+        ui,
+        resume=resume,
+        quiet=quiet,
+        verbose=verbose,
+        again=_resume_command(config, overrides or []),
+    )
+    ui.out.print()
+    render_run_summary(summary, ui.out, run_dir=cfg.run_dir)
+
+
+def describe_config(cfg: RunConfig) -> Text:
+    """One line saying what a run will do and where it writes."""
+    p, fed = cfg.partition, cfg.federation
+    skew = f"{p.method} α={p.alpha:g}" if p.method == "dirichlet" else p.method
+    baselines = ", ".join(cfg.baselines.run) or "none"
+    return Text.assemble(
+        (cfg.name, "bold cyan"),
+        f": {cfg.peft.method} on {cfg.model.backbone}, {cfg.data.corpus}; "
+        f"{fed.num_clients} clients ({skew}), {cfg.strategy.name}, "
+        f"{fed.rounds} rounds, {cfg.strategy.fraction_fit:.0%} of clients per round; "
+        f"baselines: {baselines} "
+        f"→ {cfg.run_dir}",
+    )
+
+
+def _resume_command(config: Path | None, overrides: list[str]) -> str:
+    words = ["fedpeft", "run", *([str(config)] if config else [])]
+    for item in overrides:
+        words += ["--set", item]
+    return shlex.join([*words, "--resume"])
+
+
+def _execute(
+    cfg: RunConfig, ui: Ui, *, resume: bool, quiet: bool, verbose: bool, again: str
+) -> dict[str, Any]:
+    """run_experiment with a live view; failures become messages and exit codes."""
+    from fedpeft.engine.runner import run_experiment
+
+    try:
+        with _user_errors(ui):
+            if quiet:
+                return run_experiment(cfg, resume=resume)
+            with RunView(ui.err) as view:
+                return run_experiment(cfg, resume=resume, on_event=view)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        ui.error(
+            f"Continue from the last checkpoint with:\n  {again}", title="interrupted"
+        )
+        raise typer.Exit(130) from None
+    except Exception as err:  # a failed run: exit 1 with the reason
+        if verbose:
+            ui.err.print_exception(show_locals=False)
+        hint = "" if verbose else "\n(run again with --verbose for the traceback)"
+        ui.error(f"{type(err).__name__}: {err}{hint}", title="run failed")
+        raise typer.Exit(1) from None
+
+
+class RunView:
+    """Shows the events of ``run_experiment``: a progress bar per run or baseline
+    phase and a live table of the last rounds; on a console that is not a
+    terminal (a log file, CI) it prints one line per round and phase instead."""
+
+    def __init__(self, console: Console, rows: int = 8) -> None:
+        self.console = console
+        self.interactive = console.is_terminal
+        self.progress = Progress(
+            SpinnerColumn(finished_text=Text("✓", style="green")),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self.recent: deque[dict[str, Any]] = deque(maxlen=rows)
+        self.tasks: dict[str, TaskID] = {}
+        self.rounds = 0
+        self.live = Live(
+            get_renderable=self._render, console=console, refresh_per_second=4
+        )
+
+    def __enter__(self) -> RunView:
+        if self.interactive:
+            self.live.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        if self.interactive:
+            self.live.stop()
+
+    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
+        if kind == "start":
+            self._start(payload)
+        elif kind == "round":
+            self._round(payload)
+        elif kind == "phase":
+            self._phase(payload)
+
+    def _render(self) -> RenderableType:
+        if not self.recent:
+            return self.progress
+        run = self.recent[-1].get("run", "")
+        return Group(
+            self.progress,
+            rounds_table(list(self.recent), title=f"{run}: latest rounds"),
+        )
+
+    def _task(self, name: str, total: int | None = None) -> TaskID:
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(name, total=total)
+        return self.tasks[name]
+
+    def _start(self, payload: dict[str, Any]) -> None:
+        self.rounds = int(payload.get("rounds", 0))
+        for name in payload.get("runs", ["federated"]):
+            total = self.rounds if name == "federated" else None
+            task = self._task(name, total)
+            if name != "federated":
+                self.progress.update(task, description=f"[dim]{name} (waiting)")
+                self.progress.stop_task(task)
+
+    def _round(self, record: dict[str, Any]) -> None:
+        run = str(record.get("run", "federated"))
+        task = self._task(run, self.rounds)
+        if self.progress.tasks[self._index(task)].total is None:
+            self.progress.update(task, total=self.rounds)
+        acc = record.get("test_accuracy")
+        label = f"{run}  acc {accuracy(acc)}" if acc is not None else None
+        self.progress.update(
+            task, completed=int(record.get("round", 0)), description=label
+        )
+        if self.recent and self.recent[-1].get("run") != run:
+            self.recent.clear()
+        self.recent.append(record)
+        if not self.interactive:
+            self.console.print(_round_line(record, self.rounds), highlight=False)
+
+    def _phase(self, payload: dict[str, Any]) -> None:
+        name = str(payload.get("name"))
+        task = self._task(name)
+        if payload.get("status") == "start":
+            self.progress.start_task(task)
+            self.progress.update(task, description=name)
+            if not self.interactive:
+                self.console.print(f"{name}: started", highlight=False)
+            return
+        metrics = payload.get("metrics") or {}
+        total = self.progress.tasks[self._index(task)].total or 1
+        done = f"{name}  acc {accuracy(metrics.get('test_accuracy'))}"
+        self.progress.update(task, total=total, completed=total, description=done)
+        if not self.interactive:
+            self.console.print(f"{done} (done)", highlight=False)
+
+    def _index(self, task: TaskID) -> int:
+        return [t.id for t in self.progress.tasks].index(task)
+
+
+def _round_line(record: dict[str, Any], rounds: int) -> str:
+    cells = round_cells(record)
+    parts = [
+        f"{c} {v}"
+        for c, v in zip(ROUND_COLUMNS[1:], cells[1:], strict=True)
+        if v != "—"
+    ]
+    return f"{record.get('run')} round {cells[0]}/{rounds}: " + ", ".join(parts)
+
+
+# --- fedpeft report -------------------------------------------------------------------
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RUN_DIR...",
+            show_default=False,
+            help="Finished run directories (each holds summary.json).",
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            show_default=False,
+            help="Where to write the comparison PNG (a file or a directory); "
+            "default: FIRST_RUN_DIR/plots/compare.png.",
+        ),
+    ] = None,
+) -> None:
+    """Compare finished runs: a table of each run and its baselines, and a plot."""
+    from fedpeft.reporting.plots import plot_compare
+
+    ui = _ui(ctx)
+    with _user_errors(ui, ValueError):
+        results = load_runs(run_dirs)
+    render_comparison(results, ui.out)
+    target = out or run_dirs[0] / "plots" / "compare.png"
+    if target.is_dir() or not target.suffix:
+        target = target / "compare.png"
+    with _user_errors(ui, ValueError):
+        path = plot_compare(run_dirs, target)
+    ui.out.print(Text.assemble("comparison plot: ", (str(path), "bold")))
+
+
+# --- listings -------------------------------------------------------------------------
+
+
+@app.command()
+def datasets(ctx: typer.Context) -> None:
+    """List the shipped corpora (data.corpus)."""
+    from fedpeft.data import available_corpora
+
+    table = _listing(
+        "Corpora (data.corpus)",
+        available_corpora(),
+        "Your own data: csv:PATH or jsonl:PATH with text and label columns.",
+    )
+    _ui(ctx).out.print(table)
+
+
+@app.command()
+def models(ctx: typer.Context) -> None:
+    """List the registered backbones (model.backbone)."""
+    from fedpeft.models import available_backbones
+
+    table = _listing(
+        "Backbones (model.backbone)",
+        available_backbones(),
+        "Or the path of a local Hugging Face model directory.",
+    )
+    _ui(ctx).out.print(table)
+
+
+def _listing(title: str, entries: list[tuple[str, str]], caption: str) -> Table:
+    table = Table(
+        title=title, caption=caption, title_justify="left", caption_justify="left"
+    )
+    table.add_column("name", style="bold cyan", no_wrap=True)
+    table.add_column("description")
+    for name, description in entries:
+        table.add_row(name, description)
+    return table
+
+
+# --- fedpeft config -------------------------------------------------------------------
+
+
+@config_app.command("show")
+def config_show(
+    ctx: typer.Context,
+    config: ConfigArg = None,
+    overrides: SetOption = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check/--no-check",
+            help="Also check that every component name (strategy, method, corpus, "
+            "backbone) is registered.",
+        ),
+    ] = True,
+) -> None:
+    """Print the resolved configuration (defaults, then CONFIG, then --set) as TOML."""
+    import tomli_w
+
+    ui = _ui(ctx)
+    with _user_errors(ui):
+        cfg = load_config(config, overrides or [])
+        if check:
+            from fedpeft.engine.experiment import check_names
+
+            check_names(cfg)
+    text = tomli_w.dumps(cfg.to_dict())
+    if ui.out.is_terminal:
+        from rich.syntax import Syntax
+
+        ui.out.print(Syntax(text, "toml", background_color="default"))
+    else:  # piped: plain TOML, byte for byte, so it can be saved and reused
+        typer.echo(text, nl=False)
