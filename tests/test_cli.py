@@ -237,7 +237,7 @@ def test_run_shows_rounds_and_the_final_comparison(
 
     assert result.exit_code == 0, result.output
     assert "federated round 2/2" in result.stderr  # one line per round off a terminal
-    assert "zero-shot  acc 31.2%" in result.stderr
+    assert "zero-shot done: test acc 31.2%" in result.stderr
     out = result.stdout
     assert "87.5%" in out and "90.0%" in out and "31.2%" in out  # fed, best, zero-shot
     assert "20 kB up, 21 kB down" in out
@@ -256,6 +256,20 @@ def test_run_failure_exits_1_with_the_reason(monkeypatch: pytest.MonkeyPatch) ->
 
     assert result.exit_code == 1
     assert "CUDA out of memory" in result.stderr
+
+
+def test_interrupted_run_exits_130_and_says_how_to_resume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def interrupted(cfg: RunConfig, **kwargs: Any) -> dict[str, Any]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fedpeft.engine.runner.run_experiment", interrupted)
+
+    result = invoke("run", "--set", "federation.rounds=3")
+
+    assert result.exit_code == 130
+    assert "fedpeft run --set federation.rounds=3 --resume" in result.stderr
 
 
 # --- report ---------------------------------------------------------------------------

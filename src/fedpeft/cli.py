@@ -353,7 +353,7 @@ class RunView:
     def _round(self, record: dict[str, Any]) -> None:
         run = str(record.get("run", "federated"))
         task = self._task(run, self.rounds)
-        if self.progress.tasks[self._index(task)].total is None:
+        if self._total(task) is None:
             self.progress.update(task, total=self.rounds)
         acc = record.get("test_accuracy")
         label = f"{run}  acc {accuracy(acc)}" if acc is not None else None
@@ -375,15 +375,16 @@ class RunView:
             if not self.interactive:
                 self.console.print(f"{name}: started", highlight=False)
             return
-        metrics = payload.get("metrics") or {}
-        total = self.progress.tasks[self._index(task)].total or 1
-        done = f"{name}  acc {accuracy(metrics.get('test_accuracy'))}"
-        self.progress.update(task, total=total, completed=total, description=done)
+        acc = accuracy((payload.get("metrics") or {}).get("test_accuracy"))
+        total = self._total(task) or 1
+        self.progress.update(
+            task, total=total, completed=total, description=f"{name}  acc {acc}"
+        )
         if not self.interactive:
-            self.console.print(f"{done} (done)", highlight=False)
+            self.console.print(f"{name} done: test acc {acc}", highlight=False)
 
-    def _index(self, task: TaskID) -> int:
-        return [t.id for t in self.progress.tasks].index(task)
+    def _total(self, task: TaskID) -> float | None:
+        return next(t.total for t in self.progress.tasks if t.id == task)
 
 
 def _round_line(record: dict[str, Any], rounds: int) -> str:

@@ -434,10 +434,10 @@ def comparison_table(rows: Sequence[Mapping[str, Any]], wide: bool = True) -> Ta
     cells = {
         k: f for k, f in _COMPARISON_CELLS.items() if wide or k not in _NARROW_OMITS
     }
-    table.add_column("run", no_wrap=True)
+    table.add_column("run")  # the only column that wraps on a narrow console
     table.add_column("system", no_wrap=True)
     for column in cells:
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", no_wrap=True)
     previous = None
     for row in rows:
         if previous is not None and row["run"] != previous:
