@@ -45,18 +45,25 @@ def run_one(out: Path, name: str, overrides: list[str]) -> dict[str, Any]:
         return dict(json.loads(summary_path.read_text()))
     started = time.perf_counter()
     summary = run_experiment(cfg, resume=True)
-    print(f"  {name}: {summary['federated']['final_accuracy']:.4f} "
-          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    print(
+        f"  {name}: {summary['federated']['final_accuracy']:.4f} "
+        f"({time.perf_counter() - started:.0f} s)",
+        flush=True,
+    )
     return summary
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpora", nargs="+", default=["rotten-tomatoes", "20newsgroups"])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--corpora", nargs="+", default=["rotten-tomatoes", "20newsgroups"]
+    )
     parser.add_argument("--alphas", nargs="+", type=float, default=[0.5, 0.1, 10.0])
-    parser.add_argument("--strategies", nargs="+",
-                        default=["fedavg", "fedprompt", "fedprox", "dynamic"])
+    parser.add_argument(
+        "--strategies", nargs="+", default=["fedavg", "fedprompt", "fedprox", "dynamic"]
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
@@ -72,9 +79,16 @@ def main() -> None:
                     if i == 0:
                         baselines = ["centralized", "linear-probe", *baselines]
                 name = f"{corpus}-a{alpha:g}-{strategy}"
-                summary = run_one(args.out, name, [
-                    *common, f"partition.alpha={alpha}", f"strategy.name={strategy}",
-                    f"baselines.run={json.dumps(baselines)}"])
+                summary = run_one(
+                    args.out,
+                    name,
+                    [
+                        *common,
+                        f"partition.alpha={alpha}",
+                        f"strategy.name={strategy}",
+                        f"baselines.run={json.dumps(baselines)}",
+                    ],
+                )
                 results.append(summary)
     table = build_table(results, args.out)
     out = Path("bench/results")
@@ -98,32 +112,55 @@ def build_table(results: list[dict[str, Any]], out: Path) -> list[dict[str, Any]
     for s in results:
         corpus, alpha = s["corpus"], s["alpha"]
         target = 0.95 * central[corpus] if corpus in central else None
-        history = [r for r in read_metrics(out / s["name"] / "metrics.jsonl")
-                   if r["run"] == "federated"]
+        history = [
+            r
+            for r in read_metrics(out / s["name"] / "metrics.jsonl")
+            if r["run"] == "federated"
+        ]
         fed = s["federated"]
-        rows.append({"corpus": corpus, "alpha": alpha, "method": f"prompt + {s['strategy']}",
-                     "final_accuracy": fed["final_accuracy"],
-                     "best_accuracy": fed["best_accuracy"],
-                     "macro_f1": fed["final_macro_f1"],
-                     "rounds_to_95pct": _rounds(history, target),
-                     "bytes_per_client_round": fed["bytes_up_per_client_round"]
-                     + fed["bytes_down_per_client_round"]})
+        rows.append(
+            {
+                "corpus": corpus,
+                "alpha": alpha,
+                "method": f"prompt + {s['strategy']}",
+                "final_accuracy": fed["final_accuracy"],
+                "best_accuracy": fed["best_accuracy"],
+                "macro_f1": fed["final_macro_f1"],
+                "rounds_to_95pct": _rounds(history, target),
+                "bytes_per_client_round": fed["bytes_up_per_client_round"]
+                + fed["bytes_down_per_client_round"],
+            }
+        )
         for name, metrics in s["baselines"].items():
-            row = {"corpus": corpus, "alpha": alpha if name in ("local-only", "full-finetune")
-                   else None, "method": name, "final_accuracy": metrics["test_accuracy"],
-                   "best_accuracy": metrics.get("best_accuracy"),
-                   "macro_f1": metrics["test_macro_f1"], "rounds_to_95pct": None,
-                   "bytes_per_client_round": None}
+            row = {
+                "corpus": corpus,
+                "alpha": alpha if name in ("local-only", "full-finetune") else None,
+                "method": name,
+                "final_accuracy": metrics["test_accuracy"],
+                "best_accuracy": metrics.get("best_accuracy"),
+                "macro_f1": metrics["test_macro_f1"],
+                "rounds_to_95pct": None,
+                "bytes_per_client_round": None,
+            }
             if name == "full-finetune":
                 per = fed["full_model_bytes"] * 2
                 row["bytes_per_client_round"] = per
-                curve = [r for r in read_metrics(out / s["name"] / "metrics.jsonl")
-                         if r["run"] == "full-finetune"]
+                curve = [
+                    r
+                    for r in read_metrics(out / s["name"] / "metrics.jsonl")
+                    if r["run"] == "full-finetune"
+                ]
                 row["rounds_to_95pct"] = _rounds(curve, target)
             rows.append(row)
     for corpus in central:
-        rows.append({"corpus": corpus, "note": "reference", "centralized": central[corpus],
-                     "linear_probe": probe.get(corpus)})
+        rows.append(
+            {
+                "corpus": corpus,
+                "note": "reference",
+                "centralized": central[corpus],
+                "linear_probe": probe.get(corpus),
+            }
+        )
     return rows
 
 
@@ -136,19 +173,26 @@ def _rounds(history: list[dict[str, Any]], target: float | None) -> int | str | 
 
 
 def render(rows: list[dict[str, Any]]) -> str:
-    lines = ["| corpus | α | method | final acc | best acc | macro-F1 | rounds to 95% "
-             "of centralized | bytes / client / round (up+down) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| corpus | α | method | final acc | best acc | macro-F1 | rounds to 95% "
+        "of centralized | bytes / client / round (up+down) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r.get("note"):
             continue
         alpha = "—" if r["alpha"] is None else f"{r['alpha']:g}"
         best = "—" if r["best_accuracy"] is None else f"{r['best_accuracy']:.4f}"
         rounds = "—" if r["rounds_to_95pct"] is None else str(r["rounds_to_95pct"])
-        nbytes = "—" if r["bytes_per_client_round"] is None else \
-            f"{r['bytes_per_client_round'] / 1e3:,.1f} kB"
-        lines.append(f"| {r['corpus']} | {alpha} | {r['method']} | {r['final_accuracy']:.4f} "
-                     f"| {best} | {r['macro_f1']:.4f} | {rounds} | {nbytes} |")
+        nbytes = (
+            "—"
+            if r["bytes_per_client_round"] is None
+            else f"{r['bytes_per_client_round'] / 1e3:,.1f} kB"
+        )
+        lines.append(
+            f"| {r['corpus']} | {alpha} | {r['method']} | {r['final_accuracy']:.4f} "
+            f"| {best} | {r['macro_f1']:.4f} | {rounds} | {nbytes} |"
+        )
     return "\n".join(lines)
 
 

@@ -35,17 +35,26 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             model.load_trainable_state(start)
             t0 = time.perf_counter()
-            stats = train_adapter(model, data, cfg.client, stream(0, "client", trial, 0),
-                                  precision=precision)
+            stats = train_adapter(
+                model,
+                data,
+                cfg.client,
+                stream(0, "client", trial, 0),
+                precision=precision,
+            )
             rates[precision].append(stats.examples / (time.perf_counter() - t0))
             if trial == 0:
                 accs[precision] = evaluate(model, exp.test, precision="fp32").accuracy
-    print(f"examples: {len(data)} per trial, batch {cfg.client.batch_size}, "
-          f"prompt {cfg.peft.prompt_length}, max_length {cfg.model.max_length}")
+    print(
+        f"examples: {len(data)} per trial, batch {cfg.client.batch_size}, "
+        f"prompt {cfg.peft.prompt_length}, max_length {cfg.model.max_length}"
+    )
     for precision, values in rates.items():
-        print(f"{precision}: median {statistics.median(values):.1f} ex/s "
-              f"(trials {', '.join(f'{v:.1f}' for v in values)}), "
-              f"test accuracy after one pass {accs[precision]:.4f}")
+        print(
+            f"{precision}: median {statistics.median(values):.1f} ex/s "
+            f"(trials {', '.join(f'{v:.1f}' for v in values)}), "
+            f"test accuracy after one pass {accs[precision]:.4f}"
+        )
     ratio = statistics.median(rates["bf16"]) / statistics.median(rates["fp32"])
     print(f"bf16 / fp32 throughput ratio: {ratio:.2f}")
 

@@ -25,14 +25,17 @@ def test_toml_then_overrides(tmp_path: Path) -> None:
     assert cfg.baselines.run == ("zero-shot",)
 
 
-@pytest.mark.parametrize(("override", "expected"), [
-    ("strategy.gama=1", "unknown key 'strategy.gama'. Did you mean 'gamma'?"),
-    ("federation.rounds=-1", "federation.rounds = -1"),
-    ("model.precision=fp16", "model.precision = 'fp16'"),
-    ("client.lr=abc", "client.lr = 'abc'"),
-    ('baselines.run=["oracle"]', "unknown baseline 'oracle'"),
-    ("stratgy.name=fedavg", "Did you mean 'strategy'?"),
-])
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("strategy.gama=1", "unknown key 'strategy.gama'. Did you mean 'gamma'?"),
+        ("federation.rounds=-1", "federation.rounds = -1"),
+        ("model.precision=fp16", "model.precision = 'fp16'"),
+        ("client.lr=abc", "client.lr = 'abc'"),
+        ('baselines.run=["oracle"]', "unknown baseline 'oracle'"),
+        ("stratgy.name=fedavg", "Did you mean 'strategy'?"),
+    ],
+)
 def test_bad_values_name_the_key(override: str, expected: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
@@ -40,11 +43,13 @@ def test_bad_values_name_the_key(override: str, expected: str) -> None:
 
 
 def test_unknown_registry_names_fail_before_any_work() -> None:
-    for override, key in [("strategy.name=fedsgd", "strategy.name"),
-                          ("peft.method=loraa", "peft.method"),
-                          ("partition.method=dirichlet2", "partition.method"),
-                          ("data.corpus=imdb", "data.corpus"),
-                          ("model.backbone=/no/such/dir", "model.backbone")]:
+    for override, key in [
+        ("strategy.name=fedsgd", "strategy.name"),
+        ("peft.method=loraa", "peft.method"),
+        ("partition.method=dirichlet2", "partition.method"),
+        ("data.corpus=imdb", "data.corpus"),
+        ("model.backbone=/no/such/dir", "model.backbone"),
+    ]:
         with pytest.raises(ConfigError, match=key):
             check_names(load_config(None, [override]))
 

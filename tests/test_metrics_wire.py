@@ -13,7 +13,9 @@ from fedpeft.wire import deserialize, payload_bytes, serialize
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=1, max_size=60))
+@given(
+    st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=1, max_size=60)
+)
 def test_macro_f1_matches_sklearn(pairs: list[tuple[int, int]]) -> None:
     labels = np.array([p[0] for p in pairs])
     preds = np.array([p[1] for p in pairs])
@@ -23,7 +25,10 @@ def test_macro_f1_matches_sklearn(pairs: list[tuple[int, int]]) -> None:
 
 
 def test_serialized_size_is_counted_exactly() -> None:
-    params = {"prompt": np.ones((20, 384), np.float32), "head.bias": np.zeros(2, np.float32)}
+    params = {
+        "prompt": np.ones((20, 384), np.float32),
+        "head.bias": np.zeros(2, np.float32),
+    }
     blob = serialize(params)
     assert payload_bytes(params) == len(blob)
     assert len(blob) > 20 * 384 * 4 + 2 * 4  # the data plus a JSON header

@@ -27,36 +27,56 @@ class Section(BaseModel):
 
 
 class ModelSection(Section):
-    backbone: str = Field("minilm-l6", description="registered name or local HF model dir")
-    max_length: int = Field(64, ge=8, le=4096, description="tokens per example after truncation")
+    backbone: str = Field(
+        "minilm-l6", description="registered name or local HF model dir"
+    )
+    max_length: int = Field(
+        64, ge=8, le=4096, description="tokens per example after truncation"
+    )
     precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="backbone compute dtype (bf16 autocast); adapters stay fp32")
+        "fp32", description="backbone compute dtype (bf16 autocast); adapters stay fp32"
+    )
     eval_precision: Literal["fp32", "bf16"] = Field(
-        "bf16", description="backbone compute dtype for evaluation")
+        "bf16", description="backbone compute dtype for evaluation"
+    )
 
 
 class DataSection(Section):
-    corpus: str = Field("rotten-tomatoes", description="registered corpus, csv:PATH or jsonl:PATH")
+    corpus: str = Field(
+        "rotten-tomatoes", description="registered corpus, csv:PATH or jsonl:PATH"
+    )
     text_column: str = "text"
     label_column: str = "label"
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    split_seed: int = Field(0, ge=0, description="seed of the train/test split (fixed across runs)")
-    max_train: int | None = Field(2000, ge=10, description="subsample of the training pool")
+    split_seed: int = Field(
+        0, ge=0, description="seed of the train/test split (fixed across runs)"
+    )
+    max_train: int | None = Field(
+        2000, ge=10, description="subsample of the training pool"
+    )
     max_test: int | None = Field(1000, ge=10, description="subsample of the test set")
     max_chars: int | None = Field(2000, ge=16)
 
 
 class PartitionSection(Section):
-    method: str = Field("dirichlet", description="iid, dirichlet, quantity, feature, pathological")
-    alpha: float = Field(0.5, gt=0.0, description="Dirichlet concentration (smaller = more skew)")
+    method: str = Field(
+        "dirichlet", description="iid, dirichlet, quantity, feature, pathological"
+    )
+    alpha: float = Field(
+        0.5, gt=0.0, description="Dirichlet concentration (smaller = more skew)"
+    )
     min_size: int = Field(10, ge=1, description="minimum examples per client")
     classes_per_client: int = Field(2, ge=1)
     quantity_distribution: Literal["power-law", "log-normal"] = "power-law"
     quantity_exponent: float = Field(1.5, gt=0.0)
     quantity_sigma: float = Field(1.0, gt=0.0)
-    group_column: str | None = Field(None, description="metadata column for feature skew")
+    group_column: str | None = Field(
+        None, description="metadata column for feature skew"
+    )
     num_clusters: int | None = Field(None, ge=2)
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of each shard for validation")
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="share of each shard for validation"
+    )
 
 
 class PeftSection(Section):
@@ -64,31 +84,53 @@ class PeftSection(Section):
     prompt_length: int = Field(20, ge=1, le=256)
     prompt_init: Literal["vocab", "random", "labels"] = "vocab"
     head_init: Literal["probe", "zeros", "random"] = Field(
-        "probe", description="probe: a federated linear probe fits the head before round 1")
+        "probe",
+        description="probe: a federated linear probe fits the head before round 1",
+    )
 
 
 class ClientSection(Section):
     local_epochs: int = Field(1, ge=0, le=1000)
-    local_steps: int = Field(0, ge=0, description="if > 0, a fixed number of steps instead of epochs")
+    local_steps: int = Field(
+        0, ge=0, description="if > 0, a fixed number of steps instead of epochs"
+    )
     batch_size: int = Field(16, ge=1, le=4096)
-    lr: float = Field(3e-3, gt=0.0, le=10.0, description="AdamW learning rate of the method's tensors")
-    head_lr: float = Field(1e-3, ge=0.0, le=10.0, description="AdamW learning rate of the head")
-    full_lr: float = Field(5e-5, gt=0.0, le=1.0,
-                           description="backbone learning rate of the full fine-tuning baseline")
+    lr: float = Field(
+        3e-3, gt=0.0, le=10.0, description="AdamW learning rate of the method's tensors"
+    )
+    head_lr: float = Field(
+        1e-3, ge=0.0, le=10.0, description="AdamW learning rate of the head"
+    )
+    full_lr: float = Field(
+        5e-5,
+        gt=0.0,
+        le=1.0,
+        description="backbone learning rate of the full fine-tuning baseline",
+    )
     weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: float = Field(0.0, ge=0.0, description="clip the local gradient norm (0 = off)")
-    probe_epochs: int = Field(100, ge=1, description="full-batch epochs of the head-fitting probe")
+    max_grad_norm: float = Field(
+        0.0, ge=0.0, description="clip the local gradient norm (0 = off)"
+    )
+    probe_epochs: int = Field(
+        100, ge=1, description="full-batch epochs of the head-fitting probe"
+    )
     probe_lr: float = Field(1e-2, gt=0.0)
 
 
 class StrategySection(Section):
-    name: str = Field("fedavg", description="fedavg, fedprompt, fedprox, dynamic, fedadam, fedyogi")
-    fraction_fit: float = Field(0.5, gt=0.0, le=1.0, description="share of clients sampled per round")
+    name: str = Field(
+        "fedavg", description="fedavg, fedprompt, fedprox, dynamic, fedadam, fedyogi"
+    )
+    fraction_fit: float = Field(
+        0.5, gt=0.0, le=1.0, description="share of clients sampled per round"
+    )
     min_fit_clients: int = Field(2, ge=1)
     proximal_mu: float = Field(0.01, ge=0.0, description="FedProx μ")
     gamma: float = Field(1.0, ge=0.0, description="dynamic: distance temperature γ")
     distance_scale: Literal["none", "median", "mean"] = "median"
-    quality_beta: float = Field(0.0, ge=0.0, description="dynamic: validation-loss weight β")
+    quality_beta: float = Field(
+        0.0, ge=0.0, description="dynamic: validation-loss weight β"
+    )
     server_lr: float = Field(1e-2, gt=0.0, description="FedAdam/FedYogi η")
     beta1: float = Field(0.9, ge=0.0, lt=1.0)
     beta2: float = Field(0.99, ge=0.0, lt=1.0)
@@ -98,19 +140,25 @@ class StrategySection(Section):
 class FederationSection(Section):
     num_clients: int = Field(10, ge=1, le=100_000)
     rounds: int = Field(10, ge=0, le=100_000)
-    eval_every: int = Field(1, ge=1, description="evaluate the global model every k rounds")
+    eval_every: int = Field(
+        1, ge=1, description="evaluate the global model every k rounds"
+    )
     eval_batch_size: int = Field(128, ge=1)
 
 
 class BaselinesSection(Section):
-    run: tuple[str, ...] = Field(("centralized", "linear-probe"), description=", ".join(BASELINES))
+    run: tuple[str, ...] = Field(
+        ("centralized", "linear-probe"), description=", ".join(BASELINES)
+    )
 
     @field_validator("run")
     @classmethod
     def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
             if name not in BASELINES:
-                raise ValueError(f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}")
+                raise ValueError(
+                    f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}"
+                )
         return value
 
 
@@ -140,8 +188,11 @@ class RunConfig(Section):
 
 
 def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
-    return {k: _drop_none(v) if isinstance(v, dict) else v
-            for k, v in tree.items() if v is not None}
+    return {
+        k: _drop_none(v) if isinstance(v, dict) else v
+        for k, v in tree.items()
+        if v is not None
+    }
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -166,7 +217,9 @@ def apply_overrides(tree: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         for part in path[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part!r} is a value, not a section")
+                raise ConfigError(
+                    f"override {text!r}: {part!r} is a value, not a section"
+                )
             node = child
         node[path[-1]] = value
     return out
@@ -204,14 +257,19 @@ def _allowed_keys(section_path: Sequence[str]) -> list[str]:
     model: type[BaseModel] = RunConfig
     for part in section_path:
         field = model.model_fields.get(part)
-        if field is None or not isinstance(field.annotation, type) or not issubclass(
-                field.annotation, BaseModel):
+        if (
+            field is None
+            or not isinstance(field.annotation, type)
+            or not issubclass(field.annotation, BaseModel)
+        ):
             return []
         model = field.annotation
     return list(model.model_fields)
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] = ()
+) -> RunConfig:
     """Read a TOML file (or the defaults when ``path`` is None) and apply overrides.
 
     Raises:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
+def confusion_matrix(
+    labels: np.ndarray, preds: np.ndarray, num_classes: int
+) -> np.ndarray:
     """``(num_classes, num_classes)`` counts; rows are true classes."""
     flat = labels.astype(np.int64) * num_classes + preds.astype(np.int64)
     return np.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)

@@ -26,7 +26,7 @@ class ClientUpdate:
         client_id: Index of the client in the federation.
         delta: Local parameters minus the global parameters the client started from.
         num_examples: Number of training examples the client holds (n_k).
-        metrics: Scalar client metrics, e.g. ``train_loss``, ``val_loss``, ``val_accuracy``.
+        metrics: Scalar client metrics, e.g. ``train_loss``, ``val_accuracy``.
     """
 
     client_id: int
@@ -35,8 +35,11 @@ class ClientUpdate:
     metrics: Mapping[str, float] = field(default_factory=dict)
 
 
-def check_params_like(reference: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray],
-                      what: str = "update") -> None:
+def check_params_like(
+    reference: Mapping[str, np.ndarray],
+    other: Mapping[str, np.ndarray],
+    what: str = "update",
+) -> None:
     """Raise ``ValueError`` unless ``other`` has exactly ``reference``'s keys and shapes
     and only finite values.
 

@@ -27,7 +27,9 @@ def test_proximal_term_is_squared_l2_distance(tiny_experiment) -> None:  # type:
     with torch.no_grad():
         model.prompt.add_(0.5)  # every prompt entry moves by 0.5
     expected = 0.25 * model.prompt.numel()
-    assert float(_proximal_term(model, anchor).detach()) == pytest.approx(expected, rel=1e-5)
+    assert float(_proximal_term(model, anchor).detach()) == pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 def test_update_is_local_minus_global_and_prox_shrinks_it(tiny_experiment) -> None:  # type: ignore[no-untyped-def]
@@ -36,16 +38,25 @@ def test_update_is_local_minus_global_and_prox_shrinks_it(tiny_experiment) -> No
     start = model.trainable_state()
     client = exp.clients[0]
     cfg = exp.config.client.model_copy(update={"local_epochs": 2})
-    plain = local_update(0, model, start, client.train, client.val, cfg,
-                         stream(0, "client", 1, 0))
+    plain = local_update(
+        0, model, start, client.train, client.val, cfg, stream(0, "client", 1, 0)
+    )
     local = model.trainable_state()
     for key in start:
         np.testing.assert_allclose(plain.delta[key], local[key] - start[key], atol=1e-7)
     assert plain.num_examples == len(client.train)
     assert plain.metrics["train_examples"] == 2 * len(client.train)
     assert plain.metrics["flops"] > 0
-    prox = local_update(0, model, start, client.train, client.val, cfg,
-                        stream(0, "client", 1, 0), proximal_mu=100.0)
+    prox = local_update(
+        0,
+        model,
+        start,
+        client.train,
+        client.val,
+        cfg,
+        stream(0, "client", 1, 0),
+        proximal_mu=100.0,
+    )
 
     def norm(d: dict) -> float:  # type: ignore[type-arg]
         return float(np.sqrt(sum((v**2).sum() for v in d.values())))

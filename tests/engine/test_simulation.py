@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.conftest import tiny_config
 
 import fedpeft.engine.simulation as simulation
 from fedpeft.engine.checkpoint import CheckpointError
@@ -14,19 +15,18 @@ from fedpeft.engine.simulation import FederatedRun
 from fedpeft.engine.sink import read_metrics
 from fedpeft.types import ClientUpdate
 from fedpeft.wire import serialize
-from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow
 
 
-class Interrupted(Exception):
+class RunKilledError(Exception):
     pass
 
 
 def _stop_after(rnd: int):  # type: ignore[no-untyped-def]
     def callback(record: dict) -> None:  # type: ignore[type-arg]
         if record["round"] == rnd:
-            raise Interrupted
+            raise RunKilledError
 
     return callback
 
@@ -36,18 +36,29 @@ def test_resume_equals_uninterrupted(tmp_path: Path) -> None:
     exp = build_experiment(cfg)
     straight = FederatedRun(exp, run_dir=tmp_path / "a").run()
 
-    with pytest.raises(Interrupted):
+    with pytest.raises(RunKilledError):
         FederatedRun(exp, run_dir=tmp_path / "b", on_round=_stop_after(1)).run()
     resumed = FederatedRun(exp, run_dir=tmp_path / "b").run(resume=True)
 
     for key, value in straight.params.items():
         np.testing.assert_array_equal(resumed.params[key], value)
-    drop = ("round_seconds", "train_seconds", "eval_seconds", "aggregate_seconds",
-            "local_train_seconds_mean", "train_seconds_total")
+    drop = (
+        "round_seconds",
+        "train_seconds",
+        "eval_seconds",
+        "aggregate_seconds",
+        "local_train_seconds_mean",
+        "train_seconds_total",
+    )
     clean = [{k: v for k, v in r.items() if k not in drop} for r in straight.history]
     again = [{k: v for k, v in r.items() if k not in drop} for r in resumed.history]
     assert clean == again
-    assert [r["round"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")] == [0, 1, 2, 3]
+    assert [r["round"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")] == [
+        0,
+        1,
+        2,
+        3,
+    ]
 
 
 def test_same_seed_same_result_and_other_seed_differs(tiny_experiment) -> None:  # type: ignore[no-untyped-def]
@@ -68,7 +79,8 @@ def test_bytes_are_the_serialized_payload(tiny_experiment) -> None:  # type: ign
 
 
 def test_faulty_client_update_is_rejected_and_round_continues(
-        tiny_experiment, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    tiny_experiment, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
     real = simulation.local_update
 
     def faulty(client_id: int, *args, **kwargs) -> ClientUpdate:  # type: ignore[no-untyped-def]
@@ -80,11 +92,21 @@ def test_faulty_client_update_is_rejected_and_round_continues(
 
     monkeypatch.setattr(simulation, "local_update", faulty)
     cfg = tiny_experiment.config.model_copy(
-        update={"strategy": tiny_experiment.config.strategy.model_copy(
-            update={"fraction_fit": 1.0})})
-    exp = simulation.Experiment(cfg, tiny_experiment.backbone, tiny_experiment.corpus,
-                                tiny_experiment.train, tiny_experiment.test,
-                                tiny_experiment.partition, tiny_experiment.clients)
+        update={
+            "strategy": tiny_experiment.config.strategy.model_copy(
+                update={"fraction_fit": 1.0}
+            )
+        }
+    )
+    exp = simulation.Experiment(
+        cfg,
+        tiny_experiment.backbone,
+        tiny_experiment.corpus,
+        tiny_experiment.train,
+        tiny_experiment.test,
+        tiny_experiment.partition,
+        tiny_experiment.clients,
+    )
     run = FederatedRun(exp)
     params, _ = run.initial_round()
     new, record = run.run_round(1, params)

@@ -17,7 +17,10 @@ def test_payload_is_prompt_and_head(tiny_experiment) -> None:  # type: ignore[no
     state = model.trainable_state()
     dim, classes = tiny_experiment.backbone.hidden_size, tiny_experiment.num_classes
     assert {k: v.shape for k, v in state.items()} == {
-        "prompt": (4, dim), "head.weight": (classes, dim), "head.bias": (classes,)}
+        "prompt": (4, dim),
+        "head.weight": (classes, dim),
+        "head.bias": (classes,),
+    }
     assert model.num_trainable() == 4 * dim + classes * dim + classes
     assert all(not p.requires_grad for p in tiny_experiment.backbone.model.parameters())
 
@@ -28,8 +31,9 @@ def test_load_rejects_wrong_shapes_and_nan(tiny_experiment) -> None:  # type: ig
     with pytest.raises(ValueError, match="shape"):
         model.load_trainable_state({**state, "prompt": np.zeros((5, 3), np.float32)})
     with pytest.raises(ValueError, match="NaN"):
-        model.load_trainable_state({**state, "head.bias": np.full_like(state["head.bias"],
-                                                                      np.nan)})
+        model.load_trainable_state(
+            {**state, "head.bias": np.full_like(state["head.bias"], np.nan)}
+        )
     with pytest.raises(ValueError, match="missing"):
         model.load_trainable_state({"prompt": state["prompt"]})
 
@@ -49,10 +53,19 @@ def test_pooling_excludes_prompt_positions(tiny_experiment) -> None:  # type: ig
 
 def test_prompt_init_from_label_words(tiny_experiment) -> None:  # type: ignore[no-untyped-def]
     g = torch.Generator().manual_seed(0)
-    model = build_adapter("prompt", tiny_experiment.backbone, 2, g, prompt_length=3,
-                          prompt_init="labels", label_names=("good", "bad"))
+    model = build_adapter(
+        "prompt",
+        tiny_experiment.backbone,
+        2,
+        g,
+        prompt_length=3,
+        prompt_init="labels",
+        label_names=("good", "bad"),
+    )
     table = tiny_experiment.backbone.word_embeddings.weight
-    good = tiny_experiment.backbone.tokenizer("good", add_special_tokens=False)["input_ids"]
+    good = tiny_experiment.backbone.tokenizer("good", add_special_tokens=False)[
+        "input_ids"
+    ]
     torch.testing.assert_close(model.prompt[0], table[good[0]])
 
 

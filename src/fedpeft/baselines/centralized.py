@@ -16,8 +16,9 @@ from fedpeft.engine.experiment import Experiment
 from fedpeft.engine.seeding import stream
 
 
-def run_centralized(exp: Experiment, budget_examples: int, rounds: int,
-                    method: str | None = None) -> list[dict[str, Any]]:
+def run_centralized(
+    exp: Experiment, budget_examples: int, rounds: int, method: str | None = None
+) -> list[dict[str, Any]]:
     """Train one adapter on the union of the clients' training data.
 
     Args:
@@ -31,20 +32,46 @@ def run_centralized(exp: Experiment, budget_examples: int, rounds: int,
     c = cfg.client
     model = exp.new_adapter(method)
     if cfg.peft.head_init == "probe":
-        model.load_trainable_state({**model.trainable_state(),
-                                    **fit_head(model, exp.train, c.probe_epochs, c.probe_lr,
-                                               cfg.model.eval_precision)})
+        model.load_trainable_state(
+            {
+                **model.trainable_state(),
+                **fit_head(
+                    model,
+                    exp.train,
+                    c.probe_epochs,
+                    c.probe_lr,
+                    cfg.model.eval_precision,
+                ),
+            }
+        )
     prec, bs = cfg.model.eval_precision, cfg.federation.eval_batch_size
-    records = [{"run": "centralized", "round": 0,
-                **evaluate(model, exp.test, bs, prec).as_dict("test_")}]
+    records = [
+        {
+            "run": "centralized",
+            "round": 0,
+            **evaluate(model, exp.test, bs, prec).as_dict("test_"),
+        }
+    ]
     chunks = max(rounds, 1)
     steps_per_chunk = max(1, math.ceil(budget_examples / c.batch_size / chunks))
     chunk_cfg = c.model_copy(update={"local_steps": steps_per_chunk})
     optimizer = build_optimizer(model, c)  # one optimizer: chunks only mark eval points
     for rnd in range(1, chunks + 1):
-        stats = train_adapter(model, exp.train, chunk_cfg, stream(cfg.seed, "baseline", 0, rnd),
-                              precision=cfg.model.precision, optimizer=optimizer)
-        records.append({"run": "centralized", "round": rnd, "train_loss": stats.loss,
-                        "train_examples": stats.examples,
-                        **evaluate(model, exp.test, bs, prec).as_dict("test_")})
+        stats = train_adapter(
+            model,
+            exp.train,
+            chunk_cfg,
+            stream(cfg.seed, "baseline", 0, rnd),
+            precision=cfg.model.precision,
+            optimizer=optimizer,
+        )
+        records.append(
+            {
+                "run": "centralized",
+                "round": rnd,
+                "train_loss": stats.loss,
+                "train_examples": stats.examples,
+                **evaluate(model, exp.test, bs, prec).as_dict("test_"),
+            }
+        )
     return records

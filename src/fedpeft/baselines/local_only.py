@@ -34,15 +34,25 @@ def run_local_only(exp: Experiment, method: str | None = None) -> dict[str, Any]
         if cfg.peft.head_init == "probe":
             head = fit_head(model, client.train, c.probe_epochs, c.probe_lr, prec)
             model.load_trainable_state({**start, **head})
-        train_adapter(model, client.train, local_cfg, stream(cfg.seed, "baseline", 1, k),
-                      precision=cfg.model.precision)
+        train_adapter(
+            model,
+            client.train,
+            local_cfg,
+            stream(cfg.seed, "baseline", 1, k),
+            precision=cfg.model.precision,
+        )
         result = evaluate(model, exp.test, bs, prec)
         test_acc.append(result.accuracy)
         test_f1.append(result.macro_f1)
         if len(client.val):
             val_acc.append(evaluate(model, client.val, bs, prec).accuracy)
-    return {"test_accuracy": float(np.mean(test_acc)), "test_macro_f1": float(np.mean(test_f1)),
-            "test_accuracy_min": float(np.min(test_acc)),
-            "test_accuracy_max": float(np.max(test_acc)),
-            "client_val_accuracy_mean": float(np.mean(val_acc)) if val_acc else float("nan"),
-            "local_epochs": epochs}
+    return {
+        "test_accuracy": float(np.mean(test_acc)),
+        "test_macro_f1": float(np.mean(test_f1)),
+        "test_accuracy_min": float(np.min(test_acc)),
+        "test_accuracy_max": float(np.max(test_acc)),
+        "client_val_accuracy_mean": float(np.mean(val_acc))
+        if val_acc
+        else float("nan"),
+        "local_epochs": epochs,
+    }

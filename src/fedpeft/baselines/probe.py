@@ -22,11 +22,16 @@ from fedpeft.models.embed import embed_dataset
 from fedpeft.models.tokenized import tokenize
 
 
-def _scores(labels: np.ndarray, logits: torch.Tensor, num_classes: int) -> dict[str, float]:
+def _scores(
+    labels: np.ndarray, logits: torch.Tensor, num_classes: int
+) -> dict[str, float]:
     preds = logits.argmax(dim=1).numpy()
     loss = float(F.cross_entropy(logits, torch.from_numpy(labels)))
-    return {"test_loss": loss, "test_accuracy": accuracy(labels, preds),
-            "test_macro_f1": macro_f1(labels, preds, num_classes)}
+    return {
+        "test_loss": loss,
+        "test_accuracy": accuracy(labels, preds),
+        "test_macro_f1": macro_f1(labels, preds, num_classes),
+    }
 
 
 def run_linear_probe(exp: Experiment) -> dict[str, Any]:
@@ -35,9 +40,16 @@ def run_linear_probe(exp: Experiment) -> dict[str, Any]:
     prec = cfg.model.eval_precision
     train = embed_dataset(exp.backbone, exp.train, cfg.federation.eval_batch_size, prec)
     test = embed_dataset(exp.backbone, exp.test, cfg.federation.eval_batch_size, prec)
-    head = fit_linear_head(train, exp.train.labels, exp.num_classes,
-                           epochs=max(cfg.client.probe_epochs, 200), lr=cfg.client.probe_lr)
-    logits = test @ torch.from_numpy(head["head.weight"]).T + torch.from_numpy(head["head.bias"])
+    head = fit_linear_head(
+        train,
+        exp.train.labels,
+        exp.num_classes,
+        epochs=max(cfg.client.probe_epochs, 200),
+        lr=cfg.client.probe_lr,
+    )
+    logits = test @ torch.from_numpy(head["head.weight"]).T + torch.from_numpy(
+        head["head.bias"]
+    )
     return _scores(exp.test.labels, logits, exp.num_classes)
 
 
@@ -45,10 +57,16 @@ def run_zero_shot(exp: Experiment) -> dict[str, Any]:
     """Nearest label-name embedding by cosine similarity; no training."""
     cfg = exp.config
     names = [n.replace("_", " ").replace(".", " ") for n in exp.corpus.label_names]
-    name_data = tokenize(exp.backbone, names, np.arange(len(names)), cfg.model.max_length)
+    name_data = tokenize(
+        exp.backbone, names, np.arange(len(names)), cfg.model.max_length
+    )
     prec = cfg.model.eval_precision
-    label_emb = F.normalize(embed_dataset(exp.backbone, name_data, precision=prec), dim=1)
-    test = F.normalize(embed_dataset(exp.backbone, exp.test, cfg.federation.eval_batch_size,
-                                     prec), dim=1)
+    label_emb = F.normalize(
+        embed_dataset(exp.backbone, name_data, precision=prec), dim=1
+    )
+    test = F.normalize(
+        embed_dataset(exp.backbone, exp.test, cfg.federation.eval_batch_size, prec),
+        dim=1,
+    )
     logits = (test @ label_emb.T) / 0.05  # cosine / temperature, for a finite loss
     return _scores(exp.test.labels, logits, exp.num_classes)

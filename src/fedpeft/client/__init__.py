@@ -4,5 +4,11 @@ from fedpeft.client.evaluate import EvalResult, evaluate
 from fedpeft.client.local import LocalTrainStats, local_update, train_adapter
 from fedpeft.client.probe import fit_head
 
-__all__ = ["EvalResult", "LocalTrainStats", "evaluate", "fit_head", "local_update",
-           "train_adapter"]
+__all__ = [
+    "EvalResult",
+    "LocalTrainStats",
+    "evaluate",
+    "fit_head",
+    "local_update",
+    "train_adapter",
+]

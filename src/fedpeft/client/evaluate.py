@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedpeft.models.precision import autocast
 from fedpeft.metrics import accuracy, macro_f1
+from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
 
@@ -22,12 +22,19 @@ class EvalResult:
     num_examples: int
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
-        return {f"{prefix}loss": self.loss, f"{prefix}accuracy": self.accuracy,
-                f"{prefix}macro_f1": self.macro_f1}
+        return {
+            f"{prefix}loss": self.loss,
+            f"{prefix}accuracy": self.accuracy,
+            f"{prefix}macro_f1": self.macro_f1,
+        }
 
 
-def predict_logits(model: AdapterClassifier, data: TokenizedDataset, batch_size: int,
-                   precision: str = "bf16") -> np.ndarray:
+def predict_logits(
+    model: AdapterClassifier,
+    data: TokenizedDataset,
+    batch_size: int,
+    precision: str = "bf16",
+) -> np.ndarray:
     """Logits ``(n, num_classes)`` in the data set's order, under inference mode with
     length-sorted batches (little padding)."""
     out = np.empty((len(data), model.head.out_features), np.float32)
@@ -37,8 +44,12 @@ def predict_logits(model: AdapterClassifier, data: TokenizedDataset, batch_size:
     return out
 
 
-def evaluate(model: AdapterClassifier, data: TokenizedDataset, batch_size: int = 128,
-             precision: str = "bf16") -> EvalResult:
+def evaluate(
+    model: AdapterClassifier,
+    data: TokenizedDataset,
+    batch_size: int = 128,
+    precision: str = "bf16",
+) -> EvalResult:
     """Mean cross-entropy, accuracy and macro-F1 of ``model`` on ``data``."""
     if len(data) == 0:
         return EvalResult(float("nan"), float("nan"), float("nan"), 0)
@@ -46,5 +57,9 @@ def evaluate(model: AdapterClassifier, data: TokenizedDataset, batch_size: int =
     labels = data.labels
     loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
     preds = logits.argmax(axis=1)
-    return EvalResult(loss, accuracy(labels, preds),
-                      macro_f1(labels, preds, model.head.out_features), len(data))
+    return EvalResult(
+        loss,
+        accuracy(labels, preds),
+        macro_f1(labels, preds, model.head.out_features),
+        len(data),
+    )

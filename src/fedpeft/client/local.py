@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from fedpeft.client.evaluate import evaluate
 from fedpeft.client.flops import FlopMeter
-from fedpeft.models.precision import autocast
 from fedpeft.config import ClientSection
+from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.types import ClientUpdate, Params
@@ -34,8 +34,9 @@ class LocalTrainStats:
     seconds: float
 
 
-def _batch_orders(n: int, batch_size: int, epochs: int, steps: int,
-                  rng: np.random.Generator) -> Iterator[np.ndarray]:
+def _batch_orders(
+    n: int, batch_size: int, epochs: int, steps: int, rng: np.random.Generator
+) -> Iterator[np.ndarray]:
     """Index batches: ``epochs`` shuffled passes, or exactly ``steps`` batches
     drawn from as many shuffled passes as needed."""
     target = steps if steps > 0 else None
@@ -51,8 +52,9 @@ def _batch_orders(n: int, batch_size: int, epochs: int, steps: int,
         epoch += 1
 
 
-def _proximal_term(model: AdapterClassifier,
-                   anchor: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def _proximal_term(
+    model: AdapterClassifier, anchor: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
     """‖θ − θ_global‖² over every trainable tensor (the squared L2 norm)."""
     total = torch.zeros(())
     for name, param in model.named_parameters():
@@ -62,16 +64,26 @@ def _proximal_term(model: AdapterClassifier,
 
 def build_optimizer(model: AdapterClassifier, cfg: ClientSection) -> torch.optim.AdamW:
     """AdamW with separate learning rates for the method's tensors and the head."""
-    groups = [{"params": model.body_parameters(), "lr": cfg.lr},
-              {"params": model.head_parameters(), "lr": cfg.head_lr}]
-    return torch.optim.AdamW([g for g in groups if g["params"]],
-                             weight_decay=cfg.weight_decay)
+    groups = [
+        {"params": model.body_parameters(), "lr": cfg.lr},
+        {"params": model.head_parameters(), "lr": cfg.head_lr},
+    ]
+    return torch.optim.AdamW(
+        [g for g in groups if g["params"]], weight_decay=cfg.weight_decay
+    )
 
 
-def train_adapter(model: AdapterClassifier, data: TokenizedDataset, cfg: ClientSection,
-                  rng: np.random.Generator, *, proximal_mu: float = 0.0,
-                  precision: str = "fp32", flops: FlopMeter | None = None,
-                  optimizer: torch.optim.Optimizer | None = None) -> LocalTrainStats:
+def train_adapter(
+    model: AdapterClassifier,
+    data: TokenizedDataset,
+    cfg: ClientSection,
+    rng: np.random.Generator,
+    *,
+    proximal_mu: float = 0.0,
+    precision: str = "fp32",
+    flops: FlopMeter | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> LocalTrainStats:
     """Train ``model``'s trainable tensors in place on ``data``.
 
     Args:
@@ -86,8 +98,9 @@ def train_adapter(model: AdapterClassifier, data: TokenizedDataset, cfg: ClientS
             fresh AdamW from :func:`build_optimizer`.
     """
     if len(data) == 0:
-        raise ValueError("a client with no training examples cannot train; "
-                         "raise partition.min_size")
+        raise ValueError(
+            "a client with no training examples cannot train; raise partition.min_size"
+        )
     meter = flops if flops is not None else FlopMeter()
     start_flops = meter.total
     optimizer = optimizer if optimizer is not None else build_optimizer(model, cfg)
@@ -95,11 +108,12 @@ def train_adapter(model: AdapterClassifier, data: TokenizedDataset, cfg: ClientS
     losses: list[float] = []
     examples = 0
     started = time.perf_counter()
-    for order in _batch_orders(len(data), cfg.batch_size, cfg.local_epochs,
-                               cfg.local_steps, rng):
+    for order in _batch_orders(
+        len(data), cfg.batch_size, cfg.local_epochs, cfg.local_steps, rng
+    ):
         batch = data.batch(order)
 
-        def step(batch=batch) -> float:  # noqa: ANN001
+        def step(batch=batch) -> float:
             with autocast(precision):
                 logits = model(batch)
             loss = F.cross_entropy(logits, batch.labels)
@@ -117,30 +131,49 @@ def train_adapter(model: AdapterClassifier, data: TokenizedDataset, cfg: ClientS
         examples += len(batch)
     return LocalTrainStats(
         loss=float(np.mean(losses)) if losses else float("nan"),
-        steps=len(losses), examples=examples, flops=meter.total - start_flops,
+        steps=len(losses),
+        examples=examples,
+        flops=meter.total - start_flops,
         seconds=time.perf_counter() - started,
     )
 
 
-def local_update(client_id: int, model: AdapterClassifier, global_params: Params,
-                 train: TokenizedDataset, val: TokenizedDataset, cfg: ClientSection,
-                 rng: np.random.Generator, *, proximal_mu: float = 0.0,
-                 precision: str = "fp32", eval_precision: str = "bf16",
-                 eval_batch_size: int = 128) -> ClientUpdate:
+def local_update(
+    client_id: int,
+    model: AdapterClassifier,
+    global_params: Params,
+    train: TokenizedDataset,
+    val: TokenizedDataset,
+    cfg: ClientSection,
+    rng: np.random.Generator,
+    *,
+    proximal_mu: float = 0.0,
+    precision: str = "fp32",
+    eval_precision: str = "bf16",
+    eval_batch_size: int = 128,
+) -> ClientUpdate:
     """One client's round: load the global state, train, return ΔP and metrics.
 
     The returned ``delta`` is ``local − global`` for every payload tensor;
     ``num_examples`` is the client's training-set size n_k.
     """
     model.load_trainable_state(global_params)
-    stats = train_adapter(model, train, cfg, rng, proximal_mu=proximal_mu,
-                          precision=precision)
+    stats = train_adapter(
+        model, train, cfg, rng, proximal_mu=proximal_mu, precision=precision
+    )
     local = model.trainable_state()
     delta = {k: local[k] - global_params[k] for k in global_params}
-    metrics = {"train_loss": stats.loss, "train_steps": float(stats.steps),
-               "train_examples": float(stats.examples), "flops": float(stats.flops),
-               "train_seconds": stats.seconds}
+    metrics = {
+        "train_loss": stats.loss,
+        "train_steps": float(stats.steps),
+        "train_examples": float(stats.examples),
+        "flops": float(stats.flops),
+        "train_seconds": stats.seconds,
+    }
     if len(val):
-        metrics.update(evaluate(model, val, eval_batch_size, eval_precision).as_dict("val_"))
-    return ClientUpdate(client_id=client_id, delta=delta, num_examples=len(train),
-                        metrics=metrics)
+        metrics.update(
+            evaluate(model, val, eval_batch_size, eval_precision).as_dict("val_")
+        )
+    return ClientUpdate(
+        client_id=client_id, delta=delta, num_examples=len(train), metrics=metrics
+    )

@@ -17,8 +17,12 @@ from fedpeft.peft.base import AdapterClassifier
 from fedpeft.types import Params
 
 
-def pooled_features(model: AdapterClassifier, data: TokenizedDataset, batch_size: int = 128,
-                    precision: str = "bf16") -> torch.Tensor:
+def pooled_features(
+    model: AdapterClassifier,
+    data: TokenizedDataset,
+    batch_size: int = 128,
+    precision: str = "bf16",
+) -> torch.Tensor:
     """Features ``(n, dim)`` (float32) of ``model`` for every example of ``data``."""
     out = torch.empty(len(data), model.backbone.hidden_size)
     with torch.inference_mode(), autocast(precision):
@@ -27,8 +31,14 @@ def pooled_features(model: AdapterClassifier, data: TokenizedDataset, batch_size
     return out.clone()  # a normal tensor, usable under autograd
 
 
-def fit_linear_head(features: torch.Tensor, labels: np.ndarray, num_classes: int,
-                    epochs: int, lr: float, init: Params | None = None) -> Params:
+def fit_linear_head(
+    features: torch.Tensor,
+    labels: np.ndarray,
+    num_classes: int,
+    epochs: int,
+    lr: float,
+    init: Params | None = None,
+) -> Params:
     """Full-batch AdamW on softmax regression; returns ``head.weight``/``head.bias``.
 
     Args:
@@ -51,13 +61,23 @@ def fit_linear_head(features: torch.Tensor, labels: np.ndarray, num_classes: int
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return {"head.weight": weight.detach().numpy().copy(),
-            "head.bias": bias.detach().numpy().copy()}
+    return {
+        "head.weight": weight.detach().numpy().copy(),
+        "head.bias": bias.detach().numpy().copy(),
+    }
 
 
-def fit_head(model: AdapterClassifier, data: TokenizedDataset, epochs: int, lr: float,
-             precision: str = "bf16", batch_size: int = 128) -> Params:
+def fit_head(
+    model: AdapterClassifier,
+    data: TokenizedDataset,
+    epochs: int,
+    lr: float,
+    precision: str = "bf16",
+    batch_size: int = 128,
+) -> Params:
     """Fit ``model``'s head as a probe on its current features (model unchanged)."""
     feats = pooled_features(model, data, batch_size, precision)
     init = {k: v for k, v in model.trainable_state().items() if k.startswith("head.")}
-    return fit_linear_head(feats, data.labels, model.head.out_features, epochs, lr, init)
+    return fit_linear_head(
+        feats, data.labels, model.head.out_features, epochs, lr, init
+    )

@@ -63,8 +63,12 @@ def save_checkpoint(directory: Path, ckpt: Checkpoint, keep: int = 1) -> Path:
         blob = serialize(arrays)
         (staging / f"{name}.safetensors").write_bytes(blob)
         hashes[name] = hashlib.sha256(blob).hexdigest()
-    state = {"round": ckpt.round, "history": ckpt.history, "extra": ckpt.extra,
-             "sha256": hashes}
+    state = {
+        "round": ckpt.round,
+        "history": ckpt.history,
+        "extra": ckpt.extra,
+        "sha256": hashes,
+    }
     (staging / "state.json").write_text(json.dumps(state), encoding="utf-8")
     os.replace(staging, target)
     _write_atomic(directory / LATEST, target.name.encode())
@@ -90,10 +94,19 @@ def load_checkpoint(directory: Path) -> Checkpoint | None:
         for name in ("params", "strategy"):
             blob = (target / f"{name}.safetensors").read_bytes()
             if hashlib.sha256(blob).hexdigest() != state["sha256"][name]:
-                raise CheckpointError(f"checkpoint {target} is corrupt: {name}.safetensors "
-                                      f"does not match its hash; {fix}")
+                raise CheckpointError(
+                    f"checkpoint {target} is corrupt: {name}.safetensors "
+                    f"does not match its hash; {fix}"
+                )
             arrays[name] = deserialize(blob)
     except (OSError, ValueError, KeyError) as err:
-        raise CheckpointError(f"checkpoint {target} is unreadable ({err}); {fix}") from None
-    return Checkpoint(int(state["round"]), arrays["params"], arrays["strategy"],
-                      list(state["history"]), dict(state.get("extra", {})))
+        raise CheckpointError(
+            f"checkpoint {target} is unreadable ({err}); {fix}"
+        ) from None
+    return Checkpoint(
+        int(state["round"]),
+        arrays["params"],
+        arrays["strategy"],
+        list(state["history"]),
+        dict(state.get("extra", {})),
+    )

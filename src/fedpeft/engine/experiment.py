@@ -59,13 +59,18 @@ class Experiment:
         return self.corpus.train.num_classes
 
     def new_adapter(self, method: str | None = None) -> AdapterClassifier:
-        """A fresh adapter of the configured method, initialised from the init stream."""
+        """A fresh adapter of the configured method, seeded by the init stream."""
         peft = self.config.peft
         generator = torch_generator(stream(self.config.seed, "init"))
-        return build_adapter(method or peft.method, self.backbone, self.num_classes,
-                             generator, prompt_length=peft.prompt_length,
-                             prompt_init=peft.prompt_init,
-                             label_names=self.corpus.label_names)
+        return build_adapter(
+            method or peft.method,
+            self.backbone,
+            self.num_classes,
+            generator,
+            prompt_length=peft.prompt_length,
+            prompt_init=peft.prompt_init,
+            label_names=self.corpus.label_names,
+        )
 
 
 def check_names(cfg: RunConfig) -> None:
@@ -74,16 +79,19 @@ def check_names(cfg: RunConfig) -> None:
     Raises:
         ConfigError: naming the key, the bad name and the choices.
     """
-    checks = [("peft.method", cfg.peft.method, PEFT_METHODS),
-              ("strategy.name", cfg.strategy.name, STRATEGIES),
-              ("partition.method", cfg.partition.method, PARTITIONERS)]
+    checks = [
+        ("peft.method", cfg.peft.method, PEFT_METHODS),
+        ("strategy.name", cfg.strategy.name, STRATEGIES),
+        ("partition.method", cfg.partition.method, PARTITIONERS),
+    ]
     for key, name, registry in checks:
         if name not in registry:
             raise ConfigError(f"{key}: {registry.unknown_message(name)}")
     corpus = cfg.data.corpus
     if corpus.split(":", 1)[0] not in ("csv", "jsonl") and corpus not in CORPORA:
-        raise ConfigError(f"data.corpus: {CORPORA.unknown_message(corpus)} "
-                          "(or csv:PATH / jsonl:PATH)")
+        raise ConfigError(
+            f"data.corpus: {CORPORA.unknown_message(corpus)} (or csv:PATH / jsonl:PATH)"
+        )
     try:
         resolve_backbone_path(cfg.model.backbone)
     except (KeyError, FileNotFoundError) as err:
@@ -94,42 +102,81 @@ def build_experiment(cfg: RunConfig) -> Experiment:
     """Load the backbone and corpus, partition the training pool, tokenize."""
     check_names(cfg)
     d = cfg.data
-    corpus = load_corpus(d.corpus, text_column=d.text_column, label_column=d.label_column,
-                         test_fraction=d.test_fraction, split_seed=d.split_seed,
-                         max_train=d.max_train, max_test=d.max_test, max_chars=d.max_chars)
+    corpus = load_corpus(
+        d.corpus,
+        text_column=d.text_column,
+        label_column=d.label_column,
+        test_fraction=d.test_fraction,
+        split_seed=d.split_seed,
+        max_train=d.max_train,
+        max_test=d.max_test,
+        max_chars=d.max_chars,
+    )
     backbone = load_backbone(cfg.model.backbone)
-    pool = tokenize(backbone, corpus.train.texts, corpus.train.labels, cfg.model.max_length)
-    test = tokenize(backbone, corpus.test.texts, corpus.test.labels, cfg.model.max_length)
+    pool = tokenize(
+        backbone, corpus.train.texts, corpus.train.labels, cfg.model.max_length
+    )
+    test = tokenize(
+        backbone, corpus.test.texts, corpus.test.labels, cfg.model.max_length
+    )
     partition = _partition(cfg, corpus, backbone, pool)
     clients: list[ClientData] = []
     train_parts: list[np.ndarray] = []
     for k, shard in enumerate(partition):
-        tr, va = split_train_val(shard, cfg.partition.val_fraction, stream(cfg.seed, "split", k))
+        tr, va = split_train_val(
+            shard, cfg.partition.val_fraction, stream(cfg.seed, "split", k)
+        )
         clients.append(ClientData(pool.subset(tr), pool.subset(va)))
         train_parts.append(tr)
-    logger.info("%s: %d train / %d test examples over %d clients", corpus.name, len(pool),
-                len(test), len(clients))
-    return Experiment(cfg, backbone, corpus, pool.subset(np.concatenate(train_parts)), test,
-                      partition, clients)
+    logger.info(
+        "%s: %d train / %d test examples over %d clients",
+        corpus.name,
+        len(pool),
+        len(test),
+        len(clients),
+    )
+    return Experiment(
+        cfg,
+        backbone,
+        corpus,
+        pool.subset(np.concatenate(train_parts)),
+        test,
+        partition,
+        clients,
+    )
 
 
-def _partition(cfg: RunConfig, corpus: Corpus, backbone: Backbone,
-               pool: TokenizedDataset) -> list[np.ndarray]:
+def _partition(
+    cfg: RunConfig, corpus: Corpus, backbone: Backbone, pool: TokenizedDataset
+) -> list[np.ndarray]:
     p = cfg.partition
     groups = features = None
     if p.method == "feature":
         if p.group_column is not None:
             if p.group_column not in corpus.train.metadata:
                 raise ConfigError(
-                    f"partition.group_column = {p.group_column!r}: corpus {corpus.name!r} "
-                    f"has metadata columns {sorted(corpus.train.metadata)}")
+                    f"partition.group_column = {p.group_column!r}: "
+                    f"corpus {corpus.name!r} "
+                    f"has metadata columns {sorted(corpus.train.metadata)}"
+                )
             groups = np.asarray(corpus.train.metadata[p.group_column])
         else:
-            features = embed_dataset(backbone, pool, precision=cfg.model.eval_precision).numpy()
+            features = embed_dataset(
+                backbone, pool, precision=cfg.model.eval_precision
+            ).numpy()
     seed = int(stream(cfg.seed, "partition").integers(0, 2**31 - 1))
     return partition_indices(
-        corpus.train.labels, cfg.federation.num_clients, p.method, seed=seed,
-        min_size=p.min_size, alpha=p.alpha, classes_per_client=p.classes_per_client,
-        quantity_distribution=p.quantity_distribution, quantity_exponent=p.quantity_exponent,
-        quantity_sigma=p.quantity_sigma, groups=groups, features=features,
-        num_clusters=p.num_clusters)
+        corpus.train.labels,
+        cfg.federation.num_clients,
+        p.method,
+        seed=seed,
+        min_size=p.min_size,
+        alpha=p.alpha,
+        classes_per_client=p.classes_per_client,
+        quantity_distribution=p.quantity_distribution,
+        quantity_exponent=p.quantity_exponent,
+        quantity_sigma=p.quantity_sigma,
+        groups=groups,
+        features=features,
+        num_clusters=p.num_clusters,
+    )

@@ -13,7 +13,12 @@ import numpy as np
 import tomli_w
 import torch
 
-from fedpeft.baselines import run_centralized, run_linear_probe, run_local_only, run_zero_shot
+from fedpeft.baselines import (
+    run_centralized,
+    run_linear_probe,
+    run_local_only,
+    run_zero_shot,
+)
 from fedpeft.config import ConfigError, RunConfig
 from fedpeft.engine.experiment import Experiment, build_experiment, check_names
 from fedpeft.engine.simulation import FederatedResult, FederatedRun
@@ -42,13 +47,15 @@ def prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
     if resume and path.exists() and path.read_text(encoding="utf-8") != text:
         raise ConfigError(
             f"{run_dir} holds a run with a different config; resume it with the same "
-            f"config ({path}), or choose another name with --set name=...")
+            f"config ({path}), or choose another name with --set name=..."
+        )
     path.write_text(text, encoding="utf-8")
     return run_dir
 
 
-def run_experiment(cfg: RunConfig, *, resume: bool = False,
-                   on_event: EventCallback | None = None) -> dict[str, Any]:
+def run_experiment(
+    cfg: RunConfig, *, resume: bool = False, on_event: EventCallback | None = None
+) -> dict[str, Any]:
     """Run the federated experiment of ``cfg`` and its baselines.
 
     Writes config.toml, metrics.jsonl, baselines.json, summary.json, the final
@@ -60,28 +67,42 @@ def run_experiment(cfg: RunConfig, *, resume: bool = False,
         torch.set_num_threads(cfg.threads)
     run_dir = prepare_run_dir(cfg, resume)
     exp = build_experiment(cfg)
-    emit("start", {"rounds": cfg.federation.rounds, "runs": ["federated", *cfg.baselines.run]})
+    emit(
+        "start",
+        {"rounds": cfg.federation.rounds, "runs": ["federated", *cfg.baselines.run]},
+    )
     started = time.perf_counter()
-    fed = FederatedRun(exp, run_dir=run_dir, on_round=lambda r: emit("round", r)).run(resume)
+    fed = FederatedRun(exp, run_dir=run_dir, on_round=lambda r: emit("round", r)).run(
+        resume
+    )
     wall = time.perf_counter() - started
     baselines, curves = _run_baselines(exp, fed, run_dir, resume, emit)
     sink = MetricsSink(run_dir / "metrics.jsonl")
     for record in curves:
         sink.write(record)
     summary = summarize(exp, fed, baselines, wall)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    (run_dir / "summary.json").write_text(
+        json.dumps(summary, indent=2), encoding="utf-8"
+    )
     save_adapter(fed, exp, run_dir / "adapter")
     _plot(run_dir)
     emit("done", summary)
     return summary
 
 
-def _run_baselines(exp: Experiment, fed: FederatedResult, run_dir: Path, resume: bool,
-                   emit: EventCallback) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _run_baselines(
+    exp: Experiment,
+    fed: FederatedResult,
+    run_dir: Path,
+    resume: bool,
+    emit: EventCallback,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run the configured baselines; finished ones are kept in baselines.json and
     skipped when resuming."""
     path = run_dir / "baselines.json"
-    done: dict[str, Any] = json.loads(path.read_text()) if resume and path.exists() else {}
+    done: dict[str, Any] = (
+        json.loads(path.read_text()) if resume and path.exists() else {}
+    )
     cfg = exp.config
     for name in cfg.baselines.run:
         if name in done:
@@ -89,43 +110,74 @@ def _run_baselines(exp: Experiment, fed: FederatedResult, run_dir: Path, resume:
         emit("phase", {"name": name, "status": "start"})
         done[name] = _one_baseline(name, exp, fed, run_dir, emit)
         path.write_text(json.dumps(done), encoding="utf-8")
-        emit("phase", {"name": name, "status": "done", "metrics": done[name]["metrics"]})
+        emit(
+            "phase", {"name": name, "status": "done", "metrics": done[name]["metrics"]}
+        )
     curves = [r for entry in done.values() for r in entry.get("curve", [])]
     return {k: v["metrics"] for k, v in done.items()}, curves
 
 
-def _one_baseline(name: str, exp: Experiment, fed: FederatedResult, run_dir: Path,
-                  emit: EventCallback) -> dict[str, Any]:
+def _one_baseline(
+    name: str, exp: Experiment, fed: FederatedResult, run_dir: Path, emit: EventCallback
+) -> dict[str, Any]:
     cfg = exp.config
     if name == "centralized":
         budget = int(fed.totals["train_examples"]) or len(exp.train)
         curve = run_centralized(exp, budget, cfg.federation.rounds)
-        return {"metrics": {**_final_metrics(curve), "train_examples": budget}, "curve": curve}
+        return {
+            "metrics": {**_final_metrics(curve), "train_examples": budget},
+            "curve": curve,
+        }
     if name == "full-finetune":
         client_cfg = cfg.client.model_copy(update={"lr": cfg.client.full_lr})
         strategy_cfg = cfg.strategy.model_copy(update={"name": "fedavg"})
-        result = FederatedRun(exp, method="full", client_cfg=client_cfg,
-                              strategy_cfg=strategy_cfg, run_dir=run_dir / "full-finetune",
-                              label="full-finetune", on_round=lambda r: emit("round", r)).run()
-        curve = [{k: r[k] for k in ("run", "round", "test_accuracy", "test_macro_f1",
-                                    "bytes_up", "bytes_down") if k in r}
-                 for r in result.history]
-        metrics = {**_final_metrics(result.history),
-                   "bytes_up_total": result.totals["bytes_up"],
-                   "bytes_down_total": result.totals["bytes_down"],
-                   "client_flops_total": result.totals["client_flops"]}
+        result = FederatedRun(
+            exp,
+            method="full",
+            client_cfg=client_cfg,
+            strategy_cfg=strategy_cfg,
+            run_dir=run_dir / "full-finetune",
+            label="full-finetune",
+            on_round=lambda r: emit("round", r),
+        ).run()
+        curve = [
+            {
+                k: r[k]
+                for k in (
+                    "run",
+                    "round",
+                    "test_accuracy",
+                    "test_macro_f1",
+                    "bytes_up",
+                    "bytes_down",
+                )
+                if k in r
+            }
+            for r in result.history
+        ]
+        metrics = {
+            **_final_metrics(result.history),
+            "bytes_up_total": result.totals["bytes_up"],
+            "bytes_down_total": result.totals["bytes_down"],
+            "client_flops_total": result.totals["client_flops"],
+        }
         return {"metrics": metrics, "curve": curve}
-    runners = {"linear-probe": run_linear_probe, "zero-shot": run_zero_shot,
-               "local-only": run_local_only}
+    runners = {
+        "linear-probe": run_linear_probe,
+        "zero-shot": run_zero_shot,
+        "local-only": run_local_only,
+    }
     return {"metrics": runners[name](exp)}
 
 
 def _final_metrics(records: list[Mapping[str, Any]]) -> dict[str, float]:
     evaluated = [r for r in records if r.get("test_accuracy") is not None]
     last = evaluated[-1]
-    return {"test_accuracy": float(last["test_accuracy"]),
-            "test_macro_f1": float(last["test_macro_f1"]),
-            "best_accuracy": float(max(r["test_accuracy"] for r in evaluated))}
+    return {
+        "test_accuracy": float(last["test_accuracy"]),
+        "test_macro_f1": float(last["test_macro_f1"]),
+        "best_accuracy": float(max(r["test_accuracy"] for r in evaluated)),
+    }
 
 
 def rounds_to_reach(history: list[Mapping[str, Any]], target: float) -> int | None:
@@ -140,14 +192,20 @@ def rounds_to_reach(history: list[Mapping[str, Any]], target: float) -> int | No
 def full_model_bytes(exp: Experiment) -> int:
     """Serialized size of the whole model's payload (backbone + head), the unit
     that FedAvg full fine-tuning sends each round."""
-    arrays = {n: p.detach().float().numpy() for n, p in exp.backbone.model.named_parameters()}
+    arrays = {
+        n: p.detach().float().numpy() for n, p in exp.backbone.model.named_parameters()
+    }
     head = exp.num_classes * (exp.backbone.hidden_size + 1)
     arrays["head.weight"] = np.zeros(head, np.float32)  # shape does not change the size
     return payload_bytes(arrays)
 
 
-def summarize(exp: Experiment, fed: FederatedResult, baselines: Mapping[str, Any],
-              wall_seconds: float) -> dict[str, Any]:
+def summarize(
+    exp: Experiment,
+    fed: FederatedResult,
+    baselines: Mapping[str, Any],
+    wall_seconds: float,
+) -> dict[str, Any]:
     """The summary.json content (schema in docs/architecture.md)."""
     cfg = exp.config
     history = fed.history
@@ -159,29 +217,37 @@ def summarize(exp: Experiment, fed: FederatedResult, baselines: Mapping[str, Any
     down_per = sum(r["bytes_down"] for r in rounds_run) / max(n_down, 1)
     central = baselines.get("centralized", {}).get("test_accuracy")
     return {
-        "name": cfg.name, "corpus": exp.corpus.name, "backbone": cfg.model.backbone,
-        "method": cfg.peft.method, "strategy": cfg.strategy.name,
-        "num_clients": cfg.federation.num_clients, "rounds": cfg.federation.rounds,
-        "seed": cfg.seed, "partition": cfg.partition.method, "alpha": cfg.partition.alpha,
+        "name": cfg.name,
+        "corpus": exp.corpus.name,
+        "backbone": cfg.model.backbone,
+        "method": cfg.peft.method,
+        "strategy": cfg.strategy.name,
+        "num_clients": cfg.federation.num_clients,
+        "rounds": cfg.federation.rounds,
+        "seed": cfg.seed,
+        "partition": cfg.partition.method,
+        "alpha": cfg.partition.alpha,
         "trainable_parameters": fed.model.num_trainable(),
         "backbone_parameters": exp.backbone.num_parameters,
         "federated": {
             "final_accuracy": float(evaluated[-1]["test_accuracy"]),
             "final_macro_f1": float(evaluated[-1]["test_macro_f1"]),
             "best_accuracy": float(max(r["test_accuracy"] for r in evaluated)),
-            "rounds_to_95pct_centralized":
-                rounds_to_reach(history, 0.95 * central) if central is not None else None,
+            "rounds_to_95pct_centralized": rounds_to_reach(history, 0.95 * central)
+            if central is not None
+            else None,
             "bytes_up_total": int(fed.totals["bytes_up"]),
             "bytes_down_total": int(fed.totals["bytes_down"]),
-            "bytes_up_per_client_round": sum(r["bytes_up"] for r in rounds_run) / max(n_up, 1),
+            "bytes_up_per_client_round": sum(r["bytes_up"] for r in rounds_run)
+            / max(n_up, 1),
             "bytes_down_per_client_round": down_per,
             "full_model_bytes": full,
             "payload_fraction_of_full": down_per / full,
             "client_flops_total": fed.totals["client_flops"],
             "train_examples": int(fed.totals["train_examples"]),
             "wall_seconds": wall_seconds,
-            "train_examples_per_second":
-                fed.totals["train_examples"] / max(fed.totals["train_seconds"], 1e-9),
+            "train_examples_per_second": fed.totals["train_examples"]
+            / max(fed.totals["train_seconds"], 1e-9),
         },
         "baselines": dict(baselines),
     }
@@ -192,10 +258,17 @@ def save_adapter(fed: FederatedResult, exp: Experiment, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "adapter.safetensors").write_bytes(serialize(fed.params))
     cfg = exp.config
-    meta = {"method": cfg.peft.method, "backbone": cfg.model.backbone,
-            "prompt_length": cfg.peft.prompt_length, "num_classes": exp.num_classes,
-            "label_names": list(exp.corpus.label_names), "max_length": cfg.model.max_length}
-    (out / "adapter_config.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    meta = {
+        "method": cfg.peft.method,
+        "backbone": cfg.model.backbone,
+        "prompt_length": cfg.peft.prompt_length,
+        "num_classes": exp.num_classes,
+        "label_names": list(exp.corpus.label_names),
+        "max_length": cfg.model.max_length,
+    }
+    (out / "adapter_config.json").write_text(
+        json.dumps(meta, indent=2), encoding="utf-8"
+    )
 
 
 def _plot(run_dir: Path) -> None:

@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-STREAMS = {"init": 0, "sample": 1, "client": 2, "partition": 3, "split": 4, "baseline": 5}
+STREAMS = {
+    "init": 0,
+    "sample": 1,
+    "client": 2,
+    "partition": 3,
+    "split": 4,
+    "baseline": 5,
+}
 
 
 def stream(seed: int, kind: str, *keys: int) -> np.random.Generator:

@@ -72,7 +72,9 @@ class FederatedRun:
         self.model = self.experiment.new_adapter(self.method)
         options = self.strategy_cfg.model_dump(exclude={"name"})
         self.strategy: Strategy = build_strategy(self.strategy_cfg.name, **options)
-        self.sink = MetricsSink(self.run_dir / "metrics.jsonl") if self.run_dir else None
+        self.sink = (
+            MetricsSink(self.run_dir / "metrics.jsonl") if self.run_dir else None
+        )
 
     # ----------------------------------------------------------------- driver
     def run(self, resume: bool = False) -> FederatedResult:
@@ -102,13 +104,20 @@ class FederatedRun:
         self._persist(0, params, history, record)
         return params, history, 1
 
-    def _persist(self, rnd: int, params: Params, history: list[dict[str, Any]],
-                 record: dict[str, Any]) -> None:
+    def _persist(
+        self,
+        rnd: int,
+        params: Params,
+        history: list[dict[str, Any]],
+        record: dict[str, Any],
+    ) -> None:
         if self.sink:
             self.sink.write(record)
         if self.run_dir:
-            save_checkpoint(self.run_dir / "checkpoint",
-                            Checkpoint(rnd, params, self.strategy.state_dict(), history, {}))
+            save_checkpoint(
+                self.run_dir / "checkpoint",
+                Checkpoint(rnd, params, self.strategy.state_dict(), history, {}),
+            )
         if self.on_round:
             self.on_round(record)
 
@@ -121,26 +130,39 @@ class FederatedRun:
         params = self.model.trainable_state()
         head_init = self.cfg.peft.head_init
         if head_init == "zeros":
-            params = {k: np.zeros_like(v) if k.startswith("head.") else v
-                      for k, v in params.items()}
-        record: dict[str, Any] = {"run": self.label, "round": 0, "clients": [],
-                                  "bytes_up": 0, "bytes_down": 0}
+            params = {
+                k: np.zeros_like(v) if k.startswith("head.") else v
+                for k, v in params.items()
+            }
+        record: dict[str, Any] = {
+            "run": self.label,
+            "round": 0,
+            "clients": [],
+            "bytes_up": 0,
+            "bytes_down": 0,
+        }
         if head_init == "probe":
             params, record = self._probe_round(params, record)
         record.update(self._evaluate(params))
         record["round_seconds"] = time.perf_counter() - started
         return params, record
 
-    def _probe_round(self, params: Params,
-                     record: dict[str, Any]) -> tuple[Params, dict[str, Any]]:
+    def _probe_round(
+        self, params: Params, record: dict[str, Any]
+    ) -> tuple[Params, dict[str, Any]]:
         c = self.client_cfg
         assert c is not None
         down = serialize(params)
         heads, sizes, up = [], [], 0
         self.model.load_trainable_state(params)
         for client in self.experiment.clients:
-            head = fit_head(self.model, client.train, c.probe_epochs, c.probe_lr,
-                            self.cfg.model.eval_precision)
+            head = fit_head(
+                self.model,
+                client.train,
+                c.probe_epochs,
+                c.probe_lr,
+                self.cfg.model.eval_precision,
+            )
             up += len(serialize(head))
             heads.append(head)
             sizes.append(len(client.train))
@@ -154,22 +176,33 @@ class FederatedRun:
         """One federated round; returns the new global params and its record."""
         t0 = time.perf_counter()
         fed = self.cfg.federation
-        selected = sample_clients(fed.num_clients, self.strategy_cfg.fraction_fit,
-                                  self.strategy_cfg.min_fit_clients,
-                                  stream(self.cfg.seed, "sample", rnd))
+        selected = sample_clients(
+            fed.num_clients,
+            self.strategy_cfg.fraction_fit,
+            self.strategy_cfg.min_fit_clients,
+            stream(self.cfg.seed, "sample", rnd),
+        )
         down_blob = serialize(params)
-        updates, up_bytes, failed, rejected = self._collect(rnd, selected, down_blob, params)
+        updates, up_bytes, failed, rejected = self._collect(
+            rnd, selected, down_blob, params
+        )
         t1 = time.perf_counter()
         agg_metrics: dict[str, float] = {}
         if updates:
             params, agg_metrics = self.strategy.aggregate(rnd, params, updates)
         else:
-            logger.warning("round %d: no valid client update; global model unchanged", rnd)
+            logger.warning(
+                "round %d: no valid client update; global model unchanged", rnd
+            )
         t2 = time.perf_counter()
         record: dict[str, Any] = {
-            "run": self.label, "round": rnd, "clients": [int(k) for k in selected],
-            "failed_clients": failed, "rejected_clients": rejected,
-            "bytes_down": len(down_blob) * len(selected), "bytes_up": up_bytes,
+            "run": self.label,
+            "round": rnd,
+            "clients": [int(k) for k in selected],
+            "failed_clients": failed,
+            "rejected_clients": rejected,
+            "bytes_down": len(down_blob) * len(selected),
+            "bytes_up": up_bytes,
             "bytes_down_per_client": len(down_blob),
             "bytes_up_per_client": up_bytes / max(len(updates), 1),
             **_client_summary(updates),
@@ -178,12 +211,17 @@ class FederatedRun:
         if rnd % fed.eval_every == 0 or rnd == fed.rounds:
             record.update(self._evaluate(params))
         t3 = time.perf_counter()
-        record.update(train_seconds=t1 - t0, aggregate_seconds=t2 - t1,
-                      eval_seconds=t3 - t2, round_seconds=t3 - t0)
+        record.update(
+            train_seconds=t1 - t0,
+            aggregate_seconds=t2 - t1,
+            eval_seconds=t3 - t2,
+            round_seconds=t3 - t0,
+        )
         return params, record
 
-    def _collect(self, rnd: int, selected: np.ndarray, down_blob: bytes,
-                 params: Params) -> tuple[list[ClientUpdate], int, list[int], list[int]]:
+    def _collect(
+        self, rnd: int, selected: np.ndarray, down_blob: bytes, params: Params
+    ) -> tuple[list[ClientUpdate], int, list[int], list[int]]:
         """Run the selected clients; drop the ones that fail or send bad updates."""
         cfg, c = self.cfg, self.client_cfg
         assert c is not None
@@ -197,11 +235,18 @@ class FederatedRun:
             client = self.experiment.clients[int(k)]
             try:
                 update = local_update(
-                    int(k), self.model, deserialize(down_blob), client.train, client.val, c,
+                    int(k),
+                    self.model,
+                    deserialize(down_blob),
+                    client.train,
+                    client.val,
+                    c,
                     stream(cfg.seed, "client", rnd, int(k)),
                     proximal_mu=float(extra.get("proximal_mu", 0.0)),
-                    precision=cfg.model.precision, eval_precision=cfg.model.eval_precision,
-                    eval_batch_size=cfg.federation.eval_batch_size)
+                    precision=cfg.model.precision,
+                    eval_precision=cfg.model.eval_precision,
+                    eval_batch_size=cfg.federation.eval_batch_size,
+                )
             except (RuntimeError, ValueError, MemoryError) as err:
                 logger.warning("round %d: client %d failed (%s); dropped", rnd, k, err)
                 failed.append(int(k))
@@ -209,8 +254,9 @@ class FederatedRun:
                 continue
             blob = serialize(update.delta)
             up_bytes += len(blob)
-            received = ClientUpdate(update.client_id, deserialize(blob), update.num_examples,
-                                    update.metrics)
+            received = ClientUpdate(
+                update.client_id, deserialize(blob), update.num_examples, update.metrics
+            )
             try:
                 check_params_like(params, received.delta, what=f"client {k}'s update")
             except ValueError as err:
@@ -219,7 +265,9 @@ class FederatedRun:
                 continue
             updates.append(received)
         if errors and len(failed) == len(selected):
-            raise RuntimeError(f"round {rnd}: every selected client failed") from errors[0]
+            raise RuntimeError(
+                f"round {rnd}: every selected client failed"
+            ) from errors[0]
         return updates, up_bytes, failed, rejected
 
     # ------------------------------------------------------------ evaluation
@@ -228,10 +276,14 @@ class FederatedRun:
         validation split (mean and 10th percentile across clients)."""
         self.model.load_trainable_state(params)
         fed, prec = self.cfg.federation, self.cfg.model.eval_precision
-        out: dict[str, Any] = evaluate(self.model, self.experiment.test,
-                                       fed.eval_batch_size, prec).as_dict("test_")
-        accs = [evaluate(self.model, c.val, fed.eval_batch_size, prec).accuracy
-                for c in self.experiment.clients if len(c.val)]
+        out: dict[str, Any] = evaluate(
+            self.model, self.experiment.test, fed.eval_batch_size, prec
+        ).as_dict("test_")
+        accs = [
+            evaluate(self.model, c.val, fed.eval_batch_size, prec).accuracy
+            for c in self.experiment.clients
+            if len(c.val)
+        ]
         if accs:
             out["client_val_accuracy_mean"] = float(np.mean(accs))
             out["client_val_accuracy_p10"] = float(np.percentile(accs, 10))
@@ -243,13 +295,17 @@ def _client_summary(updates: list[ClientUpdate]) -> dict[str, float]:
     if not updates:
         return {}
     keys: set[str] = set.intersection(*(set(u.metrics) for u in updates))
-    out = {f"local_{k}_mean": float(np.mean([u.metrics[k] for u in updates]))
-           for k in sorted(keys)}
+    out = {
+        f"local_{k}_mean": float(np.mean([u.metrics[k] for u in updates]))
+        for k in sorted(keys)
+    }
     out["client_flops_total"] = float(sum(u.metrics.get("flops", 0.0) for u in updates))
-    out["train_examples_total"] = float(sum(u.metrics.get("train_examples", 0.0)
-                                            for u in updates))
-    out["train_seconds_total"] = float(sum(u.metrics.get("train_seconds", 0.0)
-                                           for u in updates))
+    out["train_examples_total"] = float(
+        sum(u.metrics.get("train_examples", 0.0) for u in updates)
+    )
+    out["train_seconds_total"] = float(
+        sum(u.metrics.get("train_seconds", 0.0) for u in updates)
+    )
     return out
 
 
@@ -258,6 +314,8 @@ def _totals(history: list[Mapping[str, Any]]) -> dict[str, float]:
         "bytes_up": float(sum(r.get("bytes_up", 0) for r in history)),
         "bytes_down": float(sum(r.get("bytes_down", 0) for r in history)),
         "client_flops": float(sum(r.get("client_flops_total", 0.0) for r in history)),
-        "train_examples": float(sum(r.get("train_examples_total", 0.0) for r in history)),
+        "train_examples": float(
+            sum(r.get("train_examples_total", 0.0) for r in history)
+        ),
         "train_seconds": float(sum(r.get("train_seconds_total", 0.0) for r in history)),
     }

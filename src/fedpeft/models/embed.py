@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from fedpeft.models.precision import autocast
 from fedpeft.models.backbone import Backbone
+from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import TokenizedDataset
 
 
@@ -15,13 +15,18 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
-def embed_dataset(backbone: Backbone, data: TokenizedDataset, batch_size: int = 128,
-                  precision: str = "bf16") -> torch.Tensor:
+def embed_dataset(
+    backbone: Backbone,
+    data: TokenizedDataset,
+    batch_size: int = 128,
+    precision: str = "bf16",
+) -> torch.Tensor:
     """Mean-pooled final states ``(n, dim)`` (float32), in the data set's order."""
     out = torch.empty(len(data), backbone.hidden_size)
     with torch.inference_mode(), autocast(precision):
         for idx, batch in data.length_sorted_batches(batch_size):
-            hidden = backbone.model(input_ids=batch.input_ids,
-                                    attention_mask=batch.attention_mask).last_hidden_state
+            hidden = backbone.model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask
+            ).last_hidden_state
             out[torch.from_numpy(idx)] = mean_pool(hidden, batch.attention_mask).float()
     return out.clone()

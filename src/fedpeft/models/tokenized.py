@@ -47,23 +47,31 @@ class TokenizedDataset:
         return int(self.labels.shape[0])
 
     def subset(self, indices: np.ndarray) -> TokenizedDataset:
-        return TokenizedDataset(self.input_ids[indices], self.lengths[indices],
-                                self.labels[indices])
+        return TokenizedDataset(
+            self.input_ids[indices], self.lengths[indices], self.labels[indices]
+        )
 
     def batch(self, indices: np.ndarray) -> Batch:
         """Gather ``indices`` into a batch trimmed to its longest member."""
         width = int(self.lengths[indices].max())
         ids = torch.from_numpy(self.input_ids[indices, :width].astype(np.int64))
-        mask = (torch.arange(width)[None, :] < torch.from_numpy(self.lengths[indices])[:, None])
+        mask = (
+            torch.arange(width)[None, :]
+            < torch.from_numpy(self.lengths[indices])[:, None]
+        )
         return Batch(ids, mask.long(), torch.from_numpy(self.labels[indices]))
 
-    def batches(self, batch_size: int, order: np.ndarray | None = None) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, order: np.ndarray | None = None
+    ) -> Iterator[Batch]:
         """Consecutive batches in ``order`` (default: stored order)."""
         order = np.arange(len(self)) if order is None else order
         for start in range(0, len(order), batch_size):
             yield self.batch(order[start : start + batch_size])
 
-    def length_sorted_batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, Batch]]:
+    def length_sorted_batches(
+        self, batch_size: int
+    ) -> Iterator[tuple[np.ndarray, Batch]]:
         """Batches of similar length (least padding) for evaluation.
 
         Yields the example indices of each batch with it, so outputs can be put
@@ -75,8 +83,9 @@ class TokenizedDataset:
             yield idx, self.batch(idx)
 
 
-def tokenize(backbone: Backbone, texts: Sequence[str], labels: np.ndarray,
-             max_length: int) -> TokenizedDataset:
+def tokenize(
+    backbone: Backbone, texts: Sequence[str], labels: np.ndarray, max_length: int
+) -> TokenizedDataset:
     """Tokenize ``texts`` with the backbone's tokenizer, truncating to ``max_length``.
 
     Raises:
@@ -87,10 +96,18 @@ def tokenize(backbone: Backbone, texts: Sequence[str], labels: np.ndarray,
             f"max_length={max_length} must be in [1, {backbone.max_positions}] for "
             f"backbone {backbone.name!r}"
         )
-    enc = backbone.tokenizer(list(texts), truncation=True, max_length=max_length,
-                             padding="max_length", return_tensors="np")
+    enc = backbone.tokenizer(
+        list(texts),
+        truncation=True,
+        max_length=max_length,
+        padding="max_length",
+        return_tensors="np",
+    )
     mask = enc["attention_mask"]
     lengths = mask.sum(axis=1).astype(np.int64)
     width = max(int(lengths.max(initial=1)), 1)
-    return TokenizedDataset(enc["input_ids"][:, :width].astype(np.int32), lengths,
-                            np.asarray(labels, dtype=np.int64))
+    return TokenizedDataset(
+        enc["input_ids"][:, :width].astype(np.int32),
+        lengths,
+        np.asarray(labels, dtype=np.int64),
+    )

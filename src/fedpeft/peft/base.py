@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from fedpeft.models.backbone import Backbone
-from fedpeft.models.embed import mean_pool
 from fedpeft.models.tokenized import Batch
 from fedpeft.registry import Registry
 from fedpeft.types import Params, check_params_like
@@ -35,8 +34,9 @@ class AdapterClassifier(nn.Module):
 
     head_prefix = "head."
 
-    def __init__(self, backbone: Backbone, num_classes: int,
-                 generator: torch.Generator) -> None:
+    def __init__(
+        self, backbone: Backbone, num_classes: int, generator: torch.Generator
+    ) -> None:
         super().__init__()
         if backbone.kind != "encoder":
             raise ValueError(
@@ -66,7 +66,9 @@ class AdapterClassifier(nn.Module):
     def body_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters other than the head's."""
         head_ids = {id(p) for p in self.head.parameters()}
-        return [p for p in self.parameters() if p.requires_grad and id(p) not in head_ids]
+        return [
+            p for p in self.parameters() if p.requires_grad and id(p) not in head_ids
+        ]
 
     def trainable_state(self) -> Params:
         """Copy of the trainable tensors as float32 numpy arrays (the payload)."""
@@ -88,17 +90,26 @@ class AdapterClassifier(nn.Module):
 
     def trainable_state_like(self) -> dict[str, np.ndarray]:
         """Zero-size stand-ins with the payload's keys and shapes (for validation)."""
-        return {n: np.empty(tuple(t.shape), np.float32) for n, t in self.named_parameters()}
+        return {
+            n: np.empty(tuple(t.shape), np.float32) for n, t in self.named_parameters()
+        }
 
     def num_trainable(self) -> int:
         return sum(t.numel() for t in self.parameters())
 
 
-def build_adapter(method: str, backbone: Backbone, num_classes: int,
-                  generator: torch.Generator, **options: Any) -> AdapterClassifier:
+def build_adapter(
+    method: str,
+    backbone: Backbone,
+    num_classes: int,
+    generator: torch.Generator,
+    **options: Any,
+) -> AdapterClassifier:
     """Build a registered method's adapter on ``backbone``.
 
     Raises:
         KeyError: for an unknown method, listing the registered ones.
     """
-    return PEFT_METHODS.get(method)(backbone, num_classes, generator=generator, **options)
+    return PEFT_METHODS.get(method)(
+        backbone, num_classes, generator=generator, **options
+    )

@@ -20,13 +20,21 @@ from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier, mean_pool
 class FullFineTuneClassifier(AdapterClassifier):
     """All backbone weights + mean pooling + linear head are trainable."""
 
-    def __init__(self, backbone: Backbone, num_classes: int, *,
-                 generator: torch.Generator, **_: object) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        *,
+        generator: torch.Generator,
+        **_: object,
+    ) -> None:
         super().__init__(backbone, num_classes, generator)
         self.encoder = copy.deepcopy(backbone.model)
         self.encoder.requires_grad_(True)
         self.encoder.eval()  # no dropout: keeps clients deterministic and comparable
 
     def features(self, batch: Batch) -> torch.Tensor:
-        out = self.encoder(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        out = self.encoder(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask
+        )
         return mean_pool(out.last_hidden_state, batch.attention_mask)

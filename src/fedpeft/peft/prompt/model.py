@@ -18,7 +18,9 @@ from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier, mean_pool
 PROMPT_INITS = ("vocab", "random", "labels")
 
 
-@PEFT_METHODS.register("prompt", help="soft prompt tuning: L vectors prepended to the input")
+@PEFT_METHODS.register(
+    "prompt", help="soft prompt tuning: L vectors prepended to the input"
+)
 class SoftPromptClassifier(AdapterClassifier):
     """Soft prompt ``(L, dim)`` + mean pooling + linear head.
 
@@ -33,17 +35,30 @@ class SoftPromptClassifier(AdapterClassifier):
         label_names: Needed by ``prompt_init="labels"``.
     """
 
-    def __init__(self, backbone: Backbone, num_classes: int, *, generator: torch.Generator,
-                 prompt_length: int = 20, prompt_init: str = "vocab",
-                 label_names: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        *,
+        generator: torch.Generator,
+        prompt_length: int = 20,
+        prompt_init: str = "vocab",
+        label_names: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(backbone, num_classes, generator)
         if prompt_length < 1:
             raise ValueError(f"prompt_length={prompt_length}: must be >= 1")
-        self.prompt = nn.Parameter(self._init_prompt(prompt_length, prompt_init,
-                                                     label_names, generator))
+        self.prompt = nn.Parameter(
+            self._init_prompt(prompt_length, prompt_init, label_names, generator)
+        )
 
-    def _init_prompt(self, length: int, init: str, label_names: tuple[str, ...],
-                     generator: torch.Generator) -> torch.Tensor:
+    def _init_prompt(
+        self,
+        length: int,
+        init: str,
+        label_names: tuple[str, ...],
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         table = self.backbone.word_embeddings.weight.detach()  # (vocab, dim)
         if init == "random":
             std = float(table.std())
@@ -55,14 +70,21 @@ class SoftPromptClassifier(AdapterClassifier):
             return table[ids].clone()
         if init == "labels":
             tokenizer = self.backbone.tokenizer
-            ids = [i for name in label_names
-                   for i in tokenizer(name, add_special_tokens=False)["input_ids"]]
+            ids = [
+                i
+                for name in label_names
+                for i in tokenizer(name, add_special_tokens=False)["input_ids"]
+            ]
             if not ids:
-                raise ValueError("prompt_init='labels' needs label names that tokenize "
-                                 "to at least one token")
+                raise ValueError(
+                    "prompt_init='labels' needs label names that tokenize "
+                    "to at least one token"
+                )
             cycled = torch.tensor([ids[k % len(ids)] for k in range(length)])
             return table[cycled].clone()
-        raise ValueError(f"prompt_init={init!r}: choose one of {', '.join(PROMPT_INITS)}")
+        raise ValueError(
+            f"prompt_init={init!r}: choose one of {', '.join(PROMPT_INITS)}"
+        )
 
     def features(self, batch: Batch) -> torch.Tensor:
         bsz = len(batch)
@@ -72,4 +94,4 @@ class SoftPromptClassifier(AdapterClassifier):
         ones = batch.attention_mask.new_ones(bsz, self.prompt.shape[0])
         mask = torch.cat([ones, batch.attention_mask], dim=1)
         hidden = self.backbone.encode(inputs, mask)  # (batch, L + seq, dim)
-        return mean_pool(hidden[:, self.prompt.shape[0]:], batch.attention_mask)
+        return mean_pool(hidden[:, self.prompt.shape[0] :], batch.attention_mask)
