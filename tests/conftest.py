@@ -20,7 +20,7 @@ TINY = (
     "partition.min_size=10",
     "peft.prompt_length=4",
     "client.batch_size=16",
-    "client.probe_epochs=50",
+    "client.probe_iters=50",
     "baselines.run=[]",
 )
 

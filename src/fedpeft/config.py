@@ -54,7 +54,7 @@ class DataSection(Section):
     max_train: int | None = Field(
         2000, ge=10, description="subsample of the training pool"
     )
-    max_test: int | None = Field(1000, ge=10, description="subsample of the test set")
+    max_test: int | None = Field(600, ge=10, description="subsample of the test set")
     max_chars: int | None = Field(2000, ge=16)
 
 
@@ -111,10 +111,10 @@ class ClientSection(Section):
     max_grad_norm: float = Field(
         0.0, ge=0.0, description="clip the local gradient norm (0 = off)"
     )
-    probe_epochs: int = Field(
-        100, ge=1, description="full-batch epochs of the head-fitting probe"
+    probe_iters: int = Field(
+        100, ge=1, description="L-BFGS iterations of the head-fitting linear probe"
     )
-    probe_lr: float = Field(1e-2, gt=0.0)
+    probe_l2: float = Field(1e-3, ge=0.0, description="L2 strength of the linear probe")
 
 
 class StrategySection(Section):
@@ -139,7 +139,7 @@ class StrategySection(Section):
 
 class FederationSection(Section):
     num_clients: int = Field(10, ge=1, le=100_000)
-    rounds: int = Field(10, ge=0, le=100_000)
+    rounds: int = Field(6, ge=0, le=100_000)
     eval_every: int = Field(
         1, ge=1, description="evaluate the global model every k rounds"
     )
@@ -169,14 +169,14 @@ class RunConfig(Section):
     seed: int = Field(0, ge=0)
     output_dir: str = "runs"
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = all cores)")
-    model: ModelSection = ModelSection()
-    data: DataSection = DataSection()
-    partition: PartitionSection = PartitionSection()
-    peft: PeftSection = PeftSection()
-    client: ClientSection = ClientSection()
-    strategy: StrategySection = StrategySection()
-    federation: FederationSection = FederationSection()
-    baselines: BaselinesSection = BaselinesSection()
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    partition: PartitionSection = Field(default_factory=PartitionSection)
+    peft: PeftSection = Field(default_factory=PeftSection)
+    client: ClientSection = Field(default_factory=ClientSection)
+    strategy: StrategySection = Field(default_factory=StrategySection)
+    federation: FederationSection = Field(default_factory=FederationSection)
+    baselines: BaselinesSection = Field(default_factory=BaselinesSection)
 
     @property
     def run_dir(self) -> Path:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from fedpeft.models.embed import mean_pool
 from fedpeft.peft import build_adapter
-from fedpeft.peft.base import mean_pool
 
 pytestmark = pytest.mark.slow
 

@@ -38,8 +38,8 @@ def run_centralized(
                 **fit_head(
                     model,
                     exp.train,
-                    c.probe_epochs,
-                    c.probe_lr,
+                    c.probe_iters,
+                    c.probe_l2,
                     cfg.model.eval_precision,
                 ),
             }

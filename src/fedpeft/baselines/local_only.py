@@ -32,7 +32,7 @@ def run_local_only(exp: Experiment, method: str | None = None) -> dict[str, Any]
     for k, client in enumerate(exp.clients):
         model.load_trainable_state(start)
         if cfg.peft.head_init == "probe":
-            head = fit_head(model, client.train, c.probe_epochs, c.probe_lr, prec)
+            head = fit_head(model, client.train, c.probe_iters, c.probe_l2, prec)
             model.load_trainable_state({**start, **head})
         train_adapter(
             model,

@@ -20,6 +20,7 @@ from fedpeft.engine.experiment import Experiment
 from fedpeft.metrics import accuracy, macro_f1
 from fedpeft.models.embed import embed_dataset
 from fedpeft.models.tokenized import tokenize
+from fedpeft.types import Params
 
 
 def _scores(
@@ -34,23 +35,49 @@ def _scores(
     }
 
 
+PROBE_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
+
+
 def run_linear_probe(exp: Experiment) -> dict[str, Any]:
-    """Fit a linear head on frozen embeddings of all training data; test it."""
+    """Fit a linear head on frozen embeddings of the pooled training data.
+
+    The L2 strength is chosen from :data:`PROBE_L2_GRID` by accuracy on the
+    union of the clients' validation splits (never the test set), so the probe
+    is a tuned baseline, not a strawman.
+    """
     cfg = exp.config
-    prec = cfg.model.eval_precision
-    train = embed_dataset(exp.backbone, exp.train, cfg.federation.eval_batch_size, prec)
-    test = embed_dataset(exp.backbone, exp.test, cfg.federation.eval_batch_size, prec)
-    head = fit_linear_head(
-        train,
-        exp.train.labels,
-        exp.num_classes,
-        epochs=max(cfg.client.probe_epochs, 200),
-        lr=cfg.client.probe_lr,
-    )
-    logits = test @ torch.from_numpy(head["head.weight"]).T + torch.from_numpy(
-        head["head.bias"]
-    )
-    return _scores(exp.test.labels, logits, exp.num_classes)
+    prec, bs = cfg.model.eval_precision, cfg.federation.eval_batch_size
+    train = embed_dataset(exp.backbone, exp.train, bs, prec)
+    test = embed_dataset(exp.backbone, exp.test, bs, prec)
+    vals = [
+        (c.val.labels, embed_dataset(exp.backbone, c.val, bs, prec))
+        for c in exp.clients
+        if len(c.val)
+    ]
+    best: tuple[float, float, Params] | None = None
+    for l2 in PROBE_L2_GRID:
+        head = fit_linear_head(
+            train,
+            exp.train.labels,
+            exp.num_classes,
+            max_iter=cfg.client.probe_iters,
+            l2=l2,
+        )
+        score = sum(
+            accuracy(y, _logits(f, head).argmax(1).numpy()) * len(y) for y, f in vals
+        )
+        if best is None or score > best[0]:
+            best = (score, l2, head)
+    assert best is not None
+    return {
+        **_scores(exp.test.labels, _logits(test, best[2]), exp.num_classes),
+        "l2": best[1],
+    }
+
+
+def _logits(features: torch.Tensor, head: Params) -> torch.Tensor:
+    weight = torch.from_numpy(head["head.weight"])
+    return features @ weight.T + torch.from_numpy(head["head.bias"])
 
 
 def run_zero_shot(exp: Experiment) -> dict[str, Any]:

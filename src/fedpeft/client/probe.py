@@ -35,16 +35,24 @@ def fit_linear_head(
     features: torch.Tensor,
     labels: np.ndarray,
     num_classes: int,
-    epochs: int,
-    lr: float,
+    max_iter: int = 100,
+    l2: float = 1e-3,
     init: Params | None = None,
 ) -> Params:
-    """Full-batch AdamW on softmax regression; returns ``head.weight``/``head.bias``.
+    """L2-regularised softmax regression, solved with full-batch L-BFGS.
+
+    Minimises ``mean CE(features @ W.T + b, labels) + (l2 / 2) * ‖W‖²``; the
+    problem is convex, so the result hardly depends on ``init``.
 
     Args:
         features: ``(n, dim)`` inputs.
         labels: ``(n,)`` class ids.
+        max_iter: L-BFGS iterations.
+        l2: Weight-decay strength on ``W`` (not on ``b``).
         init: Starting head (e.g. the current global head); zeros if None.
+
+    Returns:
+        ``{"head.weight": (num_classes, dim), "head.bias": (num_classes,)}``.
     """
     dim = features.shape[1]
     weight = torch.zeros(num_classes, dim)
@@ -55,12 +63,18 @@ def fit_linear_head(
     weight.requires_grad_(True)
     bias.requires_grad_(True)
     target = torch.from_numpy(labels)
-    opt = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=1e-4)
-    for _ in range(epochs):
-        loss = F.cross_entropy(features @ weight.T + bias, target)
+    opt = torch.optim.LBFGS(
+        [weight, bias], max_iter=max_iter, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        logits = features @ weight.T + bias
+        loss = F.cross_entropy(logits, target) + 0.5 * l2 * weight.pow(2).sum()
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    opt.step(closure)  # type: ignore[no-untyped-call]
     return {
         "head.weight": weight.detach().numpy().copy(),
         "head.bias": bias.detach().numpy().copy(),
@@ -70,8 +84,8 @@ def fit_linear_head(
 def fit_head(
     model: AdapterClassifier,
     data: TokenizedDataset,
-    epochs: int,
-    lr: float,
+    max_iter: int = 100,
+    l2: float = 1e-3,
     precision: str = "bf16",
     batch_size: int = 128,
 ) -> Params:
@@ -79,5 +93,5 @@ def fit_head(
     feats = pooled_features(model, data, batch_size, precision)
     init = {k: v for k, v in model.trainable_state().items() if k.startswith("head.")}
     return fit_linear_head(
-        feats, data.labels, model.head.out_features, epochs, lr, init
+        feats, data.labels, model.head.out_features, max_iter, l2, init
     )

@@ -159,8 +159,8 @@ class FederatedRun:
             head = fit_head(
                 self.model,
                 client.train,
-                c.probe_epochs,
-                c.probe_lr,
+                c.probe_iters,
+                c.probe_l2,
                 self.cfg.model.eval_precision,
             )
             up += len(serialize(head))

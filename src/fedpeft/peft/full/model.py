@@ -12,8 +12,9 @@ import copy
 import torch
 
 from fedpeft.models.backbone import Backbone
+from fedpeft.models.embed import mean_pool
 from fedpeft.models.tokenized import Batch
-from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier, mean_pool
+from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier
 
 
 @PEFT_METHODS.register("full", help="full fine-tuning of the backbone (baseline)")

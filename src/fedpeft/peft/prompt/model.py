@@ -12,8 +12,9 @@ import torch
 from torch import nn
 
 from fedpeft.models.backbone import Backbone
+from fedpeft.models.embed import mean_pool
 from fedpeft.models.tokenized import Batch
-from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier, mean_pool
+from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier
 
 PROMPT_INITS = ("vocab", "random", "labels")
 
