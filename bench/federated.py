@@ -27,11 +27,11 @@ from fedpeft.engine.sink import read_metrics
 
 BASE = [
     "federation.num_clients=20",
-    "federation.rounds=10",
+    "federation.rounds=8",
     "federation.eval_every=1",
     "strategy.fraction_fit=0.2",
     "data.max_train=1600",
-    "data.max_test=500",
+    "data.max_test=400",
     "model.max_length=64",
     "partition.min_size=20",
 ]
