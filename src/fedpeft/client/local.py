@@ -18,7 +18,7 @@ from fedpeft.client.evaluate import evaluate
 from fedpeft.client.flops import FlopMeter
 from fedpeft.config import ClientSection
 from fedpeft.models.precision import autocast
-from fedpeft.models.tokenized import TokenizedDataset
+from fedpeft.models.tokenized import Batch, TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.types import ClientUpdate, Params
 
@@ -113,7 +113,7 @@ def train_adapter(
     ):
         batch = data.batch(order)
 
-        def step(batch=batch) -> float:
+        def step(batch: Batch = batch) -> float:
             with autocast(precision):
                 logits = model(batch)
             loss = F.cross_entropy(logits, batch.labels)
@@ -121,7 +121,7 @@ def train_adapter(
             if proximal_mu > 0:
                 total = loss + 0.5 * proximal_mu * _proximal_term(model, anchor)
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            total.backward()  # type: ignore[no-untyped-call]
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from fedpeft.models.backbone import resolve_backbone_path
 from fedpeft.models.embed import embed_dataset
 from fedpeft.models.tokenized import TokenizedDataset, tokenize
 from fedpeft.peft import PEFT_METHODS, AdapterClassifier, build_adapter
+from fedpeft.registry import Registry
 from fedpeft.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def check_names(cfg: RunConfig) -> None:
     Raises:
         ConfigError: naming the key, the bad name and the choices.
     """
-    checks = [
+    checks: list[tuple[str, str, Registry[Any]]] = [
         ("peft.method", cfg.peft.method, PEFT_METHODS),
         ("strategy.name", cfg.strategy.name, STRATEGIES),
         ("partition.method", cfg.partition.method, PARTITIONERS),

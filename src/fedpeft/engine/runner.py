@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +170,7 @@ def _one_baseline(
     return {"metrics": runners[name](exp)}
 
 
-def _final_metrics(records: list[Mapping[str, Any]]) -> dict[str, float]:
+def _final_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     evaluated = [r for r in records if r.get("test_accuracy") is not None]
     last = evaluated[-1]
     return {
@@ -180,7 +180,7 @@ def _final_metrics(records: list[Mapping[str, Any]]) -> dict[str, float]:
     }
 
 
-def rounds_to_reach(history: list[Mapping[str, Any]], target: float) -> int | None:
+def rounds_to_reach(history: Sequence[Mapping[str, Any]], target: float) -> int | None:
     """First round whose test accuracy is at least ``target`` (None if never)."""
     for record in history:
         acc = record.get("test_accuracy")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,11 +67,11 @@ class FederatedRun:
     def __post_init__(self) -> None:
         cfg: RunConfig = self.experiment.config
         self.cfg = cfg
-        self.strategy_cfg = self.strategy_cfg or cfg.strategy
-        self.client_cfg = self.client_cfg or cfg.client
+        self.strategy_section: StrategySection = self.strategy_cfg or cfg.strategy
+        self.client_section: ClientSection = self.client_cfg or cfg.client
         self.model = self.experiment.new_adapter(self.method)
-        options = self.strategy_cfg.model_dump(exclude={"name"})
-        self.strategy: Strategy = build_strategy(self.strategy_cfg.name, **options)
+        options = self.strategy_section.model_dump(exclude={"name"})
+        self.strategy: Strategy = build_strategy(self.strategy_section.name, **options)
         self.sink = (
             MetricsSink(self.run_dir / "metrics.jsonl") if self.run_dir else None
         )
@@ -150,8 +150,7 @@ class FederatedRun:
     def _probe_round(
         self, params: Params, record: dict[str, Any]
     ) -> tuple[Params, dict[str, Any]]:
-        c = self.client_cfg
-        assert c is not None
+        c = self.client_section
         down = serialize(params)
         heads, sizes, up = [], [], 0
         self.model.load_trainable_state(params)
@@ -178,8 +177,8 @@ class FederatedRun:
         fed = self.cfg.federation
         selected = sample_clients(
             fed.num_clients,
-            self.strategy_cfg.fraction_fit,
-            self.strategy_cfg.min_fit_clients,
+            self.strategy_section.fraction_fit,
+            self.strategy_section.min_fit_clients,
             stream(self.cfg.seed, "sample", rnd),
         )
         down_blob = serialize(params)
@@ -223,8 +222,7 @@ class FederatedRun:
         self, rnd: int, selected: np.ndarray, down_blob: bytes, params: Params
     ) -> tuple[list[ClientUpdate], int, list[int], list[int]]:
         """Run the selected clients; drop the ones that fail or send bad updates."""
-        cfg, c = self.cfg, self.client_cfg
-        assert c is not None
+        cfg, c = self.cfg, self.client_section
         extra = self.strategy.client_config(rnd)
         updates: list[ClientUpdate] = []
         failed: list[int] = []
@@ -309,7 +307,7 @@ def _client_summary(updates: list[ClientUpdate]) -> dict[str, float]:
     return out
 
 
-def _totals(history: list[Mapping[str, Any]]) -> dict[str, float]:
+def _totals(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return {
         "bytes_up": float(sum(r.get("bytes_up", 0) for r in history)),
         "bytes_down": float(sum(r.get("bytes_down", 0) for r in history)),

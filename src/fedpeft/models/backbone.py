@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,8 +55,8 @@ class Backbone:
     """
 
     name: str
-    model: nn.Module
-    tokenizer: object
+    model: Any  # a transformers PreTrainedModel (untyped library)
+    tokenizer: Any  # its PreTrainedTokenizerFast
     kind: str
 
     @property
@@ -73,19 +74,23 @@ class Backbone:
     @property
     def word_embeddings(self) -> nn.Embedding:
         emb = self.model.get_input_embeddings()
-        assert isinstance(emb, nn.Embedding)
+        if not isinstance(emb, nn.Embedding):
+            raise TypeError(
+                f"{self.name}: input embeddings are {type(emb).__name__}, "
+                "expected torch.nn.Embedding"
+            )
         return emb
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings (before position embeddings), ``(batch, seq, dim)``."""
-        return self.word_embeddings(input_ids)
+        return torch.as_tensor(self.word_embeddings(input_ids))
 
     def encode(
         self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
         """Last hidden states ``(batch, seq, dim)`` for input embeddings."""
         out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
-        return out.last_hidden_state
+        return torch.as_tensor(out.last_hidden_state)
 
 
 def resolve_backbone_path(name: str) -> Path:

@@ -58,7 +58,8 @@ class AdapterClassifier(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Class logits ``(batch, num_classes)`` in float32."""
-        return self.head(self.features(batch).float())
+        logits: torch.Tensor = self.head(self.features(batch).float())
+        return logits
 
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.head.parameters())

@@ -67,12 +67,12 @@ class SoftPromptClassifier(AdapterClassifier):
         if init == "vocab":
             # Skip the special/unused ids at the start of BERT-style vocabularies.
             low = min(1000, table.shape[0] // 4)
-            ids = torch.randint(low, table.shape[0], (length,), generator=generator)
-            return table[ids].clone()
+            drawn = torch.randint(low, table.shape[0], (length,), generator=generator)
+            return table[drawn].clone()
         if init == "labels":
             tokenizer = self.backbone.tokenizer
             ids = [
-                i
+                int(i)
                 for name in label_names
                 for i in tokenizer(name, add_special_tokens=False)["input_ids"]
             ]
