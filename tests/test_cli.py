@@ -320,3 +320,24 @@ def test_report_writes_to_out(tmp_path: Path) -> None:
 
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 1_000
+
+
+@pytest.mark.slow
+def test_partition_shows_the_client_table_and_writes_the_plot(tmp_path: Path) -> None:
+    out = tmp_path / "mix.png"
+
+    result = invoke(
+        "partition",
+        "--set",
+        "data.corpus=bbc-news",
+        "--set",
+        "federation.num_clients=4",
+        "--set",
+        "data.max_train=200",
+        "--plot",
+        str(out),
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "business" in result.stdout and "mean label skew" in result.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -480,6 +480,42 @@ def _listing(title: str, entries: list[tuple[str, str]], caption: str) -> Table:
 # --- fedpeft config -------------------------------------------------------------------
 
 
+@app.command()
+def partition(
+    ctx: typer.Context,
+    config: ConfigArg = None,
+    overrides: SetOption = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Write the label-mix chart to this PNG file."),
+    ] = None,
+) -> None:
+    """Show how the configured partitioner splits the data across clients."""
+    from fedpeft.data import (
+        label_skew,
+        partition_table,
+        plot_partition,
+        render_partition_table,
+    )
+    from fedpeft.engine.experiment import build_experiment
+
+    ui = _ui(ctx)
+    with _user_errors(ui):
+        cfg = load_config(config, overrides or [])
+        exp = build_experiment(cfg)
+    labels = exp.corpus.train.labels
+    rows = partition_table(labels, exp.partition, exp.corpus.label_names)
+    render_partition_table(rows, ui.out)
+    skew = label_skew(labels, exp.partition, exp.num_classes)
+    ui.out.print(
+        f"{cfg.partition.method} over {len(rows)} clients of {exp.corpus.name}: "
+        f"mean label skew (total variation to the global mix) {skew:.3f}"
+    )
+    if plot is not None:
+        path = plot_partition(labels, exp.partition, exp.corpus.label_names, plot)
+        ui.out.print(f"label mix per client: {path}")
+
+
 @config_app.command("show")
 def config_show(
     ctx: typer.Context,

@@ -67,6 +67,7 @@ def run_experiment(
         torch.set_num_threads(cfg.threads)
     run_dir = prepare_run_dir(cfg, resume)
     exp = build_experiment(cfg)
+    write_partition_report(exp, run_dir)
     emit(
         "start",
         {"rounds": cfg.federation.rounds, "runs": ["federated", *cfg.baselines.run]},
@@ -88,6 +89,29 @@ def run_experiment(
     _plot(run_dir)
     emit("done", summary)
     return summary
+
+
+def write_partition_report(exp: Experiment, run_dir: Path) -> Path:
+    """partition.json (per-client sizes and label counts) and plots/partition.png."""
+    from fedpeft.data import label_skew, partition_table, plot_partition
+
+    labels = exp.corpus.train.labels
+    rows = partition_table(labels, exp.partition, exp.corpus.label_names)
+    skew = label_skew(labels, exp.partition, exp.num_classes)
+    report = {
+        "method": exp.config.partition.method,
+        "label_skew": skew,
+        "clients": rows,
+    }
+    path = run_dir / "partition.json"
+    path.write_text(json.dumps(report, indent=1, default=int), encoding="utf-8")
+    plot_partition(
+        labels,
+        exp.partition,
+        exp.corpus.label_names,
+        run_dir / "plots" / "partition.png",
+    )
+    return path
 
 
 def _run_baselines(

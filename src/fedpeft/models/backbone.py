@@ -123,6 +123,9 @@ def load_backbone(name: str = "minilm-l6") -> Backbone:
     """
     # transformers is slow to import; keep it off the import path of the package.
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a bar per weight file is noise in our output
 
     path = resolve_backbone_path(name)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
