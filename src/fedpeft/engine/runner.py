@@ -132,7 +132,7 @@ def _run_baselines(
         if name in done:
             continue
         emit("phase", {"name": name, "status": "start"})
-        done[name] = _one_baseline(name, exp, fed, run_dir, emit)
+        done[name] = _one_baseline(name, exp, fed, run_dir, emit, resume)
         path.write_text(json.dumps(done), encoding="utf-8")
         emit(
             "phase", {"name": name, "status": "done", "metrics": done[name]["metrics"]}
@@ -142,7 +142,12 @@ def _run_baselines(
 
 
 def _one_baseline(
-    name: str, exp: Experiment, fed: FederatedResult, run_dir: Path, emit: EventCallback
+    name: str,
+    exp: Experiment,
+    fed: FederatedResult,
+    run_dir: Path,
+    emit: EventCallback,
+    resume: bool,
 ) -> dict[str, Any]:
     cfg = exp.config
     if name == "centralized":
@@ -163,7 +168,7 @@ def _one_baseline(
             run_dir=run_dir / "full-finetune",
             label="full-finetune",
             on_round=lambda r: emit("round", r),
-        ).run()
+        ).run(resume)
         curve = [
             {
                 k: r[k]

@@ -1,0 +1,57 @@
+"""The whole experiment through the CLI on a tiny real configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fedpeft.cli import app
+from fedpeft.engine.sink import read_metrics
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.slow
+
+
+def test_cli_run_writes_a_complete_run_directory(tmp_path: Path) -> None:
+    args = ["run", "--quiet"]
+    for item in [
+        *TINY,
+        f"output_dir={tmp_path}",
+        "name=e2e",
+        'baselines.run=["centralized","linear-probe","zero-shot"]',
+    ]:
+        args += ["--set", item]
+
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "e2e"
+    for name in (
+        "config.toml",
+        "metrics.jsonl",
+        "summary.json",
+        "baselines.json",
+        "partition.json",
+        "adapter/adapter.safetensors",
+        "plots/accuracy.png",
+        "plots/bytes.png",
+        "plots/partition.png",
+    ):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert set(summary["baselines"]) == {"centralized", "linear-probe", "zero-shot"}
+    fed = summary["federated"]
+    assert fed["bytes_up_per_client_round"] == fed["bytes_down_per_client_round"]
+    assert fed["payload_fraction_of_full"] < 1e-3
+    runs = {r["run"] for r in read_metrics(run_dir / "metrics.jsonl")}
+    assert runs == {"federated", "centralized"}
+    assert "centralized" in result.stdout
+
+    again = CliRunner().invoke(app, [*args, "--resume"])  # finished: nothing to redo
+    assert again.exit_code == 0, again.output
+    resumed = json.loads((run_dir / "summary.json").read_text())["federated"]
+    for key in ("final_accuracy", "best_accuracy", "bytes_up_total", "train_examples"):
+        assert resumed[key] == fed[key], key
