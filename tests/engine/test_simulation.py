@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import tiny_config
 
 import fedpeft.engine.simulation as simulation
 from fedpeft.engine.checkpoint import CheckpointError
@@ -15,6 +14,7 @@ from fedpeft.engine.simulation import FederatedRun
 from fedpeft.engine.sink import read_metrics
 from fedpeft.types import ClientUpdate
 from fedpeft.wire import serialize
+from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.slow
 
