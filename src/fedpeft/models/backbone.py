@@ -125,7 +125,7 @@ def load_backbone(name: str = "minilm-l6") -> Backbone:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # a bar per weight file is noise in our output
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # noise for us
 
     path = resolve_backbone_path(name)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
