@@ -1,0 +1,69 @@
+"""Split a labelled dataset across federated clients: pure math over label arrays.
+
+Every partitioner maps a label array of length ``n`` to one int64 index array per
+client. The arrays are a disjoint cover of ``range(n)``: every example goes to
+exactly one client, and no partitioner drops examples (a configuration that
+would force a drop raises :class:`PartitionError` instead). Every draw comes
+from a ``numpy.random.Generator`` seeded with ``seed``, so the same labels, options
+and seed give the same partition. The order of indices inside a client is a
+seeded shuffle, never grouped by class.
+
+Methods (choose by name from :data:`PARTITIONERS`):
+
+* ``iid``: a uniform random split into near-equal shards.
+* ``dirichlet``: label skew; each class is split across clients in proportions
+  drawn from Dir(alpha) (Hsu et al. 2019, arXiv:1909.06335; Yurochkin et al. 2019),
+  via flwr-datasets' ``DirichletPartitioner``.
+* ``quantity``: quantity skew; client sizes drawn from a power law or a
+  log-normal, labels IID inside each client.
+* ``feature``: feature skew; whole natural groups (e.g. one movie's reviews) or
+  k-means clusters of embeddings go to one client each.
+* ``pathological``: each client holds exactly ``classes_per_client`` classes
+  (McMahan et al. 2017, sec. 3; Li et al. 2022, arXiv:2102.02079).
+
+Layout: :mod:`.base` holds the registry, :func:`partition_indices` and its checks;
+one module per method family (:mod:`.iid`, :mod:`.dirichlet`, :mod:`.quantity`,
+:mod:`.feature`, :mod:`.pathological`) registers itself on import, which this
+package does below; :mod:`.stats` holds per-client splits and statistics.
+"""
+
+from fedpeft.data.partition import (  # noqa: F401  (each registers its methods)
+    dirichlet,
+    feature,
+    iid,
+    pathological,
+    quantity,
+)
+from fedpeft.data.partition.base import (
+    PARTITIONERS,
+    QUANTITY_DISTRIBUTIONS,
+    FloatArray,
+    IntArray,
+    Partitioner,
+    PartitionError,
+    PartitionFn,
+    PartitionSpec,
+    partition_indices,
+)
+from fedpeft.data.partition.stats import (
+    allocate_proportional,
+    label_distribution,
+    label_skew,
+    split_train_val,
+)
+
+__all__ = [
+    "PARTITIONERS",
+    "QUANTITY_DISTRIBUTIONS",
+    "FloatArray",
+    "IntArray",
+    "PartitionError",
+    "PartitionFn",
+    "PartitionSpec",
+    "Partitioner",
+    "allocate_proportional",
+    "label_distribution",
+    "label_skew",
+    "partition_indices",
+    "split_train_val",
+]
