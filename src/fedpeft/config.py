@@ -137,9 +137,63 @@ class StrategySection(Section):
     tau: float = Field(1e-3, gt=0.0)
 
 
+class ClientDPSection(Section):
+    """Client-level DP-FedAvg (McMahan et al. 2018); see fedpeft.privacy."""
+
+    clip_norm: float = Field(
+        0.1, gt=0.0, description="bound C on each update's L2 norm"
+    )
+    delta: float = Field(
+        1e-3, gt=0.0, lt=1.0, description="δ; keep it below 1/num_clients"
+    )
+    noise_multiplier: float | None = Field(
+        None, gt=0.0, description="σ (noise std σ·C)"
+    )
+    target_epsilon: float | None = Field(
+        None, gt=0.0, description="calibrate σ so that all rounds stay within ε"
+    )
+    mode: Literal["central", "distributed"] = "central"
+    accountant: Literal["rdp", "pld"] = "rdp"
+
+
+class RecordDPSection(Section):
+    """Record-level DP-SGD inside every client (Abadi et al. 2016)."""
+
+    clip_norm: float = Field(1.0, gt=0.0, description="per-example gradient bound")
+    delta: float = Field(1e-4, gt=0.0, lt=1.0)
+    noise_multiplier: float | None = Field(None, gt=0.0)
+    target_epsilon: float | None = Field(
+        None, gt=0.0, description="per client, whole run"
+    )
+    accountant: Literal["rdp", "pld"] = "rdp"
+
+
+class PrivacySection(Section):
+    secagg: bool = Field(False, description="secure aggregation of the client updates")
+    secagg_bits: int = Field(
+        32, ge=8, le=62, description="masked values live in Z_(2^b)"
+    )
+    secagg_clip_range: float = Field(
+        1.0, gt=0.0, description="per-coordinate range [-r, r] before quantization"
+    )
+    secagg_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="Shamir t / neighbours"
+    )
+    secagg_neighbours: Literal["complete", "log2"] = "complete"
+    secure: bool = Field(
+        False, description="masks, keys and noise from OS entropy (not reproducible)"
+    )
+    client_dp: ClientDPSection | None = None
+    record_dp: RecordDPSection | None = None
+
+
 class FederationSection(Section):
     num_clients: int = Field(10, ge=1, le=100_000)
     rounds: int = Field(6, ge=0, le=100_000)
+    sampling: Literal["fixed", "poisson"] = Field(
+        "fixed",
+        description="fixed: m clients without replacement; poisson: each with prob q",
+    )
     eval_every: int = Field(
         1, ge=1, description="evaluate the global model every k rounds"
     )
@@ -177,6 +231,7 @@ class RunConfig(Section):
     strategy: StrategySection = Field(default_factory=StrategySection)
     federation: FederationSection = Field(default_factory=FederationSection)
     baselines: BaselinesSection = Field(default_factory=BaselinesSection)
+    privacy: PrivacySection = Field(default_factory=PrivacySection)
 
     @property
     def run_dir(self) -> Path:

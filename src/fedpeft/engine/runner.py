@@ -167,6 +167,7 @@ def _one_baseline(
             strategy_cfg=strategy_cfg,
             run_dir=run_dir / "full-finetune",
             label="full-finetune",
+            private=False,  # the non-private reference point
             on_round=lambda r: emit("round", r),
         ).run(resume)
         curve = [

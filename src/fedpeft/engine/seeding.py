@@ -17,6 +17,8 @@ STREAMS = {
     "partition": 3,
     "split": 4,
     "baseline": 5,
+    "secagg": 6,
+    "dp": 7,
 }
 
 

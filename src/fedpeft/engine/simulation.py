@@ -23,9 +23,11 @@ from fedpeft.client import evaluate, fit_head, local_update
 from fedpeft.config import ClientSection, RunConfig, StrategySection
 from fedpeft.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedpeft.engine.experiment import Experiment
+from fedpeft.engine.private import PrivateAggregator
 from fedpeft.engine.seeding import stream
 from fedpeft.engine.sink import MetricsSink
 from fedpeft.peft.base import AdapterClassifier
+from fedpeft.privacy.sampling import poisson_subsample
 from fedpeft.strategies import Strategy, build_strategy, sample_clients
 from fedpeft.types import ClientUpdate, Params, check_params_like
 from fedpeft.wire import deserialize, serialize
@@ -63,6 +65,7 @@ class FederatedRun:
     run_dir: Path | None = None
     label: str = "federated"
     on_round: RoundCallback | None = None
+    private: bool = True
 
     def __post_init__(self) -> None:
         cfg: RunConfig = self.experiment.config
@@ -75,12 +78,21 @@ class FederatedRun:
         self.sink = (
             MetricsSink(self.run_dir / "metrics.jsonl") if self.run_dir else None
         )
+        total = sum(len(c.train) for c in self.experiment.clients)
+        self.privacy = PrivateAggregator.build(cfg, total) if self.private else None
 
     # ----------------------------------------------------------------- driver
     def run(self, resume: bool = False) -> FederatedResult:
         """Run all rounds (continuing from the last checkpoint if ``resume``)."""
         params, history, start = self._start(resume)
         for rnd in range(start, self.cfg.federation.rounds + 1):
+            if self.privacy is not None and self.privacy.budget_exhausted():
+                logger.warning(
+                    "round %d would exceed the privacy budget; stopping after round %d",
+                    rnd,
+                    rnd - 1,
+                )
+                break
             params, record = self.run_round(rnd, params)
             history.append(record)
             self._persist(rnd, params, history, record)
@@ -93,6 +105,8 @@ class FederatedRun:
             ckpt = load_checkpoint(ckpt_dir)
             if ckpt is not None:
                 self.strategy.load_state_dict(ckpt.strategy_state)
+                if self.privacy is not None:
+                    self.privacy.replay(ckpt.round)
                 if self.sink:
                     self.sink.reset(ckpt.history)
                 logger.info("resuming %s after round %d", self.label, ckpt.round)
@@ -165,29 +179,46 @@ class FederatedRun:
             up += len(serialize(head))
             heads.append(head)
             sizes.append(len(client.train))
-        params = {**params, **weighted_mean(heads, example_weights(sizes))}
         n = len(heads)
         record.update(clients=list(range(n)), bytes_down=len(down) * n, bytes_up=up)
-        return params, record
+        if self.privacy is not None:  # the heads, too, only as a secure sum
+            mean, stats = self.privacy.weighted_mean(0, heads, sizes)
+            record.update(stats)
+            if "secagg_bytes_up" in stats:
+                record["bytes_up"] = int(stats["secagg_bytes_up"])
+                record["bytes_down"] += int(stats["secagg_bytes_down"])
+            return {**params, **mean}, record
+        return {**params, **weighted_mean(heads, example_weights(sizes))}, record
 
     # --------------------------------------------------------------- a round
     def run_round(self, rnd: int, params: Params) -> tuple[Params, dict[str, Any]]:
         """One federated round; returns the new global params and its record."""
         t0 = time.perf_counter()
         fed = self.cfg.federation
-        selected = sample_clients(
-            fed.num_clients,
-            self.strategy_section.fraction_fit,
-            self.strategy_section.min_fit_clients,
-            stream(self.cfg.seed, "sample", rnd),
-        )
+        rng = stream(self.cfg.seed, "sample", rnd)
+        if fed.sampling == "poisson":
+            selected = poisson_subsample(
+                fed.num_clients, self.strategy_section.fraction_fit, rng
+            )
+        else:
+            selected = sample_clients(
+                fed.num_clients,
+                self.strategy_section.fraction_fit,
+                self.strategy_section.min_fit_clients,
+                rng,
+            )
         down_blob = serialize(params)
         updates, up_bytes, failed, rejected = self._collect(
             rnd, selected, down_blob, params
         )
         t1 = time.perf_counter()
         agg_metrics: dict[str, float] = {}
-        if updates:
+        private: dict[str, Any] = {}
+        if self.privacy is not None and (updates or self.privacy.dp is not None):
+            # The server only ever sees the (secure, noised) mean.
+            pseudo, private = self.privacy.aggregate(rnd, params, updates)
+            params, agg_metrics = self.strategy.aggregate(rnd, params, [pseudo])
+        elif updates:
             params, agg_metrics = self.strategy.aggregate(rnd, params, updates)
         else:
             logger.warning(
@@ -206,7 +237,13 @@ class FederatedRun:
             "bytes_up_per_client": up_bytes / max(len(updates), 1),
             **_client_summary(updates),
             **{f"agg_{k}": v for k, v in agg_metrics.items()},
+            **private,
         }
+        if "secagg_bytes_up" in private:  # what really travelled: the protocol's
+            n = max(len(updates), 1)  # messages instead of the plain ΔP blobs
+            record["bytes_up"] = int(private["secagg_bytes_up"])
+            record["bytes_down"] += int(private["secagg_bytes_down"])
+            record["bytes_up_per_client"] = private["secagg_bytes_up"] / n
         if rnd % fed.eval_every == 0 or rnd == fed.rounds:
             record.update(self._evaluate(params))
         t3 = time.perf_counter()

@@ -37,6 +37,7 @@ naming the fix (``accountant="rdp"`` or Poisson sampling).
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -53,6 +54,11 @@ ACCOUNTANT_KINDS: tuple[str, ...] = get_args(AccountantKind)
 
 DpEvent = Any
 """A ``dp_accounting.DpEvent`` (the library ships no type information)."""
+
+
+# dp-accounting logs through absl every Rényi order it drops (dropping one only
+# makes ε larger, i.e. conservative); in a training log that is noise.
+logging.getLogger("absl").setLevel(logging.ERROR)
 
 
 class UnsupportedAccountingError(ValueError):

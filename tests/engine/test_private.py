@@ -1,0 +1,153 @@
+"""Secure aggregation and client-level DP inside the embedded engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedpeft.config import ConfigError
+from fedpeft.engine.experiment import build_experiment
+from fedpeft.engine.private import PrivateAggregator
+from fedpeft.engine.simulation import FederatedRun
+from fedpeft.privacy import PrivacyAccountant, client_level_event
+from fedpeft.types import ClientUpdate
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+def _updates(rng: np.random.Generator, sizes: list[int]) -> list[ClientUpdate]:
+    return [
+        ClientUpdate(
+            k,
+            {
+                "w": rng.normal(0, 0.05, (6, 4)).astype(np.float32),
+                "b": rng.normal(0, 0.05, 3).astype(np.float32),
+            },
+            n,
+        )
+        for k, n in enumerate(sizes)
+    ]
+
+
+def test_secagg_mean_equals_the_plain_weighted_mean(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "privacy.secagg=true")
+    agg = PrivateAggregator.build(cfg, total_examples=100)
+    assert agg is not None
+    updates = _updates(np.random.default_rng(0), [10, 30, 60])
+    params = {k: np.zeros_like(v) for k, v in updates[0].delta.items()}
+
+    pseudo, metrics = agg.aggregate(1, params, updates)
+
+    weights = np.array([10, 30, 60]) / 100
+    for key in params:
+        expected = sum(w * u.delta[key] for w, u in zip(weights, updates, strict=True))
+        np.testing.assert_allclose(
+            pseudo.delta[key], expected / weights.sum(), atol=1e-6
+        )
+    assert metrics["secagg_passes"] == 1
+    assert metrics["secagg_bytes_up"] > 3 * 4 * 27  # masked vectors + key material
+
+
+def test_dynamic_under_secagg_matches_the_formula(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        "privacy.secagg=true",
+        "strategy.name=dynamic",
+        "strategy.distance_scale=none",
+        "strategy.gamma=20",
+    )
+    agg = PrivateAggregator.build(cfg, total_examples=100)
+    assert agg is not None
+    rng = np.random.default_rng(1)
+    updates = _updates(rng, [20, 30, 50])
+    params = {k: np.zeros_like(v) for k, v in updates[0].delta.items()}
+
+    pseudo, metrics = agg.aggregate(1, params, updates)
+
+    flat = [
+        np.concatenate([u.delta[k].ravel() for k in sorted(u.delta)]) for u in updates
+    ]
+    mean = np.mean(flat, axis=0)
+    d = np.array([np.linalg.norm(f - mean) for f in flat])
+    w = np.array([20, 30, 50]) / 100 * np.exp(-20 * d)
+    expected = sum(wk * f for wk, f in zip(w, flat, strict=True)) / w.sum()
+    got = np.concatenate([pseudo.delta[k].ravel() for k in sorted(pseudo.delta)])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert metrics["secagg_passes"] == 2  # the mean, then the weighted sum
+
+
+def test_engine_with_secagg_tracks_the_plain_run(tmp_path: Path) -> None:
+    plain = FederatedRun(build_experiment(tiny_config(tmp_path))).run()
+    secure = FederatedRun(
+        build_experiment(tiny_config(tmp_path, "privacy.secagg=true"))
+    ).run()
+    for key, value in plain.params.items():
+        np.testing.assert_allclose(secure.params[key], value, atol=1e-4)
+
+
+def test_client_dp_reports_epsilon_matching_dp_accounting(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        "peft.head_init=zeros",
+        "strategy.name=fedprompt",
+        "federation.rounds=3",
+        "privacy.client_dp={noise_multiplier=1.1, clip_norm=0.5}",
+    )
+    result = FederatedRun(build_experiment(cfg)).run()
+
+    oracle = PrivacyAccountant("rdp", 1e-3)
+    event = client_level_event(1.1, "fixed", num_clients=4, clients_per_round=2)
+    for record in result.history[1:]:
+        oracle.compose(event)
+        assert record["epsilon"] == pytest.approx(oracle.epsilon(1e-3))
+
+
+def test_target_epsilon_stops_before_the_budget_is_exceeded(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        "peft.head_init=zeros",
+        "strategy.name=fedprompt",
+        "federation.rounds=2",
+        "privacy.client_dp={target_epsilon=3.0, clip_norm=0.5}",
+    )
+    run = FederatedRun(build_experiment(cfg))
+    assert run.privacy is not None and run.privacy.dp is not None
+    # Ask for more rounds than σ was calibrated for: the engine must stop.
+    run.cfg = cfg.model_copy(
+        update={"federation": cfg.federation.model_copy(update={"rounds": 6})}
+    )
+    result = run.run()
+    assert result.history[-1]["round"] < 6
+    assert max(r.get("epsilon", 0.0) for r in result.history) <= 3.0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ("privacy.client_dp={noise_multiplier=1.0}", "peft.head_init=zeros"),
+            "fedavg",
+        ),
+        (
+            ("privacy.client_dp={noise_multiplier=1.0}", "strategy.name=fedprompt"),
+            "head_init",
+        ),
+        (
+            (
+                "privacy.client_dp={noise_multiplier=1.0, mode='distributed'}",
+                "strategy.name=fedprompt",
+                "peft.head_init=zeros",
+            ),
+            "privacy.secagg = true",
+        ),
+        (("privacy.secagg=true", "strategy.name=dynamic"), "median"),
+    ],
+)
+def test_unsound_privacy_settings_are_refused(
+    tmp_path: Path, extra: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        PrivateAggregator.build(tiny_config(tmp_path, *extra), total_examples=100)
