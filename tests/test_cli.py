@@ -341,3 +341,40 @@ def test_partition_shows_the_client_table_and_writes_the_plot(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert "business" in result.stdout and "mean label skew" in result.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_privacy_epsilon_matches_the_accountant() -> None:
+    from fedpeft.privacy import epsilon_after
+
+    result = invoke(
+        "privacy", "epsilon", "-z", "1.1", "-T", "50", "-q", "0.1", "--delta", "1e-5"
+    )
+
+    assert result.exit_code == 0, result.output
+    expected = epsilon_after(50, 1.1, 1e-5, "poisson", sample_rate=0.1)
+    assert f"ε = {expected:.4f}" in result.stdout
+
+
+def test_privacy_calibrate_never_overshoots() -> None:
+    result = invoke(
+        "privacy",
+        "calibrate",
+        "--target-epsilon",
+        "4",
+        "--rounds",
+        "50",
+        "--sample-rate",
+        "0.1",
+        "--delta",
+        "1e-5",
+    )
+
+    assert result.exit_code == 0, result.output
+    eps = float(result.stdout.split("gives ε = ")[1].split()[0])
+    assert eps <= 4.0
+
+
+def test_privacy_fixed_sampling_needs_its_sizes() -> None:
+    result = invoke("privacy", "epsilon", "-z", "1", "-T", "5", "--sampling", "fixed")
+    assert result.exit_code == 2
+    assert "--clients-per-round" in result.output

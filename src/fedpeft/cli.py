@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fedpeft import __version__
+from fedpeft.cli_privacy import privacy_app
 from fedpeft.config import ConfigError, RunConfig, load_config
 from fedpeft.reporting.compare import (
     load_runs,
@@ -43,6 +44,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect run configurations.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(privacy_app, name="privacy")
 
 ConfigArg = Annotated[
     Path | None,
