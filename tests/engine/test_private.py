@@ -151,3 +151,45 @@ def test_unsound_privacy_settings_are_refused(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         PrivateAggregator.build(tiny_config(tmp_path, *extra), total_examples=100)
+
+
+def test_record_dp_per_example_gradients_match_single_example_backprop(
+    tiny_experiment,  # type: ignore[no-untyped-def]
+) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from fedpeft.client.dp_local import per_example_grads
+
+    model = tiny_experiment.new_adapter()
+    data = tiny_experiment.clients[0].train
+    idx = np.arange(4)
+    grads = per_example_grads(model, data, idx, "fp32")
+    for i in range(4):
+        model.zero_grad()
+        one = data.batch(idx[i : i + 1])
+        F.cross_entropy(model(one), one.labels).backward()
+        for name, p in model.named_parameters():
+            assert p.grad is not None
+            torch.testing.assert_close(grads[name][i], p.grad, atol=2e-6, rtol=1e-4)
+
+
+def test_record_dp_run_reports_record_level_epsilon(tmp_path: Path) -> None:
+    from fedpeft.client.dp_local import dp_plan
+    from fedpeft.privacy import record_level_epsilon
+
+    cfg = tiny_config(
+        tmp_path,
+        "federation.rounds=1",
+        "privacy.record_dp={noise_multiplier=1.0, clip_norm=1.0}",
+    )
+    exp = build_experiment(cfg)
+    result = FederatedRun(exp).run()
+
+    record = result.history[1]
+    worst = 0.0
+    for k in record["clients"]:
+        q, steps = dp_plan(len(exp.clients[k].train), cfg.client)
+        worst = max(worst, record_level_epsilon(1.0, q, steps, 1e-4))
+    assert record["record_epsilon_max"] == pytest.approx(worst)
+    assert all(np.isfinite(v).all() for v in result.params.values())

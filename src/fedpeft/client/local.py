@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import Batch, TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.types import ClientUpdate, Params
+
+if TYPE_CHECKING:
+    from fedpeft.client.dp_local import RecordDP
 
 
 @dataclass(frozen=True)
@@ -151,16 +155,40 @@ def local_update(
     precision: str = "fp32",
     eval_precision: str = "bf16",
     eval_batch_size: int = 128,
+    record_dp: RecordDP | None = None,
+    dp_generator: torch.Generator | None = None,
 ) -> ClientUpdate:
     """One client's round: load the global state, train, return ΔP and metrics.
 
     The returned ``delta`` is ``local − global`` for every payload tensor;
-    ``num_examples`` is the client's training-set size n_k.
+    ``num_examples`` is the client's training-set size n_k. With ``record_dp``
+    the local training is DP-SGD (:mod:`fedpeft.client.dp_local`), its noise
+    drawn from ``dp_generator``.
     """
     model.load_trainable_state(global_params)
-    stats = train_adapter(
-        model, train, cfg, rng, proximal_mu=proximal_mu, precision=precision
-    )
+    if record_dp is not None:
+        from fedpeft.client.dp_local import dp_train_adapter  # imports this module
+
+        if proximal_mu > 0:
+            raise ValueError(
+                "FedProx's proximal term is not part of the DP-SGD "
+                "analysis; use another strategy with privacy.record_dp"
+            )
+        if dp_generator is None and not record_dp.secure:
+            raise ValueError("record-level DP-SGD needs a seeded dp_generator")
+        stats = dp_train_adapter(
+            model,
+            train,
+            cfg,
+            record_dp,
+            rng,
+            dp_generator or torch.Generator(),
+            precision,
+        )
+    else:
+        stats = train_adapter(
+            model, train, cfg, rng, proximal_mu=proximal_mu, precision=precision
+        )
     local = model.trainable_state()
     delta = {k: local[k] - global_params[k] for k in global_params}
     metrics = {

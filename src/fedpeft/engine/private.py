@@ -33,6 +33,7 @@ import numpy as np
 from dp_accounting import DpEvent
 
 from fedpeft.aggregation import flatten
+from fedpeft.client.dp_local import RecordDP, dp_plan
 from fedpeft.config import ConfigError, RunConfig
 from fedpeft.engine.seeding import stream
 from fedpeft.privacy import (
@@ -44,8 +45,11 @@ from fedpeft.privacy import (
     expected_clients,
     gaussian_noise_like,
 )
-from fedpeft.privacy.accounting import Sampling
-from fedpeft.privacy.calibration import calibrate_noise_multiplier
+from fedpeft.privacy.accounting import Sampling, record_level_epsilon
+from fedpeft.privacy.calibration import (
+    calibrate_noise_multiplier,
+    calibrate_record_noise_multiplier,
+)
 from fedpeft.secagg import SecAggConfig, secure_sum
 from fedpeft.strategies.sampling import sample_size
 from fedpeft.types import ClientUpdate, Params
@@ -363,3 +367,82 @@ def _client_dp(cfg: RunConfig) -> ClientDP | None:
         budget,
         c.delta,
     )
+
+
+@dataclass
+class RecordDPLedger:
+    """Record-level DP-SGD of a run: σ, and every client's ε so far.
+
+    A client's ε counts all DP-SGD steps it ran over the rounds it took part in
+    (q_k = batch / n_k); no amplification by client sampling is claimed.
+    """
+
+    dp: RecordDP
+    cfg: RunConfig
+    steps: dict[int, int] = field(default_factory=dict)
+    epsilons: dict[int, float] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls, cfg: RunConfig, client_sizes: Sequence[int]
+    ) -> RecordDPLedger | None:
+        """σ as configured, or the largest σ any client needs to stay within the
+        target if it took part in every round (never overshoots).
+
+        Raises:
+            ConfigError: for settings outside the DP-SGD analysis.
+        """
+        r = cfg.privacy.record_dp
+        if r is None:
+            return None
+        if cfg.peft.method != "prompt":
+            raise ConfigError(
+                "privacy.record_dp supports peft.method = 'prompt' "
+                f"(per-example gradients), not {cfg.peft.method!r}"
+            )
+        if cfg.strategy.name == "fedprox":
+            raise ConfigError(
+                "privacy.record_dp: FedProx's proximal term is outside "
+                "the DP-SGD analysis; choose another strategy"
+            )
+        if r.noise_multiplier is not None:
+            sigma = r.noise_multiplier
+        elif r.target_epsilon is not None:
+            plans = {dp_plan(n, cfg.client) for n in client_sizes}
+            sigma = max(
+                calibrate_record_noise_multiplier(
+                    r.target_epsilon,
+                    r.delta,
+                    q,
+                    steps * max(cfg.federation.rounds, 1),
+                    r.accountant,
+                )
+                for q, steps in plans
+            )
+        else:
+            raise ConfigError(
+                "privacy.record_dp needs noise_multiplier or target_epsilon"
+            )
+        dp = RecordDP(r.clip_norm, sigma, r.delta, r.accountant, cfg.privacy.secure)
+        return cls(dp, cfg)
+
+    def participate(self, client: int, num_examples: int) -> None:
+        """Account one round of DP-SGD by ``client`` (n_k examples)."""
+        q, steps = dp_plan(num_examples, self.cfg.client)
+        self.steps[client] = self.steps.get(client, 0) + steps
+        self.epsilons[client] = record_level_epsilon(
+            self.dp.noise_multiplier,
+            q,
+            self.steps[client],
+            self.dp.delta,
+            self.dp.accountant,  # type: ignore[arg-type]
+        )
+
+    def metrics(self) -> dict[str, float]:
+        if not self.epsilons:
+            return {}
+        return {
+            "record_epsilon_max": max(self.epsilons.values()),
+            "record_noise_multiplier": self.dp.noise_multiplier,
+            "record_delta": self.dp.delta,
+        }

@@ -23,8 +23,8 @@ from fedpeft.client import evaluate, fit_head, local_update
 from fedpeft.config import ClientSection, RunConfig, StrategySection
 from fedpeft.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedpeft.engine.experiment import Experiment
-from fedpeft.engine.private import PrivateAggregator
-from fedpeft.engine.seeding import stream
+from fedpeft.engine.private import PrivateAggregator, RecordDPLedger
+from fedpeft.engine.seeding import stream, torch_generator
 from fedpeft.engine.sink import MetricsSink
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.privacy.sampling import poisson_subsample
@@ -80,6 +80,8 @@ class FederatedRun:
         )
         total = sum(len(c.train) for c in self.experiment.clients)
         self.privacy = PrivateAggregator.build(cfg, total) if self.private else None
+        sizes = [len(c.train) for c in self.experiment.clients]
+        self.record_dp = RecordDPLedger.build(cfg, sizes) if self.private else None
 
     # ----------------------------------------------------------------- driver
     def run(self, resume: bool = False) -> FederatedResult:
@@ -107,6 +109,8 @@ class FederatedRun:
                 self.strategy.load_state_dict(ckpt.strategy_state)
                 if self.privacy is not None:
                     self.privacy.replay(ckpt.round)
+                if self.record_dp is not None:
+                    self._replay_record_dp(ckpt.history)
                 if self.sink:
                     self.sink.reset(ckpt.history)
                 logger.info("resuming %s after round %d", self.label, ckpt.round)
@@ -117,6 +121,18 @@ class FederatedRun:
         history = [record]
         self._persist(0, params, history, record)
         return params, history, 1
+
+    def _replay_record_dp(self, history: list[dict[str, Any]]) -> None:
+        """Re-account the DP-SGD steps of finished rounds (resume)."""
+        assert self.record_dp is not None
+        for record in history[1:]:
+            bad = set(record.get("failed_clients", [])) | set(
+                record.get("rejected_clients", [])
+            )
+            for k in record["clients"]:
+                if k not in bad:
+                    n = len(self.experiment.clients[k].train)
+                    self.record_dp.participate(k, n)
 
     def _persist(
         self,
@@ -239,6 +255,10 @@ class FederatedRun:
             **{f"agg_{k}": v for k, v in agg_metrics.items()},
             **private,
         }
+        if self.record_dp is not None:
+            for u in updates:
+                self.record_dp.participate(u.client_id, u.num_examples)
+            record.update(self.record_dp.metrics())
         if "secagg_bytes_up" in private:  # what really travelled: the protocol's
             n = max(len(updates), 1)  # messages instead of the plain ΔP blobs
             record["bytes_up"] = int(private["secagg_bytes_up"])
@@ -281,6 +301,10 @@ class FederatedRun:
                     precision=cfg.model.precision,
                     eval_precision=cfg.model.eval_precision,
                     eval_batch_size=cfg.federation.eval_batch_size,
+                    record_dp=self.record_dp.dp if self.record_dp else None,
+                    dp_generator=torch_generator(
+                        stream(cfg.seed, "dp", rnd, 10**6 + int(k))
+                    ),
                 )
             except (RuntimeError, ValueError, MemoryError) as err:
                 logger.warning("round %d: client %d failed (%s); dropped", rnd, k, err)

@@ -61,6 +61,30 @@ class AdapterClassifier(nn.Module):
         logits: torch.Tensor = self.head(self.features(batch).float())
         return logits
 
+    def per_example_logits(
+        self, batch: Batch, params: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Logits ``(batch, classes)`` where example i uses its own copy
+        ``params[name][i]`` of every trainable tensor.
+
+        Summing the per-example losses and differentiating w.r.t. the copies gives
+        every example's gradient in one backward pass (record-level DP-SGD).
+
+        Raises:
+            NotImplementedError: for methods that do not provide it.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} has no per-example forward; record-level DP-SGD "
+            "supports peft.method = 'prompt'"
+        )
+
+    def per_example_head(
+        self, features: torch.Tensor, params: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """The head with per-example weights: ``(B, C, d)·(B, d) + (B, C)``."""
+        weight, bias = params["head.weight"], params["head.bias"]
+        return torch.einsum("bcd,bd->bc", weight, features.float()) + bias
+
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.head.parameters())
 

@@ -8,6 +8,8 @@ and head together are the payload.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -88,11 +90,21 @@ class SoftPromptClassifier(AdapterClassifier):
         )
 
     def features(self, batch: Batch) -> torch.Tensor:
-        bsz = len(batch)
+        prompt = self.prompt.expand(len(batch), -1, -1)  # (batch, L, dim)
+        return self._features_with(batch, prompt)
+
+    def per_example_logits(
+        self, batch: Batch, params: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        features = self._features_with(batch, params["prompt"])  # (batch, dim)
+        return self.per_example_head(features, params)
+
+    def _features_with(self, batch: Batch, prompt: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled real-token states with ``prompt`` ``(batch, L, dim)``."""
+        bsz, length = len(batch), prompt.shape[1]
         tokens = self.backbone.embed(batch.input_ids)  # (batch, seq, dim)
-        prompt = self.prompt.to(tokens.dtype).expand(bsz, -1, -1)  # (batch, L, dim)
-        inputs = torch.cat([prompt, tokens], dim=1)  # (batch, L + seq, dim)
-        ones = batch.attention_mask.new_ones(bsz, self.prompt.shape[0])
+        inputs = torch.cat([prompt.to(tokens.dtype), tokens], dim=1)  # (b, L+seq, d)
+        ones = batch.attention_mask.new_ones(bsz, length)
         mask = torch.cat([ones, batch.attention_mask], dim=1)
         hidden = self.backbone.encode(inputs, mask)  # (batch, L + seq, dim)
-        return mean_pool(hidden[:, self.prompt.shape[0] :], batch.attention_mask)
+        return mean_pool(hidden[:, length:], batch.attention_mask)
