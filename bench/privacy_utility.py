@@ -59,7 +59,8 @@ def main() -> None:
                 args.out,
                 f"client-dp-z{sigma:g}",
                 [
-                    f"privacy.client_dp={{noise_multiplier={sigma}, clip_norm=0.1, delta=1e-3}}"
+                    "privacy.client_dp="
+                    f"{{noise_multiplier={sigma}, clip_norm=0.1, delta=1e-3}}"
                 ],
             )
         )
@@ -68,7 +69,8 @@ def main() -> None:
                 args.out,
                 f"record-dp-z{sigma:g}",
                 [
-                    f"privacy.record_dp={{noise_multiplier={sigma}, clip_norm=1.0, delta=1e-4}}"
+                    "privacy.record_dp="
+                    f"{{noise_multiplier={sigma}, clip_norm=1.0, delta=1e-4}}"
                 ],
             )
         )
@@ -86,7 +88,8 @@ def main() -> None:
             "—" if r["record_epsilon_max"] is None else f"{r['record_epsilon_max']:.2f}"
         )
         print(
-            f"| {r['name']} | {ce} | {re_} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} |"
+            f"| {r['name']} | {ce} | {re_} | {r['accuracy']:.4f} "
+            f"| {r['macro_f1']:.4f} |"
         )
 
 
