@@ -55,3 +55,28 @@ def test_cli_run_writes_a_complete_run_directory(tmp_path: Path) -> None:
     resumed = json.loads((run_dir / "summary.json").read_text())["federated"]
     for key in ("final_accuracy", "best_accuracy", "bytes_up_total", "train_examples"):
         assert resumed[key] == fed[key], key
+
+
+def test_cli_run_with_secagg_and_client_dp_reports_epsilon(tmp_path: Path) -> None:
+    args = ["run", "--quiet"]
+    for item in [
+        *TINY,
+        f"output_dir={tmp_path}",
+        "name=private",
+        "strategy.name=fedprompt",
+        "peft.head_init=zeros",
+        "privacy.secagg=true",
+        "privacy.client_dp={noise_multiplier=1.0, clip_norm=0.5, mode='distributed'}",
+    ]:
+        args += ["--set", item]
+
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 0, result.output
+    records = read_metrics(tmp_path / "private" / "metrics.jsonl")
+    epsilons = [r["epsilon"] for r in records if r["round"] > 0]
+    assert len(epsilons) == 2 and 0 < epsilons[0] < epsilons[1]
+    assert all(r.get("secagg_passes") == 1 for r in records if r["round"] > 0)
+    summary = json.loads((tmp_path / "private" / "summary.json").read_text())
+    assert summary["privacy"]["epsilon"] == epsilons[-1]
+    assert "client-level DP" in result.stdout and "secure aggregation" in result.stdout

@@ -280,7 +280,27 @@ def summarize(
             / max(fed.totals["train_seconds"], 1e-9),
         },
         "baselines": dict(baselines),
+        "privacy": _privacy_summary(cfg, history),
     }
+
+
+def _privacy_summary(
+    cfg: RunConfig, history: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The last round's privacy figures (empty without SecAgg or DP)."""
+    last = history[-1] if history else {}
+    keys = (
+        "epsilon",
+        "delta",
+        "noise_multiplier",
+        "record_epsilon_max",
+        "record_delta",
+        "record_noise_multiplier",
+    )
+    out: dict[str, Any] = {k: last[k] for k in keys if k in last}
+    if cfg.privacy.secagg:
+        out["secagg"] = True
+    return out
 
 
 def save_adapter(fed: FederatedResult, exp: Experiment, out: Path) -> None:

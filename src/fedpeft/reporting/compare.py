@@ -187,11 +187,13 @@ ROUND_COLUMNS = (
     "macro-F1",
     "train loss",
     "p10 val acc",
+    "ε",
     "up/client",
     "sec",
 )
 """Columns of :func:`rounds_table`; p10 val acc is the worst-decile client's
-validation accuracy, up/client the bytes one client uploaded."""
+validation accuracy, ε the client-level privacy loss so far (``rec`` marks the
+worst client's record-level ε), up/client the bytes one client uploaded."""
 
 
 def round_cells(record: Mapping[str, Any]) -> list[str]:
@@ -202,9 +204,19 @@ def round_cells(record: Mapping[str, Any]) -> list[str]:
         score(record.get("test_macro_f1")),
         score(_first(record, "client_train_loss_mean", "local_train_loss_mean")),
         accuracy(record.get("client_val_accuracy_p10")),
+        _epsilon(record),
         human_bytes(_per_client_up(record)),
         score(record.get("round_seconds"), ".1f"),
     ]
+
+
+def _epsilon(record: Mapping[str, Any]) -> str:
+    """Client-level ε, else the worst record-level ε (``rec``), else ``—``."""
+    if isinstance(record.get("epsilon"), (int, float)):
+        return f"{record['epsilon']:.2f}"
+    if isinstance(record.get("record_epsilon_max"), (int, float)):
+        return f"rec {record['record_epsilon_max']:.2f}"
+    return _MISSING
 
 
 def _first(record: Mapping[str, Any], *keys: str) -> Any:
@@ -278,9 +290,35 @@ def cost_table(summary: Mapping[str, Any], run_dir: Path | None = None) -> Table
     grid.add_column()
     for key, value in _cost_items(summary, fed):
         grid.add_row(key, value)
+    for key, value in _privacy_items(summary.get("privacy") or {}):
+        grid.add_row(key, value)
     if run_dir is not None:
         grid.add_row("run directory", str(run_dir))
     return grid
+
+
+def _privacy_items(privacy: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Rows for the privacy guarantees a run reports (none without privacy)."""
+    items = []
+    if privacy.get("secagg"):
+        items.append(("secure aggregation", "on (server saw only sums)"))
+    if privacy.get("epsilon") is not None:
+        items.append(
+            (
+                "client-level DP",
+                f"ε = {privacy['epsilon']:.3g} at δ = {privacy['delta']:g} "
+                f"(σ = {privacy['noise_multiplier']:.3g})",
+            )
+        )
+    if privacy.get("record_epsilon_max") is not None:
+        items.append(
+            (
+                "record-level DP",
+                f"ε ≤ {privacy['record_epsilon_max']:.3g} at δ = "
+                f"{privacy['record_delta']:g} for every client",
+            )
+        )
+    return items
 
 
 def _cost_items(
