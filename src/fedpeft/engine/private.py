@@ -173,7 +173,11 @@ class PrivateAggregator:
                 delta=self.dp.delta,
                 noise_multiplier=self.dp.noise_multiplier,
             )
-        return ClientUpdate(-1, mean, max(len(updates), 1), {}), metrics
+        # One pseudo-update: any strategy's weights over a single update are 1.
+        # (Dynamic's quality factor was already applied client-side; its
+        # val_loss here only satisfies the strategy's input check.)
+        pseudo = ClientUpdate(-1, mean, max(len(updates), 1), {"val_loss": 0.0})
+        return pseudo, metrics
 
     def weighted_mean(
         self, rnd: int, deltas: Sequence[Params], num_examples: Sequence[int]
