@@ -70,6 +70,13 @@ def main() -> None:
         "--strategies", nargs="+", default=["fedavg", "fedprompt", "fedprox", "dynamic"]
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument(
+        "--full-ft-every-alpha",
+        nargs="*",
+        default=["rotten-tomatoes"],
+        help="corpora whose full fine-tuning baseline runs at every alpha (others: "
+        "at the first alpha only; it is the costliest baseline on 2 cores)",
+    )
     parser.add_argument("--set", action="append", default=[], dest="overrides")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -80,7 +87,9 @@ def main() -> None:
             for strategy in args.strategies:
                 baselines = []
                 if strategy == args.strategies[0]:
-                    baselines = ["local-only", "full-finetune"]
+                    baselines = ["local-only"]
+                    if i == 0 or corpus in args.full_ft_every_alpha:
+                        baselines.append("full-finetune")
                     if i == 0:
                         baselines = ["centralized", "linear-probe", *baselines]
                 name = f"{corpus}-a{alpha:g}-{strategy}"
