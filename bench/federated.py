@@ -71,6 +71,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: tabulate the runs already finished under --out",
+    )
+    parser.add_argument(
         "--full-ft-every-alpha",
         nargs="*",
         default=["rotten-tomatoes"],
@@ -93,6 +98,11 @@ def main() -> None:
                     if i == 0:
                         baselines = ["centralized", "linear-probe", *baselines]
                 name = f"{corpus}-a{alpha:g}-{strategy}"
+                if args.report_only:
+                    path = args.out / name / "summary.json"
+                    if path.exists():
+                        results.append(json.loads(path.read_text()))
+                    continue
                 summary = run_one(
                     args.out,
                     name,

@@ -1,6 +1,6 @@
 """Privacy–utility on the default task: ε vs test accuracy (docs/benchmarks.md).
 
-Default task scaled down to 1,000 training / 400 test examples and 4 rounds.
+Default task (2,000 training / 600 test snippets, 10 clients, 6 rounds).
 Client-level DP (DP-FedAvg, central noise, fixed-size client sampling, RDP) and
 record-level DP (DP-SGD in every client) at several noise multipliers, next to
 the same configuration without DP. Client-level DP needs peft.head_init other
@@ -112,7 +112,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("ε (log scale)")
     ax.set_ylabel("test accuracy")
-    ax.set_title("Privacy–utility, Rotten Tomatoes, 10 clients, 4 rounds")
+    ax.set_title("Privacy–utility, Rotten Tomatoes, 10 clients, 6 rounds")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
