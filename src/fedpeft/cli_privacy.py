@@ -22,6 +22,18 @@ SamplingOpt = Annotated[
 ]
 
 
+RoundsOpt = Annotated[int, typer.Option("--rounds", "-T", help="rounds T")]
+DeltaOpt = Annotated[float, typer.Option("--delta", help="δ")]
+RateOpt = Annotated[
+    float | None, typer.Option("--sample-rate", "-q", help="Poisson rate q")
+]
+ClientsOpt = Annotated[int | None, typer.Option("--num-clients", help="N (fixed)")]
+PerRoundOpt = Annotated[
+    int | None, typer.Option("--clients-per-round", help="m (fixed)")
+]
+AccountantOpt = Annotated[str, typer.Option("--accountant", help="rdp or pld")]
+
+
 def _sampling_kwargs(
     sampling: str,
     sample_rate: float | None,
@@ -44,15 +56,13 @@ def _sampling_kwargs(
 @privacy_app.command("epsilon")
 def epsilon(
     noise_multiplier: Annotated[float, typer.Option("--noise-multiplier", "-z")],
-    rounds: Annotated[int, typer.Option("--rounds", "-T")],
-    delta: Annotated[float, typer.Option("--delta")] = 1e-5,
+    rounds: RoundsOpt,
+    delta: DeltaOpt = 1e-5,
     sampling: SamplingOpt = "poisson",
-    sample_rate: Annotated[float | None, typer.Option("--sample-rate", "-q")] = None,
-    num_clients: Annotated[int | None, typer.Option("--num-clients")] = None,
-    clients_per_round: Annotated[
-        int | None, typer.Option("--clients-per-round")
-    ] = None,
-    accountant: Annotated[str, typer.Option("--accountant")] = "rdp",
+    sample_rate: RateOpt = None,
+    num_clients: ClientsOpt = None,
+    clients_per_round: PerRoundOpt = None,
+    accountant: AccountantOpt = "rdp",
 ) -> None:
     """ε after T rounds of DP-FedAvg with noise multiplier σ."""
     from fedpeft.privacy import epsilon_after
@@ -77,15 +87,13 @@ def epsilon(
 @privacy_app.command("calibrate")
 def calibrate(
     target_epsilon: Annotated[float, typer.Option("--target-epsilon", "-e")],
-    rounds: Annotated[int, typer.Option("--rounds", "-T")],
-    delta: Annotated[float, typer.Option("--delta")] = 1e-5,
+    rounds: RoundsOpt,
+    delta: DeltaOpt = 1e-5,
     sampling: SamplingOpt = "poisson",
-    sample_rate: Annotated[float | None, typer.Option("--sample-rate", "-q")] = None,
-    num_clients: Annotated[int | None, typer.Option("--num-clients")] = None,
-    clients_per_round: Annotated[
-        int | None, typer.Option("--clients-per-round")
-    ] = None,
-    accountant: Annotated[str, typer.Option("--accountant")] = "rdp",
+    sample_rate: RateOpt = None,
+    num_clients: ClientsOpt = None,
+    clients_per_round: PerRoundOpt = None,
+    accountant: AccountantOpt = "rdp",
 ) -> None:
     """The smallest noise multiplier σ whose ε stays within the target (never over)."""
     from fedpeft.privacy import calibrate_noise_multiplier, epsilon_after

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedpeft.models.precision import autocast
+from fedpeft.models.embed import map_pooled
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.types import Params
@@ -24,11 +24,8 @@ def pooled_features(
     precision: str = "bf16",
 ) -> torch.Tensor:
     """Features ``(n, dim)`` (float32) of ``model`` for every example of ``data``."""
-    out = torch.empty(len(data), model.backbone.hidden_size)
-    with torch.inference_mode(), autocast(precision):
-        for idx, batch in data.length_sorted_batches(batch_size):
-            out[torch.from_numpy(idx)] = model.features(batch).float()
-    return out.clone()  # a normal tensor, usable under autograd
+    dim = model.backbone.hidden_size
+    return map_pooled(model.features, data, dim, batch_size, precision)
 
 
 def fit_linear_head(
