@@ -51,8 +51,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sigmas", nargs="+", type=float, default=[0.5, 1.0, 2.0])
     parser.add_argument("--out", type=Path, default=Path("runs/privacy"))
+    parser.add_argument(
+        "--plot-only",
+        action="store_true",
+        help="redraw the plot from bench/results/privacy_utility.json",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.plot_only:
+        rows = json.loads(Path("bench/results/privacy_utility.json").read_text())
+        plot(rows, Path("docs/privacy_utility.png"))
+        return
     rows = [run(args.out, "no-dp", [])]
     for sigma in args.sigmas:
         rows.append(
@@ -94,6 +103,20 @@ def main() -> None:
         )
 
 
+def _majority_share() -> float:
+    """Accuracy of always predicting the most frequent test label."""
+    import numpy as np
+
+    from fedpeft.data import load_corpus
+
+    cfg = load_config(None, COMMON)
+    d = cfg.data
+    labels = load_corpus(
+        d.corpus, max_train=d.max_train, max_test=d.max_test
+    ).test.labels
+    return float(np.bincount(labels).max() / len(labels))
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.figure import Figure
 
@@ -109,6 +132,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 [p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label
             )
     ax.axhline(rows[0]["accuracy"], ls="--", color="gray", label="no DP")
+    ax.axhline(_majority_share(), ls=":", color="black", label="majority class")
     ax.set_xscale("log")
     ax.set_xlabel("ε (log scale)")
     ax.set_ylabel("test accuracy")
