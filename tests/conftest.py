@@ -8,6 +8,7 @@ import pytest
 
 from fedpeft.config import RunConfig, load_config
 from fedpeft.engine.experiment import Experiment, build_experiment
+from fedpeft.models.backbone import Backbone
 
 TINY = (
     "data.corpus=bbc-news",
@@ -37,3 +38,13 @@ def tiny_experiment(tmp_path_factory: pytest.TempPathFactory) -> Experiment:
 
 def overrides(*items: str) -> Sequence[str]:
     return list(items)
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder() -> Backbone:
+    """A random 2-layer Llama backbone (GQA) with a word-level tokenizer."""
+    from tests.models.conftest import tiny_llama, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.pad_token = tokenizer.eos_token
+    return Backbone("tiny-llama", tiny_llama(), tokenizer, "decoder")

@@ -311,6 +311,26 @@ def report(
 
 
 @app.command()
+def export(
+    ctx: typer.Context,
+    run_dir: Annotated[
+        Path, typer.Argument(help="A finished run directory (runs/<name>).")
+    ],
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the adapter.")],
+) -> None:
+    """Write a run's final adapter in the HF PEFT format (plus its head)."""
+    from fedpeft.peft.export import export_adapter, load_run_adapter
+
+    ui = _ui(ctx)
+    with _user_errors(ui, ValueError):
+        adapter = load_run_adapter(run_dir)
+        export_adapter(adapter, out_dir, {"run": str(run_dir)})
+    info = (out_dir / "fedpeft.json").read_text(encoding="utf-8")
+    ui.out.print(f"[green]exported[/] {run_dir} -> {out_dir}")
+    ui.out.print(info, markup=False, highlight=False)
+
+
+@app.command()
 def datasets(ctx: typer.Context) -> None:
     """List the shipped corpora (data.corpus)."""
     from fedpeft.data import available_corpora

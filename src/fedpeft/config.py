@@ -87,6 +87,23 @@ class PeftSection(Section):
         "probe",
         description="probe: a federated linear probe fits the head before round 1",
     )
+    rank: int = Field(8, ge=1, le=1024, description="LoRA rank r")
+    alpha: float = Field(16.0, gt=0.0, description="LoRA alpha (scaling alpha/r)")
+    rank_scaling: Literal["standard", "rslora"] = Field(
+        "standard", description="LoRA scaling: alpha/r or alpha/sqrt(r) (rsLoRA)"
+    )
+    target_modules: tuple[str, ...] = Field(
+        (), description="LoRA/IA3 target module names; empty = peft's default"
+    )
+    layers: int = Field(
+        0, ge=0, description="LoRA/IA3/BitFit: tune only the top k layers (0 = all)"
+    )
+    prefix_length: int = Field(10, ge=1, le=256, description="prefix positions")
+    prefix_init: Literal["vocab", "random"] = "vocab"
+    prefix_projection: bool = Field(
+        False, description="reparameterise the prefix through an MLP"
+    )
+    projection_dim: int = Field(128, ge=1, description="width of that MLP")
 
 
 class ClientSection(Section):

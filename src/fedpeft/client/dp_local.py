@@ -59,7 +59,7 @@ def per_example_grads(
         .expand(len(batch), *p.shape)
         .clone()
         .requires_grad_()
-        for name, p in model.named_parameters()
+        for name, p in model.trainable_parameters().items()
     }
     with autocast(precision):
         logits = model.per_example_logits(batch, copies)
@@ -85,7 +85,7 @@ def dp_train_adapter(
     n = len(data)
     q, steps = dp_plan(n, cfg)
     optimizer = build_optimizer(model, cfg)
-    params = dict(model.named_parameters())
+    params = model.trainable_parameters()
     std = dp.noise_multiplier * dp.clip_norm
     started, examples = time.perf_counter(), 0
     for idx in poisson_batches(n, q, steps, rng):

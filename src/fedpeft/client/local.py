@@ -61,7 +61,7 @@ def _proximal_term(
 ) -> torch.Tensor:
     """‖θ − θ_global‖² over every trainable tensor (the squared L2 norm)."""
     total = torch.zeros(())
-    for name, param in model.named_parameters():
+    for name, param in model.trainable_parameters().items():
         total = total + (param - anchor[name]).pow(2).sum()
     return total
 
@@ -108,7 +108,7 @@ def train_adapter(
     meter = flops if flops is not None else FlopMeter()
     start_flops = meter.total
     optimizer = optimizer if optimizer is not None else build_optimizer(model, cfg)
-    anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+    anchor = {n: p.detach().clone() for n, p in model.trainable_parameters().items()}
     losses: list[float] = []
     examples = 0
     started = time.perf_counter()
@@ -127,7 +127,9 @@ def train_adapter(
             optimizer.zero_grad(set_to_none=True)
             total.backward()  # type: ignore[no-untyped-call]
             if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(
+                    model.trainable_parameters().values(), cfg.max_grad_norm
+                )
             optimizer.step()
             return float(loss.detach())
 

@@ -60,8 +60,16 @@ class Experiment:
     def num_classes(self) -> int:
         return self.corpus.train.num_classes
 
-    def new_adapter(self, method: str | None = None) -> AdapterClassifier:
-        """A fresh adapter of the configured method, seeded by the init stream."""
+    def new_adapter(
+        self, method: str | None = None, **overrides: Any
+    ) -> AdapterClassifier:
+        """A fresh adapter of the configured method, seeded by the init stream.
+
+        Args:
+            method: Another registered method than the configured one.
+            **overrides: Method options that replace the config's (e.g. a
+                per-client ``rank`` chosen by device allocation).
+        """
         peft = self.config.peft
         generator = torch_generator(stream(self.config.seed, "init"))
         return build_adapter(
@@ -72,6 +80,16 @@ class Experiment:
             prompt_length=peft.prompt_length,
             prompt_init=peft.prompt_init,
             label_names=self.corpus.label_names,
+            rank=peft.rank,
+            alpha=peft.alpha,
+            rank_scaling=peft.rank_scaling,
+            target_modules=peft.target_modules,
+            layers=peft.layers,
+            prefix_length=peft.prefix_length,
+            prefix_init=peft.prefix_init,
+            projection=peft.prefix_projection,
+            projection_dim=peft.projection_dim,
+            **overrides,
         )
 
 

@@ -19,6 +19,7 @@ from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
 from fedpeft.registry import Registry
 from fedpeft.types import Params, check_params_like
+from fedpeft.wire import payload_bytes
 
 AdapterFactory = Callable[..., "AdapterClassifier"]
 PEFT_METHODS: Registry[AdapterFactory] = Registry("PEFT method")
@@ -35,14 +36,13 @@ class AdapterClassifier(nn.Module):
     head_prefix = "head."
 
     def __init__(
-        self, backbone: Backbone, num_classes: int, generator: torch.Generator
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        generator: torch.Generator,
+        label_names: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
-        if backbone.kind != "encoder":
-            raise ValueError(
-                f"backbone {backbone.name!r} is a {backbone.kind}; the classifier "
-                "methods here pool encoder states — pick an encoder backbone"
-            )
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}: need at least 2 classes")
         object.__setattr__(self, "backbone", backbone)  # shared, not a submodule
@@ -51,10 +51,25 @@ class AdapterClassifier(nn.Module):
         with torch.no_grad():  # seeded init: never the global RNG
             self.head.weight.normal_(0.0, 0.02, generator=generator)
             self.head.bias.zero_()
+            if backbone.kind == "decoder" and len(label_names) == num_classes:
+                # Verbalizer head: the LM's output rows of each label word, so
+                # the untrained classifier is zero-shot next-token scoring of
+                # the label words at the last position.
+                ids = backbone.verbalizer_ids(label_names)
+                self.head.weight.copy_(backbone.lm_head_rows(ids))
 
     def features(self, batch: Batch) -> torch.Tensor:
-        """Pooled features ``(batch, dim)`` fed to the head."""
-        raise NotImplementedError
+        """Pooled features ``(batch, dim)`` fed to the head.
+
+        The default runs the frozen backbone unchanged (the linear-probe
+        features); methods override it or :meth:`hidden_states`.
+        """
+        return self.backbone.pool(self.hidden_states(batch), batch.attention_mask)
+
+    def hidden_states(self, batch: Batch) -> torch.Tensor:
+        """Last hidden states ``(batch, seq, dim)`` of the real tokens."""
+        tokens = self.backbone.embed(batch.input_ids)  # (batch, seq, dim)
+        return self.backbone.encode(tokens, batch.attention_mask)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Class logits ``(batch, num_classes)`` in float32."""
@@ -85,6 +100,15 @@ class AdapterClassifier(nn.Module):
         weight, bias = params["head.weight"], params["head.bias"]
         return torch.einsum("bcd,bd->bc", weight, features.float()) + bias
 
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """The payload's tensors by name: every parameter with ``requires_grad``.
+
+        Methods that wrap a copy of the backbone (LoRA, IA3, BitFit) hold the
+        frozen backbone weights as submodule parameters too; those are shared
+        with the backbone, never trained and never sent.
+        """
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.head.parameters())
 
@@ -92,14 +116,14 @@ class AdapterClassifier(nn.Module):
         """Trainable parameters other than the head's."""
         head_ids = {id(p) for p in self.head.parameters()}
         return [
-            p for p in self.parameters() if p.requires_grad and id(p) not in head_ids
+            p for p in self.trainable_parameters().values() if id(p) not in head_ids
         ]
 
     def trainable_state(self) -> Params:
         """Copy of the trainable tensors as float32 numpy arrays (the payload)."""
         return {
             name: t.detach().to(torch.float32).cpu().numpy().copy()
-            for name, t in self.named_parameters()
+            for name, t in self.trainable_parameters().items()
         }
 
     def load_trainable_state(self, params: Mapping[str, np.ndarray]) -> None:
@@ -110,17 +134,28 @@ class AdapterClassifier(nn.Module):
         """
         check_params_like(self.trainable_state_like(), params, what="adapter state")
         with torch.no_grad():
-            for name, tensor in self.named_parameters():
+            for name, tensor in self.trainable_parameters().items():
                 tensor.copy_(torch.from_numpy(np.asarray(params[name])))
 
     def trainable_state_like(self) -> dict[str, np.ndarray]:
         """Zero-size stand-ins with the payload's keys and shapes (for validation)."""
         return {
-            n: np.empty(tuple(t.shape), np.float32) for n, t in self.named_parameters()
+            n: np.empty(tuple(t.shape), np.float32)
+            for n, t in self.trainable_parameters().items()
         }
 
+    def peft_model(self) -> Any | None:
+        """This adapter as an HF ``peft.PeftModel`` over a copy of the backbone
+        body (for export), or ``None`` for methods peft does not implement."""
+        return None
+
     def num_trainable(self) -> int:
-        return sum(t.numel() for t in self.parameters())
+        """Number of trainable scalars (method + head)."""
+        return sum(t.numel() for t in self.trainable_parameters().values())
+
+    def payload_bytes(self) -> int:
+        """Size of the serialized trainable state, as it travels each way."""
+        return payload_bytes(self.trainable_state())
 
 
 def build_adapter(

@@ -12,7 +12,6 @@ import copy
 import torch
 
 from fedpeft.models.backbone import Backbone
-from fedpeft.models.embed import mean_pool
 from fedpeft.models.tokenized import Batch
 from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier
 
@@ -27,10 +26,11 @@ class FullFineTuneClassifier(AdapterClassifier):
         num_classes: int,
         *,
         generator: torch.Generator,
+        label_names: tuple[str, ...] = (),
         **_: object,
     ) -> None:
-        super().__init__(backbone, num_classes, generator)
-        self.encoder = copy.deepcopy(backbone.model)
+        super().__init__(backbone, num_classes, generator, label_names)
+        self.encoder = copy.deepcopy(backbone.body)
         self.encoder.requires_grad_(True)
         self.encoder.eval()  # no dropout: keeps clients deterministic and comparable
 
@@ -38,4 +38,4 @@ class FullFineTuneClassifier(AdapterClassifier):
         out = self.encoder(
             input_ids=batch.input_ids, attention_mask=batch.attention_mask
         )
-        return mean_pool(out.last_hidden_state, batch.attention_mask)
+        return self.backbone.pool(out.last_hidden_state, batch.attention_mask)

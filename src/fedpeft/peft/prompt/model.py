@@ -9,14 +9,15 @@ and head together are the payload.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from fedpeft.models.backbone import Backbone
-from fedpeft.models.embed import mean_pool
 from fedpeft.models.tokenized import Batch
 from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier
+from fedpeft.peft.shared import shared_copy
 
 PROMPT_INITS = ("vocab", "random", "labels")
 
@@ -47,8 +48,9 @@ class SoftPromptClassifier(AdapterClassifier):
         prompt_length: int = 20,
         prompt_init: str = "vocab",
         label_names: tuple[str, ...] = (),
+        **_: object,
     ) -> None:
-        super().__init__(backbone, num_classes, generator)
+        super().__init__(backbone, num_classes, generator, label_names)
         if prompt_length < 1:
             raise ValueError(f"prompt_length={prompt_length}: must be >= 1")
         self.prompt = nn.Parameter(
@@ -89,6 +91,25 @@ class SoftPromptClassifier(AdapterClassifier):
             f"prompt_init={init!r}: choose one of {', '.join(PROMPT_INITS)}"
         )
 
+    def peft_model(self) -> Any:
+        """peft prompt tuning (feature extraction) with this prompt."""
+        from peft import PromptTuningConfig, get_peft_model
+
+        b = self.backbone
+        config = PromptTuningConfig(
+            task_type="FEATURE_EXTRACTION",
+            num_virtual_tokens=self.prompt.shape[0],
+            token_dim=b.hidden_size,
+            num_transformer_submodules=1,
+            num_attention_heads=b.num_heads,
+            num_layers=b.num_layers,
+        )
+        with torch.random.fork_rng(devices=[]):
+            model = get_peft_model(shared_copy(b.body), config)
+        with torch.no_grad():
+            _prompt_table(model).copy_(self.prompt)
+        return model
+
     def features(self, batch: Batch) -> torch.Tensor:
         prompt = self.prompt.expand(len(batch), -1, -1)  # (batch, L, dim)
         return self._features_with(batch, prompt)
@@ -107,4 +128,10 @@ class SoftPromptClassifier(AdapterClassifier):
         ones = batch.attention_mask.new_ones(bsz, length)
         mask = torch.cat([ones, batch.attention_mask], dim=1)
         hidden = self.backbone.encode(inputs, mask)  # (batch, L + seq, dim)
-        return mean_pool(hidden[:, length:], batch.attention_mask)
+        return self.backbone.pool(hidden[:, length:], batch.attention_mask)
+
+
+def _prompt_table(model: Any) -> torch.Tensor:
+    """The virtual-token table of a peft prompt-learning model."""
+    table: torch.Tensor = model.prompt_encoder["default"].embedding.weight
+    return table

@@ -1,0 +1,92 @@
+"""LoRA (Hu et al. 2022, "LoRA: Low-Rank Adaptation of Large Language Models"),
+through HF peft.
+
+Each targeted linear layer W gets W + s·B·A with A ``(r, in)``, B ``(out, r)``,
+s = α/r (or α/√r with rsLoRA, Kalajdzievski 2023). A starts Kaiming-uniform
+(bound 1/√in, peft's default) from our seeded generator, B at zero, so the
+adapter starts as the identity. The payload is every A and B plus the head.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from fedpeft.models.backbone import Backbone
+from fedpeft.peft.base import PEFT_METHODS
+from fedpeft.peft.injected import InjectedTunerClassifier
+
+
+def lora_layers(backbone: Backbone, top_layers: int) -> list[int] | None:
+    """Indices of the top ``top_layers`` transformer layers (0 = all)."""
+    if top_layers < 0 or top_layers > backbone.num_layers:
+        raise ValueError(
+            f"peft.layers={top_layers}: must be 0 (all) .. {backbone.num_layers} "
+            f"(the layers of {backbone.name!r})"
+        )
+    if top_layers == 0:
+        return None
+    return list(range(backbone.num_layers - top_layers, backbone.num_layers))
+
+
+@PEFT_METHODS.register("lora", help="LoRA (HF peft): W + (α/r)·B·A on target layers")
+class LoraClassifier(InjectedTunerClassifier):
+    """LoRA on the backbone's attention projections + pooling + linear head.
+
+    Args:
+        rank: r, the rank of every update.
+        alpha: α of the scaling s = α/r.
+        target_modules: Module names to adapt; empty = peft's default for the
+            architecture (BERT: query, value; Llama: q_proj, v_proj).
+        layers: Adapt only the top ``layers`` transformer layers (0 = all).
+        rank_scaling: ``"standard"`` (α/r) or ``"rslora"`` (α/√r).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        *,
+        generator: torch.Generator,
+        rank: int = 8,
+        alpha: float = 16.0,
+        target_modules: Sequence[str] = (),
+        layers: int = 0,
+        rank_scaling: str = "standard",
+        label_names: tuple[str, ...] = (),
+        **_: object,
+    ) -> None:
+        from peft import LoraConfig
+
+        if rank < 1:
+            raise ValueError(f"peft.rank={rank}: must be >= 1")
+        if rank_scaling not in ("standard", "rslora"):
+            raise ValueError(
+                f"peft.rank_scaling={rank_scaling!r}: choose standard or rslora"
+            )
+        config = LoraConfig(
+            r=rank,
+            lora_alpha=alpha,  # type: ignore[arg-type]  # peft annotates int
+            lora_dropout=0.0,
+            target_modules=list(target_modules) or None,
+            layers_to_transform=lora_layers(backbone, layers),
+            use_rslora=rank_scaling == "rslora",
+            bias="none",
+        )
+        super().__init__(
+            backbone,
+            num_classes,
+            generator=generator,
+            peft_config=config,
+            label_names=label_names,
+        )
+        self.rank, self.alpha = rank, alpha
+        with torch.no_grad():
+            for name, tensor in self.trainable_parameters().items():
+                if "lora_A" in name:  # kaiming_uniform_(a=√5): bound = 1/√fan_in
+                    bound = 1.0 / math.sqrt(tensor.shape[1])
+                    tensor.uniform_(-bound, bound, generator=generator)
+                elif "lora_B" in name:
+                    tensor.zero_()
