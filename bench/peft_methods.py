@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from federated import BASE, PER_CORPUS, run_one  # noqa: E402
+from federated import BASE, PER_CORPUS, run_one
 
 METHOD_OPTIONS: dict[str, list[str]] = {
     "prompt": [],
@@ -64,7 +64,8 @@ before = rss()
 peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 train_adapter(model, exp.clients[0].train, cfg.client, np.random.default_rng(0))
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"rss_mib": before, "peak_growth_mib": peak - max(before, peak_before)}}))
+growth = peak - max(before, peak_before)
+print(json.dumps({{"rss_mib": before, "peak_growth_mib": growth}}))
 """
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
