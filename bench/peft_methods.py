@@ -42,20 +42,19 @@ def run_name(corpus: str, method: str) -> str:
 
 def measure_memory(corpus: str, method: str) -> dict[str, float]:
     """Peak RSS growth (MiB) of one local update, in a fresh process."""
+    overrides = [
+        *BASE,
+        *PER_CORPUS.get(corpus, []),
+        f"data.corpus={corpus}",
+        f"peft.method={method}",
+        *METHOD_OPTIONS.get(method, []),
+    ]
     code = f"""
 import json, resource, numpy as np
 from fedpeft.config import load_config
 from fedpeft.engine.experiment import build_experiment
 from fedpeft.client.local import train_adapter
-cfg = load_config(None, {
-        [
-            *BASE,
-            *PER_CORPUS.get(corpus, []),
-            f"data.corpus={corpus}",
-            f"peft.method={method}",
-            *METHOD_OPTIONS.get(method, []),
-        ]!r
-    })
+cfg = load_config(None, {overrides!r})
 exp = build_experiment(cfg)
 model = exp.new_adapter()
 def rss():
