@@ -4,13 +4,21 @@ Same federation as bench/federated.py at Dirichlet α = 0.5 (20 clients,
 dirichlet-balanced, 8 rounds, 4 clients per round, FedAvg, federated probe
 warm start), one run per method and corpus. Prompt tuning and the full
 fine-tuning baseline are the runs bench/federated.py already made (same
-settings); they are reused if present. Peak client memory is measured in a
-fresh subprocess per method: the growth of the process's peak RSS during one
-client's local update (batch 16, 64 tokens) over the RSS after loading the
-backbone and data, i.e. the training working set on top of the shared backbone.
+settings) when present under --out; otherwise the prompt run is made here with
+the full fine-tuning baseline attached (the federated part is seeded per
+(round, client), so it is the same run). Rows already in
+bench/results/peft_methods.json are kept unless --rerun names their method.
+
+Peak client memory is measured in a fresh subprocess per method: a thread samples
+the process's resident set every 2 ms during one client's local update (batch 16,
+64 tokens); the figure is the peak minus the resident set just before, i.e. the
+training working set on top of the loaded backbone and data. (The process's
+lifetime ru_maxrss cannot be used: loading the model peaks higher than a
+parameter-efficient update does.)
 
     python bench/peft_methods.py [--corpora rotten-tomatoes 20newsgroups]
-        [--methods prefix lora ia3 bitfit] [--out runs/bench] [--report-only]
+        [--methods prompt prefix lora ia3 bitfit] [--out runs/bench]
+        [--rerun METHOD ...] [--report-only] [--no-memory]
 """
 
 from __future__ import annotations
@@ -35,9 +43,12 @@ METHOD_OPTIONS: dict[str, list[str]] = {
 
 
 def run_name(corpus: str, method: str) -> str:
-    if method == "prompt":
-        return f"{corpus}-a0.5-fedavg"  # made by bench/federated.py
     return f"{corpus}-a0.5-fedavg-{method}"
+
+
+def grid_run(out: Path, corpus: str) -> Path:
+    """The prompt-tuning run bench/federated.py makes with the same settings."""
+    return out / f"{corpus}-a0.5-fedavg" / "summary.json"
 
 
 def measure_memory(corpus: str, method: str) -> dict[str, float]:
@@ -50,7 +61,7 @@ def measure_memory(corpus: str, method: str) -> dict[str, float]:
         *METHOD_OPTIONS.get(method, []),
     ]
     code = f"""
-import json, resource, numpy as np
+import gc, json, threading, time, numpy as np
 from fedpeft.config import load_config
 from fedpeft.engine.experiment import build_experiment
 from fedpeft.client.local import train_adapter
@@ -58,13 +69,23 @@ cfg = load_config(None, {overrides!r})
 exp = build_experiment(cfg)
 model = exp.new_adapter()
 def rss():
-    return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+gc.collect()
 before = rss()
-peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = before
+done = threading.Event()
+def sample():
+    global peak
+    while not done.is_set():
+        peak = max(peak, rss())
+        time.sleep(0.002)
+sampler = threading.Thread(target=sample)
+sampler.start()
 train_adapter(model, exp.clients[0].train, cfg.client, np.random.default_rng(0))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-growth = peak - max(before, peak_before)
-print(json.dumps({{"rss_mib": before, "peak_growth_mib": growth}}))
+done.set()
+sampler.join()
+print(json.dumps({{"rss_mib": before, "peak_growth_mib": max(rss(), peak) - before}}))
 """
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -88,6 +109,27 @@ def row(corpus: str, method: str, summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def full_row(corpus: str, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The FedAvg full fine-tuning baseline attached to a prompt run."""
+    ft = summary["baselines"].get("full-finetune")
+    if not ft:
+        return None
+    client_rounds = summary["rounds"] * max(1, round(summary["num_clients"] * 0.2))
+    full_bytes = 2 * summary["federated"]["full_model_bytes"]
+    return {
+        "corpus": corpus,
+        "method": "full",
+        "trainable": summary["backbone_parameters"],
+        # Per training round, like the other rows (the round-0 probe warm start,
+        # which sends the model to every client once, is left out).
+        "bytes": full_bytes,
+        "full_bytes": full_bytes,
+        "final_accuracy": ft["test_accuracy"],
+        "macro_f1": ft["test_macro_f1"],
+        "flops_per_client_round": ft["client_flops_total"] / client_rounds,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
@@ -97,69 +139,58 @@ def main() -> None:
         "--methods", nargs="+", default=["prompt", "prefix", "lora", "ia3", "bitfit"]
     )
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument(
+        "--rerun", nargs="*", default=[], help="methods whose stored rows are redone"
+    )
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
     args = parser.parse_args()
     results = Path("bench/results/peft_methods.json")
+    stored = json.loads(results.read_text()) if results.exists() else {}
+    memory: dict[str, Any] = stored.get("memory", {})
+    kept = {
+        (r["corpus"], r["method"]): r
+        for r in stored.get("rows", [])
+        if r["method"] not in args.rerun
+    }
+    for key in list(memory):
+        if key.split("/")[1] in args.rerun:
+            del memory[key]
     rows: list[dict[str, Any]] = []
-    memory = (
-        json.loads(results.read_text()).get("memory", {}) if results.exists() else {}
-    )
     for corpus in args.corpora:
         common = [f"data.corpus={corpus}", *PER_CORPUS.get(corpus, [])]
-        for method in args.methods:
-            name = run_name(corpus, method)
-            path = args.out / name / "summary.json"
-            if args.report_only or method == "prompt":
-                if not path.exists():
-                    print(f"  missing {path}: run bench/federated.py first")
-                    continue
-                summary = json.loads(path.read_text())
-            else:
-                summary = run_one(
-                    args.out,
-                    name,
-                    [
-                        *common,
-                        "partition.alpha=0.5",
-                        "strategy.name=fedavg",
-                        f"peft.method={method}",
-                        *METHOD_OPTIONS[method],
-                        "baselines.run=[]",
-                    ],
-                )
-            rows.append(row(corpus, method, summary))
+        for method in [*args.methods, "full"]:
+            if (corpus, method) in kept:
+                rows.append(kept[(corpus, method)])
+            elif args.report_only:
+                print(f"  no stored row for {corpus}/{method}")
+            elif method != "full":
+                baselines = ["full-finetune"] if method == "prompt" else []
+                grid = grid_run(args.out, corpus)
+                if method == "prompt" and grid.exists():
+                    summary = json.loads(grid.read_text())
+                else:
+                    summary = run_one(
+                        args.out,
+                        run_name(corpus, method),
+                        [
+                            *common,
+                            "partition.alpha=0.5",
+                            "strategy.name=fedavg",
+                            f"peft.method={method}",
+                            *METHOD_OPTIONS[method],
+                            f"baselines.run={json.dumps(baselines)}",
+                        ],
+                    )
+                rows.append(row(corpus, method, summary))
+                if method == "prompt" and (ft := full_row(corpus, summary)):
+                    kept[(corpus, "full")] = ft
             key = f"{corpus}/{method}"
             if not args.no_memory and not args.report_only and key not in memory:
                 memory[key] = measure_memory(corpus, method)
                 print(f"  memory {key}: {memory[key]}", flush=True)
-        full = args.out / run_name(corpus, "prompt") / "summary.json"
-        if full.exists():
-            s = json.loads(full.read_text())
-            ft = s["baselines"].get("full-finetune")
-            if ft:
-                client_rounds = s["rounds"] * max(1, round(s["num_clients"] * 0.2))
-                rows.append(
-                    {
-                        "corpus": corpus,
-                        "method": "full",
-                        "trainable": s["backbone_parameters"],
-                        "bytes": (ft["bytes_up_total"] + ft["bytes_down_total"])
-                        / client_rounds,
-                        "full_bytes": 2 * s["federated"]["full_model_bytes"],
-                        "final_accuracy": ft["test_accuracy"],
-                        "macro_f1": ft["test_macro_f1"],
-                        "flops_per_client_round": ft["client_flops_total"]
-                        / client_rounds,
-                    }
-                )
-    if not args.no_memory and not args.report_only:
-        for corpus in args.corpora:
-            key = f"{corpus}/full"
-            if key not in memory:
-                memory[key] = measure_memory(corpus, "full")
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps({"rows": rows, "memory": memory}, indent=2))
+            results.parent.mkdir(parents=True, exist_ok=True)
+            results.write_text(json.dumps({"rows": rows, "memory": memory}, indent=2))
     print(render(rows, memory))
 
 

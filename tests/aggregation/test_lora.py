@@ -408,3 +408,27 @@ def test_ffa_rejects_drifted_or_short_frozen_a() -> None:
         ffa_lora_aggregate([c1, big], [1, 1], {"x.lora_A": frozen["x.lora_A"][:1]})
     with pytest.raises(ValueError, match="frozen_A lacks"):
         ffa_lora_aggregate([c1], [1], {})
+
+
+def test_flexlora_null_components_take_the_initial_A_and_keep_the_product() -> None:  # noqa: N802
+    rng = np.random.default_rng(7)
+    init = {QA: _f32(rng.normal(size=(4, IN))), VA: _f32(rng.normal(size=(4, IN)))}
+    # First round: every product is zero; plain SVD gives A = B = 0 (dead).
+    zero = {Q: np.zeros((OUT, IN), np.float32), V: np.zeros((OUT, IN), np.float32)}
+    dead = flexlora_distribute(zero, 2, alpha=2.0)
+    assert not dead[QA].any() and not dead[QB].any()
+    alive = flexlora_distribute(zero, 2, alpha=2.0, null_A=init)
+    np.testing.assert_array_equal(alive[QA], init[QA][:2])
+    assert not alive[QB].any()
+    # A rank-1 product at rank 3: one real component, two filled null ones.
+    c = _state(rng, 1)
+    prods = flexlora_aggregate([c], [1.0], alpha=2.0)
+    client = flexlora_distribute(prods, 3, alpha=2.0, null_A=init)
+    np.testing.assert_array_equal(client[QA][1:], init[QA][1:3])
+    np.testing.assert_allclose(
+        lora_products(client, alpha=2.0)[Q], prods[Q], rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="null_A lacks"):
+        flexlora_distribute(zero, 2, alpha=2.0, null_A={QA: init[QA]})
+    with pytest.raises(ValueError, match="need"):
+        flexlora_distribute(zero, 2, alpha=2.0, null_A={QA: init[QA][:1], VA: init[VA]})

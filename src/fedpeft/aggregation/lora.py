@@ -403,6 +403,8 @@ def flexlora_distribute(
     *,
     alpha: float,
     rank_scaling: RankScaling = "standard",
+    null_A: ParamsLike | None = None,  # noqa: N803 (the paper's A)
+    rtol: float = 1e-5,
 ) -> Params:
     """A client's (A, B) at ``rank`` from the averaged products (SVD split).
 
@@ -414,8 +416,17 @@ def flexlora_distribute(
     so ``s · B @ A = U_r Σ_r V_rᵀ``, the best rank-r approximation (Eckart-Young),
     exact when rank(ΔW) <= r. Computed in float64.
 
+    A *null* component (σ_i <= rtol · σ_1, or every σ when ΔW = 0, as in the
+    first round) would give A row and B column both ~0, and a LoRA component
+    whose A and B are both zero never receives a gradient. With ``null_A``
+    (each pair's A key mapped to a (>= rank, in) array, e.g. the seeded initial
+    A) such a row of A is taken from ``null_A`` and its B column set to 0, so
+    the component can train again while ``s · B @ A`` still equals the
+    truncation up to components below ``rtol · σ_1``.
+
     Raises:
-        ValueError: if rank < 1 or exceeds min(out, in) of some product.
+        ValueError: if rank < 1 or exceeds min(out, in) of some product, or
+            ``null_A`` lacks a pair or is too small.
     """
     s = lora_scaling(alpha, rank, rank_scaling)
     out: Params = {}
@@ -431,11 +442,28 @@ def flexlora_distribute(
             )
         u, sigma, vt = np.linalg.svd(dw, full_matrices=False)
         root = np.sqrt(sigma[:rank] / s)  # (r,)
-        out[key.replace(LORA_DELTA, LORA_B)] = (u[:, :rank] * root).astype(np.float32)
-        out[key.replace(LORA_DELTA, LORA_A)] = (root[:, None] * vt[:rank]).astype(
-            np.float32
-        )
+        b = u[:, :rank] * root  # (out, r)
+        a = root[:, None] * vt[:rank]  # (r, in)
+        ka = key.replace(LORA_DELTA, LORA_A)
+        if null_A is not None:
+            null = sigma[:rank] <= rtol * sigma[0]  # all of them when ΔW = 0
+            if null.any():
+                fill = _null_rows(null_A, ka, rank, dw.shape[1])  # (r, in)
+                a[null], b[:, null] = fill[null], 0.0
+        out[key.replace(LORA_DELTA, LORA_B)] = b.astype(np.float32)
+        out[ka] = a.astype(np.float32)
     return out
+
+
+def _null_rows(null_A: ParamsLike, key: str, rank: int, width: int) -> Float64Array:  # noqa: N803
+    if key not in null_A:
+        raise ValueError(f"null_A lacks {key!r}; pass every pair's initial lora_A")
+    rows = np.asarray(null_A[key], np.float64)
+    if rows.ndim != 2 or rows.shape[0] < rank or rows.shape[1] != width:
+        raise ValueError(
+            f"null_A[{key!r}] has shape {rows.shape}, need (>= {rank}, {width})"
+        )
+    return rows[:rank]
 
 
 # ---------------------------------------------------------------- FLoRA

@@ -72,24 +72,26 @@ class Experiment:
         """
         peft = self.config.peft
         generator = torch_generator(stream(self.config.seed, "init"))
+        options: dict[str, Any] = {
+            "prompt_length": peft.prompt_length,
+            "prompt_init": peft.prompt_init,
+            "label_names": self.corpus.label_names,
+            "rank": peft.rank,
+            "alpha": peft.alpha,
+            "rank_scaling": peft.rank_scaling,
+            "target_modules": peft.target_modules,
+            "layers": peft.layers,
+            "prefix_length": peft.prefix_length,
+            "prefix_init": peft.prefix_init,
+            "projection": peft.prefix_projection,
+            "projection_dim": peft.projection_dim,
+        }
         return build_adapter(
             method or peft.method,
             self.backbone,
             self.num_classes,
             generator,
-            prompt_length=peft.prompt_length,
-            prompt_init=peft.prompt_init,
-            label_names=self.corpus.label_names,
-            rank=peft.rank,
-            alpha=peft.alpha,
-            rank_scaling=peft.rank_scaling,
-            target_modules=peft.target_modules,
-            layers=peft.layers,
-            prefix_length=peft.prefix_length,
-            prefix_init=peft.prefix_init,
-            projection=peft.prefix_projection,
-            projection_dim=peft.projection_dim,
-            **overrides,
+            **{**options, **overrides},
         )
 
 
