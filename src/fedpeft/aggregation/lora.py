@@ -223,9 +223,12 @@ def hetlora_weights(
     ``w_k ∝ n_k · ‖ΔW_k‖_F`` with ``‖ΔW_k‖_F = sqrt(Σ_pairs ‖s_k B_k A_k‖²_F)``
     over the whole adapter (α cancels after normalising); uniform ``weights``
     give the paper's rule. If every ΔW_k is zero (untrained adapters) or
-    ``norm_weighting=False`` the weights are ``n_k / Σ n``.
+    ``norm_weighting=False`` the weights are ``n_k / Σ n``. Each state is
+    checked on its own, so clients may hold different pairs (e.g. LoRA on
+    different layers): the norm is over the pairs each one holds.
     """
-    _check_states(states)
+    for state in states:
+        _check_states([state])
     n = _normalised(weights, len(states))
     if not norm_weighting:
         return n
