@@ -196,3 +196,15 @@ def test_dims_from_incomplete_config_names_missing_keys() -> None:
 
     with pytest.raises(ValueError, match="num_hidden_layers"):
         BackboneDims.from_hf_config(Partial())
+
+
+def test_lora_on_top_layers_costs_less_and_says_so() -> None:
+    everywhere = lora_option(BERT_BASE, 8)
+    top2 = lora_option(BERT_BASE, 8, layers=2)
+
+    assert top2.trainable_params * 6 == everywhere.trainable_params
+    assert (top2.label, everywhere.label) == ("lora-8@top2", "lora-8")
+    low, high = (_cost(o, dims=BERT_BASE) for o in (top2, everywhere))
+    assert low.flops < high.flops and low.memory_bytes < high.memory_bytes
+    with pytest.raises(ValueError, match="layers must be 0"):
+        lora_option(BERT_BASE, 8, layers=13)

@@ -194,8 +194,12 @@ class AdapterOption:
 
     @property
     def label(self) -> str:
-        """Short name such as ``"lora-8"``."""
-        return f"{self.method}-{self.size}"
+        """Short name such as ``"lora-8"``, or ``"lora-8@top2"`` for a method
+        confined to the top layers."""
+        base = f"{self.method}-{self.size}"
+        if self.backprop_depth is None or self.method == "top-layers":
+            return base
+        return f"{base}@top{self.backprop_depth}"
 
 
 @dataclass(frozen=True)

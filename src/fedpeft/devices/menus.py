@@ -14,15 +14,31 @@ from fedpeft.devices.cost import AdapterOption, BackboneDims
 
 
 def lora_option(
-    dims: BackboneDims, rank: int, *, matrices_per_layer: int = 2, head_params: int = 0
+    dims: BackboneDims,
+    rank: int,
+    *,
+    matrices_per_layer: int = 2,
+    layers: int = 0,
+    head_params: int = 0,
 ) -> AdapterOption:
     """LoRA (Hu et al. 2021, arXiv:2106.09685) of ``rank`` on ``h x h`` matrices.
 
     Each adapted matrix gets ``A`` (``h x r``) and ``B`` (``r x h``), so
     ``2 h r`` weights; the default adapts query and value in every layer.
+    ``layers=k`` adapts only the top k layers, so gradients stop below them
+    (``backprop_depth=k``): on a small backbone that, not the rank, is what
+    cuts a client's compute and activation memory.
     """
+    if not 0 <= layers <= dims.num_layers:
+        raise ValueError(f"layers must be 0 (all) .. {dims.num_layers}, got {layers}")
+    depth = layers or dims.num_layers
     per_layer = matrices_per_layer * 2 * dims.hidden * rank
-    return AdapterOption("lora", rank, dims.num_layers * per_layer + head_params)
+    return AdapterOption(
+        "lora",
+        rank,
+        depth * per_layer + head_params,
+        backprop_depth=layers or None,
+    )
 
 
 def prompt_option(
