@@ -1,0 +1,282 @@
+"""Client-batched local training: the selected clients train together.
+
+The backbone is frozen and shared, so the local steps of K clients can share one
+forward and backward pass. At step t every client still training contributes
+its own t-th mini-batch (drawn from its own seeded stream, exactly as when it
+trains alone); the batches are concatenated and each example carries its
+client's copy of the trainable tensors, gathered from a stacked ``(K, ...)``
+leaf (:meth:`~fedpeft.peft.base.AdapterClassifier.per_example_logits`). The
+loss is the sum over clients of each client's mean loss, so the gradient with
+respect to client k's slice is the gradient of client k's own loss. The
+optimizer, :class:`StackedAdamW`, keeps one step count per client and updates
+only the clients that took a step, so every client follows the same AdamW
+trajectory as when it trains alone (up to floating-point reassociation).
+
+Supported for the methods with a per-example forward (soft prompts); the
+engine falls back to sequential training for the others.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedpeft.client.flops import FlopMeter
+from fedpeft.client.local import LocalTrainStats, _batch_orders
+from fedpeft.config import ClientSection
+from fedpeft.models.precision import autocast
+from fedpeft.models.tokenized import Batch, TokenizedDataset
+from fedpeft.peft.base import AdapterClassifier
+from fedpeft.types import Params
+
+
+@dataclass(frozen=True)
+class ClientJob:
+    """One client's local training task.
+
+    Attributes:
+        client_id: The client's index (for errors and records).
+        start: The state it starts from (the global payload).
+        data: Its training examples.
+        rng: Its shuffling stream, the one sequential training would use.
+    """
+
+    client_id: int
+    start: Params
+    data: TokenizedDataset
+    rng: np.random.Generator
+
+
+def supports_batching(model: AdapterClassifier) -> bool:
+    """Whether ``model`` has a per-example forward (needed to batch clients)."""
+    return type(model).per_example_logits is not AdapterClassifier.per_example_logits
+
+
+def concat_batches(batches: Sequence[Batch]) -> Batch:
+    """One batch from several, right-padded to the longest sequence."""
+    width = max(b.input_ids.shape[1] for b in batches)
+
+    def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        return F.pad(t, (0, width - t.shape[1]), value=value)
+
+    # Padded positions are masked out, so the pad id itself never matters.
+    return Batch(
+        torch.cat([pad(b.input_ids, 0) for b in batches]),
+        torch.cat([pad(b.attention_mask, 0) for b in batches]),
+        torch.cat([b.labels for b in batches]),
+    )
+
+
+class StackedAdamW:
+    """AdamW over tensors whose first dimension indexes clients.
+
+    The arithmetic of ``torch.optim.AdamW`` (Loshchilov & Hutter 2019, with
+    torch's bias correction) applied to each client's slice, with one step
+    count per client; clients not in ``active`` are left untouched (no decay,
+    no moment update), as if they had not taken the step.
+
+    Args:
+        params: Stacked leaves ``(K, ...)`` updated in place.
+        lrs: Learning rate per tensor name.
+        betas: (β1, β2).
+        eps: ε of the denominator.
+        weight_decay: Decoupled weight decay.
+    """
+
+    def __init__(
+        self,
+        params: Mapping[str, torch.Tensor],
+        lrs: Mapping[str, float],
+        *,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.params, self.lrs = dict(params), dict(lrs)
+        self.beta1, self.beta2 = betas
+        self.eps, self.weight_decay = eps, weight_decay
+        k = next(iter(self.params.values())).shape[0]
+        self.steps = torch.zeros(k, dtype=torch.float64)
+        self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
+
+    @torch.no_grad()
+    def step(self, grads: Mapping[str, torch.Tensor], active: torch.Tensor) -> None:
+        """One step for the ``active`` clients (a ``(K,)`` bool mask)."""
+        self.steps += active.double()
+        b1, b2 = self.beta1, self.beta2
+        safe = self.steps.clamp(min=1)
+        bc1 = (1 - b1**safe).float()  # (K,)
+        bc2_sqrt = (1 - b2**safe).sqrt().float()  # (K,)
+        for name, p in self.params.items():
+            lr = self.lrs[name]
+            if lr == 0.0:
+                continue
+            view = (-1,) + (1,) * (p.ndim - 1)
+            on = active.view(view)
+            g = grads[name]
+            m, v = self.exp_avg[name], self.exp_avg_sq[name]
+            m.copy_(torch.where(on, m + (g - m) * (1 - b1), m))
+            v.copy_(torch.where(on, v * b2 + g * g * (1 - b2), v))
+            decayed = p * (1 - lr * self.weight_decay)
+            denom = (v.sqrt() / bc2_sqrt.view(view)) + self.eps
+            updated = decayed - (lr / bc1).view(view) * m / denom
+            p.copy_(torch.where(on, updated, p))
+
+
+def _clip_per_client(
+    grads: dict[str, torch.Tensor], max_norm: float, num_clients: int
+) -> None:
+    """``clip_grad_norm_`` on each client's slice of the gradients, in place."""
+    squares = torch.zeros(num_clients)
+    for g in grads.values():
+        squares += g.reshape(num_clients, -1).pow(2).sum(dim=1)
+    coef = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)  # (K,)
+    for name, g in grads.items():
+        grads[name] = g * coef.view((-1,) + (1,) * (g.ndim - 1))
+
+
+def train_clients_batched(
+    model: AdapterClassifier,
+    jobs: Sequence[ClientJob],
+    cfg: ClientSection,
+    *,
+    proximal_mu: float = 0.0,
+    precision: str = "fp32",
+    flops: FlopMeter | None = None,
+) -> list[tuple[Params, LocalTrainStats]]:
+    """Train every job's copy of ``model``'s trainable tensors, together.
+
+    Args:
+        model: Any adapter of the method (its own tensors are not changed).
+        jobs: The clients to train, each from its own start state.
+        cfg: Local-training settings shared by the clients.
+        proximal_mu: FedProx μ; each client is pulled to its own start.
+        precision: Backbone compute precision (``"fp32"`` or ``"bf16"``).
+        flops: Accumulates the FLOPs of the shared steps (a meter kept across
+            rounds measures each step shape once).
+
+    Returns:
+        Per job, in order: the trained state and its statistics. A client's
+        FLOPs and seconds are the shared steps' split by its share of examples.
+
+    Raises:
+        ValueError: if the model has no per-example forward, a job has no
+            data, or the start states do not fit the model.
+    """
+    if not supports_batching(model):
+        raise ValueError(
+            f"{type(model).__name__} has no per-example forward; train its "
+            "clients one after another"
+        )
+    if not jobs:
+        return []
+    names = list(model.trainable_parameters())
+    for job in jobs:
+        if len(job.data) == 0:
+            raise ValueError(
+                f"client {job.client_id} has no training examples; raise "
+                "partition.min_size"
+            )
+        if set(job.start) != set(names):
+            raise ValueError(
+                f"client {job.client_id}'s start state has keys {sorted(job.start)}, "
+                f"expected {sorted(names)}"
+            )
+    k_total = len(jobs)
+    stacked = {
+        n: torch.stack([torch.from_numpy(np.asarray(j.start[n])) for j in jobs])
+        .float()
+        .requires_grad_(True)
+        for n in names
+    }
+    anchor = {n: t.detach().clone() for n, t in stacked.items()}
+    head = set(n for n in names if n.startswith(model.head_prefix))
+    optimizer = StackedAdamW(
+        stacked,
+        {n: cfg.head_lr if n in head else cfg.lr for n in names},
+        weight_decay=cfg.weight_decay,
+    )
+    orders = [
+        list(
+            _batch_orders(
+                len(j.data), cfg.batch_size, cfg.local_epochs, cfg.local_steps, j.rng
+            )
+        )
+        for j in jobs
+    ]
+    meter = flops if flops is not None else FlopMeter()
+    losses: list[list[float]] = [[] for _ in jobs]
+    shares = np.zeros(k_total)  # examples each client put through
+    flop_share = np.zeros(k_total)
+    started = time.perf_counter()
+    for t in range(max(len(o) for o in orders)):
+        active = [k for k in range(k_total) if t < len(orders[k])]
+        parts = [jobs[k].data.batch(orders[k][t]) for k in active]
+        batch = concat_batches(parts)
+        counts = torch.tensor([len(p) for p in parts])
+        owner = torch.repeat_interleave(torch.tensor(active), counts)  # (B,)
+        inv_count = torch.repeat_interleave(1.0 / counts.double(), counts).float()
+        mask = torch.zeros(k_total, dtype=torch.bool)
+        mask[active] = True
+
+        def step(
+            batch: Batch = batch,
+            owner: torch.Tensor = owner,
+            inv_count: torch.Tensor = inv_count,
+            mask: torch.Tensor = mask,
+        ) -> torch.Tensor:
+            params = {n: stacked[n][owner] for n in names}
+            with autocast(precision):
+                logits = model.per_example_logits(batch, params)
+            per_example = F.cross_entropy(
+                logits.float(), batch.labels, reduction="none"
+            )
+            total = (per_example * inv_count).sum()  # Σ_k mean loss of client k
+            if proximal_mu > 0:
+                total = total + 0.5 * proximal_mu * sum(
+                    (stacked[n] - anchor[n]).pow(2).sum() for n in names
+                )
+            grads = dict(
+                zip(
+                    names,
+                    torch.autograd.grad(total, [stacked[n] for n in names]),
+                    strict=True,
+                )
+            )
+            if cfg.max_grad_norm > 0:
+                _clip_per_client(grads, cfg.max_grad_norm, k_total)
+            optimizer.step(grads, mask)
+            return per_example.detach()
+
+        before = meter.total
+        per_example = meter.run(("batched", *batch.input_ids.shape), step)
+        step_flops = meter.total - before
+        offsets = np.concatenate([[0], np.cumsum(counts.numpy())])
+        for i, k in enumerate(active):
+            n_k = int(counts[i])
+            losses[k].append(float(per_example[offsets[i] : offsets[i + 1]].mean()))
+            shares[k] += n_k
+            flop_share[k] += step_flops * n_k / len(batch)
+    seconds = time.perf_counter() - started
+    results = []
+    for k in range(k_total):
+        state = {
+            n: stacked[n][k].detach().numpy().astype(np.float32, copy=True)
+            for n in names
+        }
+        stats = LocalTrainStats(
+            loss=float(np.mean(losses[k])) if losses[k] else math.nan,
+            steps=len(losses[k]),
+            examples=int(shares[k]),
+            flops=int(flop_share[k]),
+            seconds=seconds * shares[k] / max(shares.sum(), 1),
+        )
+        results.append((state, stats))
+    return results

@@ -1,0 +1,114 @@
+"""Client-batched training equals training the clients one after another."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fedpeft.client.batched import (
+    ClientJob,
+    StackedAdamW,
+    concat_batches,
+    supports_batching,
+    train_clients_batched,
+)
+from fedpeft.client.local import train_adapter
+from fedpeft.engine.experiment import Experiment
+from fedpeft.engine.seeding import stream
+
+pytestmark = pytest.mark.slow
+
+
+def _jobs(exp: Experiment, starts: list[dict[str, np.ndarray]]) -> list[ClientJob]:
+    # Uneven sizes: the clients run out of batches at different steps.
+    sizes = [len(exp.clients[k].train) for k in range(3)]
+    data = [exp.clients[k].train.subset(np.arange(sizes[k] - 7 * k)) for k in range(3)]
+    return [
+        ClientJob(k, starts[k], data[k], stream(0, "client", 1, k)) for k in range(3)
+    ]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"local_epochs": 2},
+        {"local_epochs": 1, "max_grad_norm": 0.05, "weight_decay": 0.1},
+    ],
+)
+def test_batched_clients_match_sequential_clients(
+    tiny_experiment: Experiment, options: dict[str, float]
+) -> None:
+    exp = tiny_experiment
+    cfg = exp.config.client.model_copy(update={"batch_size": 8, **options})
+    model = exp.new_adapter("prompt")
+    rng = np.random.default_rng(3)
+    base = model.trainable_state()
+    starts = [
+        {
+            n: (v + 0.01 * rng.normal(size=v.shape)).astype(np.float32)
+            for n, v in base.items()
+        }
+        for _ in range(3)
+    ]
+    batched = train_clients_batched(model, _jobs(exp, starts), cfg, proximal_mu=0.5)
+    for job, (state, stats) in zip(_jobs(exp, starts), batched, strict=True):
+        alone = exp.new_adapter("prompt")
+        alone.load_trainable_state(job.start)
+        ref = train_adapter(alone, job.data, cfg, job.rng, proximal_mu=0.5)
+        expected = alone.trainable_state()
+        assert stats.steps == ref.steps and stats.examples == ref.examples
+        assert stats.loss == pytest.approx(ref.loss, rel=1e-4)
+        for name in expected:
+            moved = np.abs(expected[name] - job.start[name]).max()
+            assert moved > 1e-4, name  # training did something to compare
+            np.testing.assert_allclose(
+                state[name], expected[name], atol=2e-5 * max(1.0, moved), rtol=1e-4
+            )
+    # The model's own tensors are untouched.
+    for name, value in model.trainable_state().items():
+        np.testing.assert_array_equal(value, base[name])
+
+
+def test_stacked_adamw_matches_torch_adamw_per_client() -> None:
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(3, 4, generator=gen)
+    grads = [torch.randn(3, 4, generator=gen) for _ in range(4)]
+    active = [
+        torch.tensor([True, True, True]),
+        torch.tensor([True, False, True]),
+        torch.tensor([False, False, True]),
+        torch.tensor([True, True, True]),
+    ]
+    stacked = start.clone()
+    opt = StackedAdamW({"w": stacked}, {"w": 0.1}, weight_decay=0.01)
+    for g, on in zip(grads, active, strict=True):
+        opt.step({"w": g}, on)
+    for k in range(3):
+        p = torch.nn.Parameter(start[k].clone())
+        ref = torch.optim.AdamW([p], lr=0.1, weight_decay=0.01)
+        for g, on in zip(grads, active, strict=True):
+            if on[k]:
+                p.grad = g[k].clone()
+                ref.step()
+        torch.testing.assert_close(stacked[k], p.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_concat_pads_to_the_longest(tiny_experiment: Experiment) -> None:
+    data = tiny_experiment.clients[0].train
+    order = np.argsort(data.lengths)
+    short, long = data.batch(order[:2]), data.batch(order[-2:])
+    both = concat_batches([short, long])
+    assert both.input_ids.shape == (4, long.input_ids.shape[1])
+    assert both.attention_mask[:2].sum() == short.attention_mask.sum()
+    assert torch.equal(both.labels, torch.cat([short.labels, long.labels]))
+
+
+def test_refuses_methods_without_a_per_example_forward(
+    tiny_experiment: Experiment,
+) -> None:
+    lora = tiny_experiment.new_adapter("lora")
+    assert not supports_batching(lora)
+    assert supports_batching(tiny_experiment.new_adapter("prompt"))
+    with pytest.raises(ValueError, match="one after another"):
+        train_clients_batched(lora, [], tiny_experiment.config.client)
