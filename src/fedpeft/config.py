@@ -215,6 +215,12 @@ class FederationSection(Section):
         1, ge=1, description="evaluate the global model every k rounds"
     )
     eval_batch_size: int = Field(128, ge=1)
+    batch_clients: bool = Field(
+        False,
+        description="train the selected clients together: one forward/backward over "
+        "the shared backbone serves all of them (methods with a per-example forward: "
+        "prompt; others train one after another)",
+    )
 
 
 class BaselinesSection(Section):

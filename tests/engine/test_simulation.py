@@ -131,3 +131,58 @@ def test_federated_accuracy_rises_clearly_above_chance(tiny_experiment) -> None:
     result = FederatedRun(tiny_experiment).run()
     chance = 1.0 / tiny_experiment.num_classes  # 5 BBC topics: 0.2
     assert result.history[-1]["test_accuracy"] > chance + 0.4
+
+
+def _with(exp: simulation.Experiment, **federation: object) -> simulation.Experiment:
+    cfg = exp.config.model_copy(
+        update={"federation": exp.config.federation.model_copy(update=federation)}
+    )
+    return simulation.Experiment(
+        cfg,
+        exp.backbone,
+        exp.corpus,
+        exp.train,
+        exp.test,
+        exp.partition,
+        exp.clients,
+    )
+
+
+def test_batched_clients_give_the_sequential_run(tiny_experiment) -> None:  # type: ignore[no-untyped-def]
+    sequential = FederatedRun(tiny_experiment).run()
+    batched = FederatedRun(_with(tiny_experiment, batch_clients=True)).run()
+    assert [r["clients"] for r in batched.history] == [
+        r["clients"] for r in sequential.history
+    ]
+    for key, value in sequential.params.items():
+        np.testing.assert_allclose(batched.params[key], value, rtol=1e-4, atol=1e-5)
+    for a, b in zip(batched.history[1:], sequential.history[1:], strict=True):
+        assert a["bytes_up"] == b["bytes_up"]
+        assert a["train_examples_total"] == b["train_examples_total"]
+
+
+def test_batched_training_that_fails_falls_back_to_sequential(
+    tiny_experiment, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise MemoryError("out of memory in the batched step")
+
+    monkeypatch.setattr(simulation, "train_clients_batched", broken)
+    run = FederatedRun(_with(tiny_experiment, batch_clients=True))
+    params, _ = run.initial_round()
+    _, record = run.run_round(1, params)
+    assert record["clients"] and not record["failed_clients"]
+
+
+def test_batch_clients_with_lora_trains_one_after_another(tmp_path: Path) -> None:
+    cfg = tiny_config(
+        tmp_path,
+        "federation.rounds=1",
+        "federation.batch_clients=true",
+        "peft.method=lora",
+    )
+    run = FederatedRun(build_experiment(cfg))
+    assert not run.batch_clients
+    params, _ = run.initial_round()
+    _, record = run.run_round(1, params)
+    assert record["clients"] and not record["failed_clients"]

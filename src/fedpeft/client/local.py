@@ -159,6 +159,7 @@ def local_update(
     eval_batch_size: int = 128,
     record_dp: RecordDP | None = None,
     dp_generator: torch.Generator | None = None,
+    flops: FlopMeter | None = None,
 ) -> ClientUpdate:
     """One client's round: load the global state, train, return ΔP and metrics.
 
@@ -189,8 +190,38 @@ def local_update(
         )
     else:
         stats = train_adapter(
-            model, train, cfg, rng, proximal_mu=proximal_mu, precision=precision
+            model,
+            train,
+            cfg,
+            rng,
+            proximal_mu=proximal_mu,
+            precision=precision,
+            flops=flops,
         )
+    return finish_update(
+        client_id,
+        model,
+        global_params,
+        stats,
+        len(train),
+        val,
+        eval_batch_size,
+        eval_precision,
+    )
+
+
+def finish_update(
+    client_id: int,
+    model: AdapterClassifier,
+    global_params: Params,
+    stats: LocalTrainStats,
+    num_examples: int,
+    val: TokenizedDataset,
+    eval_batch_size: int,
+    eval_precision: str,
+) -> ClientUpdate:
+    """ΔP = local − global of ``model``'s trained state, the training statistics
+    and the trained model's validation metrics, as the client's update."""
     local = model.trainable_state()
     delta = {k: local[k] - global_params[k] for k in global_params}
     metrics = {
@@ -205,5 +236,5 @@ def local_update(
             evaluate(model, val, eval_batch_size, eval_precision).as_dict("val_")
         )
     return ClientUpdate(
-        client_id=client_id, delta=delta, num_examples=len(train), metrics=metrics
+        client_id=client_id, delta=delta, num_examples=num_examples, metrics=metrics
     )

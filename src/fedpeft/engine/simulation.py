@@ -20,6 +20,9 @@ import numpy as np
 
 from fedpeft.aggregation import example_weights, weighted_mean
 from fedpeft.client import evaluate, fit_head, local_update
+from fedpeft.client.batched import ClientJob, supports_batching, train_clients_batched
+from fedpeft.client.flops import FlopMeter
+from fedpeft.client.local import finish_update
 from fedpeft.config import ClientSection, RunConfig, StrategySection
 from fedpeft.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedpeft.engine.experiment import Experiment
@@ -82,6 +85,25 @@ class FederatedRun:
         self.privacy = PrivateAggregator.build(cfg, total) if self.private else None
         sizes = [len(c.train) for c in self.experiment.clients]
         self.record_dp = RecordDPLedger.build(cfg, sizes) if self.private else None
+        # One meter for the run: each step shape's FLOPs are counted once.
+        self.flops = FlopMeter()
+        self.batch_clients = cfg.federation.batch_clients and self._batchable()
+
+    def _batchable(self) -> bool:
+        if self.record_dp is not None and self.record_dp.dp is not None:
+            logger.warning(
+                "federation.batch_clients: record-level DP-SGD trains clients "
+                "one after another"
+            )
+            return False
+        if not supports_batching(self.model):
+            logger.warning(
+                "federation.batch_clients: %s has no per-example forward; clients "
+                "train one after another",
+                type(self.model).__name__,
+            )
+            return False
+        return True
 
     # ----------------------------------------------------------------- driver
     def run(self, resume: bool = False) -> FederatedResult:
@@ -279,33 +301,19 @@ class FederatedRun:
         self, rnd: int, selected: np.ndarray, down_blob: bytes, params: Params
     ) -> tuple[list[ClientUpdate], int, list[int], list[int]]:
         """Run the selected clients; drop the ones that fail or send bad updates."""
-        cfg, c = self.cfg, self.client_section
         extra = self.strategy.client_config(rnd)
         updates: list[ClientUpdate] = []
         failed: list[int] = []
         rejected: list[int] = []
         up_bytes = 0
         errors: list[BaseException] = []
+        batched = self._train_batched(rnd, selected, down_blob, extra)
         for k in selected:
-            client = self.experiment.clients[int(k)]
             try:
-                update = local_update(
-                    int(k),
-                    self.model,
-                    deserialize(down_blob),
-                    client.train,
-                    client.val,
-                    c,
-                    stream(cfg.seed, "client", rnd, int(k)),
-                    proximal_mu=float(extra.get("proximal_mu", 0.0)),
-                    precision=cfg.model.precision,
-                    eval_precision=cfg.model.eval_precision,
-                    eval_batch_size=cfg.federation.eval_batch_size,
-                    record_dp=self.record_dp.dp if self.record_dp else None,
-                    dp_generator=torch_generator(
-                        stream(cfg.seed, "dp", rnd, 10**6 + int(k))
-                    ),
-                )
+                if batched is not None:
+                    update = batched[int(k)]
+                else:
+                    update = self._train_one(rnd, int(k), down_blob, extra)
             except (RuntimeError, ValueError, MemoryError) as err:
                 logger.warning("round %d: client %d failed (%s); dropped", rnd, k, err)
                 failed.append(int(k))
@@ -328,6 +336,82 @@ class FederatedRun:
                 f"round {rnd}: every selected client failed"
             ) from errors[0]
         return updates, up_bytes, failed, rejected
+
+    def _train_one(
+        self, rnd: int, k: int, down_blob: bytes, extra: Mapping[str, Any]
+    ) -> ClientUpdate:
+        """Client k's local round on its own (the sequential engine)."""
+        cfg, c = self.cfg, self.client_section
+        client = self.experiment.clients[k]
+        return local_update(
+            k,
+            self.model,
+            deserialize(down_blob),
+            client.train,
+            client.val,
+            c,
+            stream(cfg.seed, "client", rnd, k),
+            proximal_mu=float(extra.get("proximal_mu", 0.0)),
+            precision=cfg.model.precision,
+            eval_precision=cfg.model.eval_precision,
+            eval_batch_size=cfg.federation.eval_batch_size,
+            record_dp=self.record_dp.dp if self.record_dp else None,
+            dp_generator=torch_generator(stream(cfg.seed, "dp", rnd, 10**6 + k)),
+            flops=self.flops,
+        )
+
+    def _train_batched(
+        self,
+        rnd: int,
+        selected: np.ndarray,
+        down_blob: bytes,
+        extra: Mapping[str, Any],
+    ) -> dict[int, ClientUpdate] | None:
+        """All selected clients' local rounds together (client batching), or
+        ``None`` to train them one after another (not enabled, or it failed)."""
+        if not self.batch_clients or len(selected) == 0:
+            return None
+        cfg, c = self.cfg, self.client_section
+        jobs = [
+            ClientJob(
+                int(k),
+                deserialize(down_blob),  # every client decodes its own copy
+                self.experiment.clients[int(k)].train,
+                stream(cfg.seed, "client", rnd, int(k)),
+            )
+            for k in selected
+        ]
+        try:
+            trained = train_clients_batched(
+                self.model,
+                jobs,
+                c,
+                proximal_mu=float(extra.get("proximal_mu", 0.0)),
+                precision=cfg.model.precision,
+                flops=self.flops,
+            )
+        except (RuntimeError, ValueError, MemoryError) as err:
+            logger.warning(
+                "round %d: batched local training failed (%s); training the "
+                "clients one after another",
+                rnd,
+                err,
+            )
+            return None
+        out: dict[int, ClientUpdate] = {}
+        for job, (state, stats) in zip(jobs, trained, strict=True):
+            self.model.load_trainable_state(state)
+            out[job.client_id] = finish_update(
+                job.client_id,
+                self.model,
+                job.start,
+                stats,
+                len(job.data),
+                self.experiment.clients[job.client_id].val,
+                cfg.federation.eval_batch_size,
+                cfg.model.eval_precision,
+            )
+        return out
 
     # ------------------------------------------------------------ evaluation
     def _evaluate(self, params: Params) -> dict[str, Any]:
