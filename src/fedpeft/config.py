@@ -221,6 +221,13 @@ class FederationSection(Section):
         "the shared backbone serves all of them (methods with a per-example forward: "
         "prompt; others train one after another)",
     )
+    bucket_size: int = Field(
+        32,
+        ge=0,
+        description="with batch_clients: sort each shared step's examples by length "
+        "and run them in groups of about this many, each padded only to its own "
+        "longest (0 = one padded batch); the gradient is the same",
+    )
 
 
 class BaselinesSection(Section):

@@ -10,6 +10,7 @@ from fedpeft.client.batched import (
     ClientJob,
     StackedAdamW,
     concat_batches,
+    length_buckets,
     supports_batching,
     train_clients_batched,
 )
@@ -30,14 +31,14 @@ def _jobs(exp: Experiment, starts: list[dict[str, np.ndarray]]) -> list[ClientJo
 
 
 @pytest.mark.parametrize(
-    "options",
+    ("options", "bucket_size"),
     [
-        {"local_epochs": 2},
-        {"local_epochs": 1, "max_grad_norm": 0.05, "weight_decay": 0.1},
+        ({"local_epochs": 2}, 0),
+        ({"local_epochs": 1, "max_grad_norm": 0.05, "weight_decay": 0.1}, 7),
     ],
 )
 def test_batched_clients_match_sequential_clients(
-    tiny_experiment: Experiment, options: dict[str, float]
+    tiny_experiment: Experiment, options: dict[str, float], bucket_size: int
 ) -> None:
     exp = tiny_experiment
     cfg = exp.config.client.model_copy(update={"batch_size": 8, **options})
@@ -51,7 +52,9 @@ def test_batched_clients_match_sequential_clients(
         }
         for _ in range(3)
     ]
-    batched = train_clients_batched(model, _jobs(exp, starts), cfg, proximal_mu=0.5)
+    batched = train_clients_batched(
+        model, _jobs(exp, starts), cfg, proximal_mu=0.5, bucket_size=bucket_size
+    )
     for job, (state, stats) in zip(_jobs(exp, starts), batched, strict=True):
         alone = exp.new_adapter("prompt")
         alone.load_trainable_state(job.start)
@@ -112,3 +115,13 @@ def test_refuses_methods_without_a_per_example_forward(
     assert supports_batching(tiny_experiment.new_adapter("prompt"))
     with pytest.raises(ValueError, match="one after another"):
         train_clients_batched(lora, [], tiny_experiment.config.client)
+
+
+def test_length_buckets_sort_and_cover() -> None:
+    lengths = torch.tensor([5, 1, 9, 3, 7, 2, 8])
+    groups = length_buckets(lengths, 3)
+    assert [len(g) for g in groups] == [3, 2, 2]
+    assert sorted(torch.cat(groups).tolist()) == list(range(7))
+    flat = lengths[torch.cat(groups)]
+    assert torch.equal(flat, torch.sort(lengths).values)
+    assert [len(g) for g in length_buckets(lengths, 0)] == [7]

@@ -73,6 +73,29 @@ def concat_batches(batches: Sequence[Batch]) -> Batch:
     )
 
 
+def length_buckets(lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Example indices grouped by length, ~``size`` per group (0: one group).
+
+    The examples are sorted by length and cut into ``ceil(n / size)`` groups of
+    near-equal count, so each group is padded only to its own longest member.
+    """
+    n = int(lengths.shape[0])
+    if size <= 0 or n <= size:
+        return [torch.arange(n)]
+    order = torch.argsort(lengths, stable=True)
+    return [g for g in torch.tensor_split(order, math.ceil(n / size)) if len(g)]
+
+
+def _take(batch: Batch, idx: torch.Tensor) -> Batch:
+    """The examples ``idx`` of ``batch``, trimmed to their longest."""
+    width = int(batch.attention_mask[idx].sum(dim=1).max())
+    return Batch(
+        batch.input_ids[idx, :width],
+        batch.attention_mask[idx, :width],
+        batch.labels[idx],
+    )
+
+
 class StackedAdamW:
     """AdamW over tensors whose first dimension indexes clients.
 
@@ -150,6 +173,7 @@ def train_clients_batched(
     proximal_mu: float = 0.0,
     precision: str = "fp32",
     flops: FlopMeter | None = None,
+    bucket_size: int = 0,
 ) -> list[tuple[Params, LocalTrainStats]]:
     """Train every job's copy of ``model``'s trainable tensors, together.
 
@@ -161,6 +185,9 @@ def train_clients_batched(
         precision: Backbone compute precision (``"fp32"`` or ``"bf16"``).
         flops: Accumulates the FLOPs of the shared steps (a meter kept across
             rounds measures each step shape once).
+        bucket_size: Split each shared step's examples, sorted by length, into
+            groups of about this many, each padded only to its own longest
+            (0: one padded batch). The gradient is the same sum either way.
 
     Returns:
         Per job, in order: the trained state and its statistics. A client's
@@ -226,37 +253,44 @@ def train_clients_batched(
         mask = torch.zeros(k_total, dtype=torch.bool)
         mask[active] = True
 
+        buckets = length_buckets(batch.attention_mask.sum(dim=1), bucket_size)
+
         def step(
             batch: Batch = batch,
             owner: torch.Tensor = owner,
             inv_count: torch.Tensor = inv_count,
             mask: torch.Tensor = mask,
+            buckets: list[torch.Tensor] = buckets,
         ) -> torch.Tensor:
-            params = {n: stacked[n][owner] for n in names}
-            with autocast(precision):
-                logits = model.per_example_logits(batch, params)
-            per_example = F.cross_entropy(
-                logits.float(), batch.labels, reduction="none"
-            )
-            total = (per_example * inv_count).sum()  # Σ_k mean loss of client k
-            if proximal_mu > 0:
-                total = total + 0.5 * proximal_mu * sum(
-                    (stacked[n] - anchor[n]).pow(2).sum() for n in names
-                )
-            grads = dict(
-                zip(
-                    names,
-                    torch.autograd.grad(total, [stacked[n] for n in names]),
-                    strict=True,
-                )
-            )
+            # Σ_k (mean loss of client k), summed bucket by bucket: gradients
+            # add up exactly, whatever the grouping.
+            leaves = [stacked[n] for n in names]
+            grads = [torch.zeros_like(t) for t in leaves]
+            per_example = torch.empty(len(batch))
+            for idx in buckets:
+                sub = _take(batch, idx)
+                params = {n: stacked[n][owner[idx]] for n in names}
+                with autocast(precision):
+                    logits = model.per_example_logits(sub, params)
+                loss = F.cross_entropy(logits.float(), sub.labels, reduction="none")
+                per_example[idx] = loss.detach()
+                part = torch.autograd.grad((loss * inv_count[idx]).sum(), leaves)
+                for g, p in zip(grads, part, strict=True):
+                    g += p
+            by_name = dict(zip(names, grads, strict=True))
+            if proximal_mu > 0:  # ∇ (μ/2)·‖θ_k − θ_k,start‖² = μ·(θ_k − θ_k,start)
+                for n in names:
+                    by_name[n] += proximal_mu * (stacked[n].detach() - anchor[n])
             if cfg.max_grad_norm > 0:
-                _clip_per_client(grads, cfg.max_grad_norm, k_total)
-            optimizer.step(grads, mask)
-            return per_example.detach()
+                _clip_per_client(by_name, cfg.max_grad_norm, k_total)
+            optimizer.step(by_name, mask)
+            return per_example
 
         before = meter.total
-        per_example = meter.run(("batched", *batch.input_ids.shape), step)
+        shapes = tuple(
+            (len(b), int(batch.attention_mask[b].sum(1).max())) for b in buckets
+        )
+        per_example = meter.run(("batched", shapes), step)
         step_flops = meter.total - before
         offsets = np.concatenate([[0], np.cumsum(counts.numpy())])
         for i, k in enumerate(active):

@@ -389,6 +389,7 @@ class FederatedRun:
                 proximal_mu=float(extra.get("proximal_mu", 0.0)),
                 precision=cfg.model.precision,
                 flops=self.flops,
+                bucket_size=cfg.federation.bucket_size,
             )
         except (RuntimeError, ValueError, MemoryError) as err:
             logger.warning(

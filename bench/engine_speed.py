@@ -1,0 +1,355 @@
+"""Simulation speed: client-batched vs sequential engine vs a plain PyTorch loop.
+
+Workload: soft prompt tuning (L = 20, MiniLM-L6, 64 tokens) on Rotten Tomatoes,
+40 IID clients of 80 training examples (no validation split, so a round is
+training only), 10 clients a round, 1 local epoch of batch 16. Every variant
+runs the same rounds (same clients, same shuffles) in one process, interleaved
+round by round, so machine noise hits them alike; figures are medians over the
+repeats. Measured per round, the client phase (local training, payload
+serialization and checks; not aggregation or evaluation):
+
+* ``plain loop``: per client, load the prompt and head, a fresh
+  ``torch.optim.AdamW`` and ``for batch: loss.backward(); opt.step()``;
+  no framework at all;
+* ``sequential``: the embedded engine training clients one after another;
+* ``batched``: the embedded engine with ``federation.batch_clients`` (one
+  forward/backward over the concatenated batches of all selected clients);
+* each engine in fp32 and with bf16 backbone compute (fp32 adapter/optimizer).
+
+Backbone share: the time of the forward+backward calls alone (timed inside a
+plain batched loop over the same concatenated batches) over the batched
+engine's round time.
+
+``--accuracy`` also runs the default main job twice, sequential fp32 vs batched
+bf16, and compares final accuracy. ``--memory`` measures peak RSS of a batched
+run at N = 10, 100, 1000 clients (each in a fresh process).
+
+    python bench/engine_speed.py [--repeats 3] [--accuracy] [--memory]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedpeft.client.batched import concat_batches
+from fedpeft.client.local import _batch_orders
+from fedpeft.config import load_config
+from fedpeft.engine.experiment import Experiment, build_experiment
+from fedpeft.engine.seeding import stream
+from fedpeft.engine.simulation import FederatedRun
+from fedpeft.models.precision import autocast
+from fedpeft.strategies import sample_clients
+
+WORKLOAD = [
+    "data.corpus=rotten-tomatoes",
+    "data.max_train=3200",
+    "data.max_test=100",
+    "model.max_length=64",
+    "federation.num_clients=40",
+    "federation.rounds=1000",
+    "federation.eval_every=1000",
+    "strategy.fraction_fit=0.25",
+    "partition.method=iid",
+    "partition.val_fraction=0",
+    "peft.method=prompt",
+    "peft.head_init=zeros",
+    "baselines.run=[]",
+]
+RESULTS = Path("bench/results/engine_speed.json")
+
+
+def engine_variant(exp: Experiment, batched: bool, precision: str) -> FederatedRun:
+    cfg = exp.config.model_copy(
+        update={
+            "federation": exp.config.federation.model_copy(
+                update={"batch_clients": batched}
+            ),
+            "model": exp.config.model.model_copy(update={"precision": precision}),
+        }
+    )
+    return FederatedRun(
+        Experiment(
+            cfg,
+            exp.backbone,
+            exp.corpus,
+            exp.train,
+            exp.test,
+            exp.partition,
+            exp.clients,
+        )
+    )
+
+
+def selected(exp: Experiment, rnd: int) -> list[int]:
+    cfg = exp.config
+    rng = stream(cfg.seed, "sample", rnd)
+    chosen = sample_clients(
+        cfg.federation.num_clients,
+        cfg.strategy.fraction_fit,
+        cfg.strategy.min_fit_clients,
+        rng,
+    )
+    return [int(k) for k in chosen]
+
+
+def plain_loop(exp: Experiment, rnd: int, params: dict[str, np.ndarray]) -> float:
+    """Seconds of a framework-free sequential loop over the round's clients."""
+    cfg, c = exp.config, exp.config.client
+    model = exp.new_adapter()
+    started = time.perf_counter()
+    for k in selected(exp, rnd):
+        model.load_trainable_state(params)
+        opt = torch.optim.AdamW(
+            [
+                {"params": model.body_parameters(), "lr": c.lr},
+                {"params": model.head_parameters(), "lr": c.head_lr},
+            ],
+            weight_decay=c.weight_decay,
+        )
+        data = exp.clients[k].train
+        rng = stream(cfg.seed, "client", rnd, k)
+        for order in _batch_orders(len(data), c.batch_size, c.local_epochs, 0, rng):
+            batch = data.batch(order)
+            loss = F.cross_entropy(model(batch), batch.labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+    return time.perf_counter() - started
+
+
+def backbone_seconds(exp: Experiment, rnd: int, precision: str) -> float:
+    """Forward+backward time alone over the batched engine's concatenated batches."""
+    cfg, c = exp.config, exp.config.client
+    model = exp.new_adapter()
+    clients = selected(exp, rnd)
+    orders = [
+        list(
+            _batch_orders(
+                len(exp.clients[k].train),
+                c.batch_size,
+                c.local_epochs,
+                0,
+                stream(cfg.seed, "client", rnd, k),
+            )
+        )
+        for k in clients
+    ]
+    state = model.trainable_state()
+    stacked = {
+        n: torch.from_numpy(np.stack([v] * len(clients))).requires_grad_(True)
+        for n, v in state.items()
+    }
+    total = 0.0
+    for t in range(max(len(o) for o in orders)):
+        active = [i for i in range(len(clients)) if t < len(orders[i])]
+        parts = [exp.clients[clients[i]].train.batch(orders[i][t]) for i in active]
+        batch = concat_batches(parts)
+        owner = torch.repeat_interleave(
+            torch.tensor(active), torch.tensor([len(p) for p in parts])
+        )
+        started = time.perf_counter()
+        params = {n: v[owner] for n, v in stacked.items()}
+        with autocast(precision):
+            logits = model.per_example_logits(batch, params)
+        loss = F.cross_entropy(logits.float(), batch.labels)
+        torch.autograd.grad(loss, list(stacked.values()))
+        total += time.perf_counter() - started
+    return total
+
+
+def speed(repeats: int) -> dict[str, Any]:
+    cfg = load_config(None, WORKLOAD)
+    exp = build_experiment(cfg)
+    variants = {
+        "sequential fp32": engine_variant(exp, False, "fp32"),
+        "batched fp32": engine_variant(exp, True, "fp32"),
+        "sequential bf16": engine_variant(exp, False, "bf16"),
+        "batched bf16": engine_variant(exp, True, "bf16"),
+    }
+    params = next(iter(variants.values())).model.trainable_state()
+    seconds: dict[str, list[float]] = {
+        name: []
+        for name in ["plain loop fp32", *variants, "backbone fp32", "backbone bf16"]
+    }
+    examples = 0.0
+    for rnd in range(1, repeats + 2):  # round 1 warms up (FLOP counting, caches)
+        seconds["plain loop fp32"].append(plain_loop(exp, rnd, params))
+        for name, run in variants.items():
+            _, record = run.run_round(rnd, params)
+            seconds[name].append(record["train_seconds"])
+            examples = record["train_examples_total"]
+        seconds["backbone fp32"].append(backbone_seconds(exp, rnd, "fp32"))
+        seconds["backbone bf16"].append(backbone_seconds(exp, rnd, "bf16"))
+        print(
+            f"  round {rnd}: "
+            + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in seconds.items()),
+            flush=True,
+        )
+    median = {k: statistics.median(v[1:]) for k, v in seconds.items()}
+    return {
+        "examples_per_round": examples,
+        "clients_per_round": len(selected(exp, 1)),
+        "median_seconds": median,
+        "examples_per_second": {k: examples / v for k, v in median.items()},
+        "all_seconds": seconds,
+    }
+
+
+def accuracy() -> dict[str, Any]:
+    """Final accuracy of the default main job: sequential fp32 vs batched bf16."""
+    from fedpeft.engine.runner import run_experiment
+
+    out = {}
+    for name, extra in {
+        "sequential fp32": ["model.precision=fp32"],
+        "batched bf16": ["model.precision=bf16", "federation.batch_clients=true"],
+    }.items():
+        cfg = load_config(
+            None,
+            [
+                *extra,
+                "baselines.run=[]",
+                "output_dir=runs/engine-speed",
+                f"name={name.replace(' ', '-')}",
+            ],
+        )
+        started = time.perf_counter()
+        summary = run_experiment(cfg)
+        out[name] = {
+            "final_accuracy": summary["federated"]["final_accuracy"],
+            "final_macro_f1": summary["federated"]["final_macro_f1"],
+            "seconds": time.perf_counter() - started,
+        }
+        print(f"  {name}: {out[name]}", flush=True)
+    return out
+
+
+MEMORY_CODE = """
+import json, sys, threading, time
+from fedpeft.config import load_config
+from fedpeft.engine.experiment import build_experiment
+from fedpeft.engine.simulation import FederatedRun
+def rss():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+peak = 0.0
+done = threading.Event()
+def sample():
+    global peak
+    while not done.is_set():
+        peak = max(peak, rss())
+        time.sleep(0.005)
+threading.Thread(target=sample, daemon=True).start()
+n, per_round = int(sys.argv[1]), int(sys.argv[2])
+cfg = load_config(None, [
+    "data.corpus=rotten-tomatoes", "data.max_train=8000", "data.max_test=100",
+    "model.max_length=64", f"federation.num_clients={n}",
+    f"strategy.fraction_fit={per_round / n}", "federation.rounds=2",
+    "federation.eval_every=1000", "federation.batch_clients=true",
+    "partition.method=iid", "partition.min_size=4", "partition.val_fraction=0",
+    "peft.head_init=zeros", "baselines.run=[]", "model.precision=bf16",
+])
+exp = build_experiment(cfg)
+loaded = rss()
+run = FederatedRun(exp)
+params = run.model.trainable_state()
+for rnd in (1, 2):
+    params, record = run.run_round(rnd, params)
+done.set()
+print(json.dumps({"clients": n, "per_round": per_round, "rss_after_load_mib": loaded,
+                  "peak_rss_mib": max(peak, rss())}))
+"""
+
+
+def memory() -> list[dict[str, Any]]:
+    rows = []
+    for n, per_round in [(10, 10), (100, 10), (1000, 10), (1000, 100)]:
+        out = subprocess.run(
+            [sys.executable, "-c", MEMORY_CODE, str(n), str(per_round)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"  memory {rows[-1]}", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--accuracy", action="store_true")
+    parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--no-speed", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(2)
+    stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if not args.no_speed:
+        stored["speed"] = speed(args.repeats)
+    if args.accuracy:
+        stored["accuracy"] = accuracy()
+    if args.memory:
+        stored["memory"] = memory()
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(stored, indent=2))
+    print(render(stored))
+
+
+def render(stored: dict[str, Any]) -> str:
+    lines = []
+    if "speed" in stored:
+        s = stored["speed"]
+        med, eps = s["median_seconds"], s["examples_per_second"]
+        base = med["sequential fp32"]
+        lines += [
+            f"{s['clients_per_round']} clients/round, {s['examples_per_round']:.0f} "
+            "training examples/round",
+            "",
+            "| variant | s / round (median) | training ex/s | vs sequential fp32 |",
+            "|---|---|---|---|",
+        ]
+        for k in med:
+            lines.append(
+                f"| {k} | {med[k]:.2f} | {eps[k]:.1f} | {base / med[k]:.2f}× |"
+            )
+        for p in ("fp32", "bf16"):
+            share = med[f"backbone {p}"] / med[f"batched {p}"]
+            lines.append(f"\nbackbone share of the batched {p} round: {share:.0%}")
+    if "accuracy" in stored:
+        lines.append("")
+        for k, v in stored["accuracy"].items():
+            lines.append(
+                f"main job {k}: accuracy {v['final_accuracy']:.4f}, macro-F1 "
+                f"{v['final_macro_f1']:.4f}, {v['seconds']:.0f} s"
+            )
+    if "memory" in stored:
+        lines += [
+            "",
+            "| clients | per round | RSS after load | peak RSS |",
+            "|---|---|---|---|",
+        ]
+        for r in stored["memory"]:
+            lines.append(
+                f"| {r['clients']} | {r['per_round']} | "
+                f"{r['rss_after_load_mib']:.0f} MiB | {r['peak_rss_mib']:.0f} MiB |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
