@@ -246,6 +246,53 @@ class BaselinesSection(Section):
         return value
 
 
+def parse_lora_size(text: str) -> tuple[int, int]:
+    """``"RANK@LAYERS"`` (or ``"RANK"`` for all layers) as ``(rank, layers)``."""
+    rank, _, layers = str(text).partition("@")
+    try:
+        parsed = int(rank), int(layers or 0)
+    except ValueError:
+        parsed = (0, -1)
+    if parsed[0] < 1 or parsed[1] < 0:
+        raise ValueError(
+            f"menu entry {text!r} is not RANK@TOP_LAYERS with rank >= 1 and "
+            "layers >= 0 (0 = all layers), e.g. '8@2'"
+        )
+    return parsed
+
+
+class DevicesSection(Section):
+    """Per-client device profiles and LoRA sizes allocated to fit them."""
+
+    profiles: str | None = Field(
+        None,
+        description="device population: uniform, tiers, phones-and-servers or "
+        "file:PATH (unset: every client trains the configured adapter)",
+    )
+    policy: str = Field(
+        "largest-fit", description="allocation: fixed, largest-fit, budget-proportional"
+    )
+    deadline_s: float | None = Field(
+        None, gt=0.0, description="round deadline: predicted compute + transfer seconds"
+    )
+    menu: tuple[str, ...] = Field(
+        ("2@1", "4@2", "8@4", "16@0"),
+        min_length=1,
+        description="LoRA sizes RANK@TOP_LAYERS (0 = all layers), smallest first",
+    )
+    fixed_index: int = Field(-1, description="menu entry of the fixed policy")
+    rule: Literal["hetlora", "flexlora", "ffa", "fedavg"] = Field(
+        "hetlora", description="aggregation of the mixed-size LoRA updates"
+    )
+
+    @field_validator("menu")
+    @classmethod
+    def _sizes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            parse_lora_size(entry)
+        return value
+
+
 class RunConfig(Section):
     """Everything one experiment needs. Each component receives only its section."""
 
@@ -262,6 +309,7 @@ class RunConfig(Section):
     federation: FederationSection = Field(default_factory=FederationSection)
     baselines: BaselinesSection = Field(default_factory=BaselinesSection)
     privacy: PrivacySection = Field(default_factory=PrivacySection)
+    devices: DevicesSection = Field(default_factory=DevicesSection)
 
     @property
     def run_dir(self) -> Path:

@@ -80,3 +80,60 @@ def test_cli_run_with_secagg_and_client_dp_reports_epsilon(tmp_path: Path) -> No
     summary = json.loads((tmp_path / "private" / "summary.json").read_text())
     assert summary["privacy"]["epsilon"] == epsilons[-1]
     assert "client-level DP" in result.stdout and "secure aggregation" in result.stdout
+
+
+def test_cli_run_with_device_profiles_allocates_lora_sizes(tmp_path: Path) -> None:
+    args = ["run", "--quiet"]
+    for item in [
+        *TINY,
+        f"output_dir={tmp_path}",
+        "name=devices",
+        "federation.rounds=1",
+        "peft.method=lora",
+        "devices.profiles=tiers",
+        "devices.deadline_s=0.5",
+        'devices.menu=["2@1", "8@0"]',
+        "devices.rule=flexlora",
+    ]:
+        args += ["--set", item]
+
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "devices"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    devices = summary["devices"]
+    assert devices["participating"] + devices["excluded"] == 4
+    assert sum(devices["sizes"].values()) == devices["participating"]
+    allocation = json.loads((run_dir / "allocation.json").read_text())
+    assert len(allocation["clients"]) == 4 and allocation["menu"] == [
+        "r2@top1",
+        "r8@all",
+    ]
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["round"] for r in records] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (["devices.profiles=tiers"], "set peft.method=lora"),
+        (
+            ["devices.profiles=tiers", "peft.method=lora", "devices.policy=best"],
+            "devices.policy",
+        ),
+        (
+            ["devices.profiles=tiers", "peft.method=lora", "privacy.secagg=true"],
+            "do not support privacy",
+        ),
+    ],
+)
+def test_device_runs_refuse_what_they_cannot_do(
+    tmp_path: Path, items: list[str], message: str
+) -> None:
+    args = ["run", "--quiet", "--set", f"output_dir={tmp_path}"]
+    for item in [*TINY, *items]:
+        args += ["--set", item]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert message in result.output

@@ -63,6 +63,7 @@ def run_experiment(
     """
     emit = on_event or _ignore
     check_names(cfg)
+    check_devices(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run_dir = prepare_run_dir(cfg, resume)
@@ -73,6 +74,8 @@ def run_experiment(
         {"rounds": cfg.federation.rounds, "runs": ["federated", *cfg.baselines.run]},
     )
     started = time.perf_counter()
+    if cfg.devices.profiles is not None:
+        return run_device_experiment(exp, run_dir, emit, resume)
     fed = FederatedRun(exp, run_dir=run_dir, on_round=lambda r: emit("round", r)).run(
         resume
     )
@@ -86,6 +89,135 @@ def run_experiment(
         json.dumps(summary, indent=2), encoding="utf-8"
     )
     save_adapter(fed, exp, run_dir / "adapter")
+    _plot(run_dir)
+    emit("done", summary)
+    return summary
+
+
+def check_devices(cfg: RunConfig) -> None:
+    """What a run with device profiles (``[devices]``) supports.
+
+    Raises:
+        ConfigError: naming the setting to change.
+    """
+    from fedpeft.devices import ALLOCATION_POLICIES
+
+    if cfg.devices.profiles is None:
+        return
+    if cfg.peft.method != "lora":
+        raise ConfigError(
+            f"devices.profiles is set, which allocates a LoRA size to every client, "
+            f"but peft.method = {cfg.peft.method!r}; set peft.method=lora or unset "
+            "devices.profiles"
+        )
+    if cfg.privacy.secagg or cfg.privacy.client_dp or cfg.privacy.record_dp:
+        raise ConfigError(
+            "devices.profiles: mixed-size LoRA runs do not support privacy.secagg "
+            "or differential privacy yet; turn them off or unset devices.profiles"
+        )
+    if cfg.devices.policy not in ALLOCATION_POLICIES:
+        raise ConfigError(
+            f"devices.policy: {ALLOCATION_POLICIES.unknown_message(cfg.devices.policy)}"
+        )
+
+
+def run_device_experiment(
+    exp: Experiment, run_dir: Path, emit: EventCallback, resume: bool
+) -> dict[str, Any]:
+    """Clients of mixed devices, each training the LoRA size allocated to it.
+
+    Writes allocation.json (per client: device, size, predicted memory, time and
+    bytes, or why it was excluded), metrics.jsonl and summary.json. The
+    configured baselines are not run (the comparison here is between
+    allocations and aggregation rules: bench/heterogeneous.py).
+    """
+    from fedpeft.engine.hetero import HeteroLoraRun, plan_devices
+
+    cfg = exp.config
+    if resume:
+        logger.warning("device runs do not checkpoint yet; starting from round 0")
+    if cfg.baselines.run:
+        logger.warning(
+            "baselines %s are not run with device profiles", list(cfg.baselines.run)
+        )
+    plan = plan_devices(exp)
+    summary_alloc = plan.allocation.summary()
+    (run_dir / "allocation.json").write_text(
+        json.dumps(
+            {
+                "policy": plan.allocation.policy,
+                "deadline_s": plan.allocation.deadline_s,
+                "menu": [s.label for s in plan.menu],
+                "clients": plan.allocation.to_rows(),
+            },
+            indent=1,
+            default=str,
+        ),
+        encoding="utf-8",
+    )
+    sink = MetricsSink(run_dir / "metrics.jsonl")
+    sink.reset()
+
+    def on_round(record: dict[str, Any]) -> None:
+        record = {"run": "federated", **record}
+        sink.write(record)
+        emit("round", record)
+
+    started = time.perf_counter()
+    result = HeteroLoraRun(exp, plan.sizes, cfg.devices.rule, on_round=on_round).run()
+    history = result.history
+    rounds_run = history[1:]
+    client_rounds = sum(len(r["clients"]) for r in rounds_run)
+    evaluated = [r for r in history if r.get("test_accuracy") is not None]
+    excluded = [k for k, s in enumerate(plan.sizes) if s is None]
+    accs = np.array(result.client_val_accuracy)
+    summary = {
+        "name": cfg.name,
+        "corpus": exp.corpus.name,
+        "backbone": cfg.model.backbone,
+        "method": "lora",
+        "strategy": cfg.devices.rule,
+        "num_clients": cfg.federation.num_clients,
+        "rounds": cfg.federation.rounds,
+        "seed": cfg.seed,
+        "partition": cfg.partition.method,
+        "alpha": cfg.partition.alpha,
+        "backbone_parameters": exp.backbone.num_parameters,
+        "federated": {
+            "final_accuracy": float(evaluated[-1]["test_accuracy"]),
+            "final_macro_f1": float(evaluated[-1]["test_macro_f1"]),
+            "best_accuracy": float(max(r["test_accuracy"] for r in evaluated)),
+            "bytes_per_client_round": sum(
+                r["bytes_up"] + r["bytes_down"] for r in rounds_run
+            )
+            / max(client_rounds, 1),
+            "client_flops_total": float(
+                sum(r["client_flops_total"] for r in rounds_run)
+            ),
+            "wall_seconds": time.perf_counter() - started,
+        },
+        "devices": {
+            "profiles": cfg.devices.profiles,
+            "policy": cfg.devices.policy,
+            "rule": cfg.devices.rule,
+            "deadline_s": cfg.devices.deadline_s,
+            "participating": summary_alloc.participating,
+            "excluded": summary_alloc.excluded,
+            "excluded_memory": summary_alloc.excluded_memory,
+            "excluded_deadline": summary_alloc.excluded_deadline,
+            "excluded_by_fixed_largest": plan.excluded_by_fixed,
+            "sizes": {s.label: sum(1 for x in plan.sizes if x == s) for s in plan.menu},
+            "val_accuracy_excluded": float(accs[excluded].mean()) if excluded else None,
+            "val_accuracy_participating": float(np.delete(accs, excluded).mean()),
+        },
+        "baselines": {},
+        "privacy": {},
+    }
+    (run_dir / "summary.json").write_text(
+        json.dumps(summary, indent=2), encoding="utf-8"
+    )
+    (run_dir / "adapter").mkdir(exist_ok=True)
+    (run_dir / "adapter" / "adapter.safetensors").write_bytes(serialize(result.params))
     _plot(run_dir)
     emit("done", summary)
     return summary
