@@ -31,18 +31,22 @@ def _jobs(exp: Experiment, starts: list[dict[str, np.ndarray]]) -> list[ClientJo
 
 
 @pytest.mark.parametrize(
-    ("options", "bucket_size"),
+    ("method", "options", "bucket_size"),
     [
-        ({"local_epochs": 2}, 0),
-        ({"local_epochs": 1, "max_grad_norm": 0.05, "weight_decay": 0.1}, 7),
+        ("prompt", {"local_epochs": 2}, 0),
+        ("prompt", {"local_epochs": 1, "max_grad_norm": 0.05, "weight_decay": 0.1}, 7),
+        ("lora", {"local_epochs": 1, "max_grad_norm": 0.5}, 7),
     ],
 )
 def test_batched_clients_match_sequential_clients(
-    tiny_experiment: Experiment, options: dict[str, float], bucket_size: int
+    tiny_experiment: Experiment,
+    method: str,
+    options: dict[str, float],
+    bucket_size: int,
 ) -> None:
     exp = tiny_experiment
     cfg = exp.config.client.model_copy(update={"batch_size": 8, **options})
-    model = exp.new_adapter("prompt")
+    model = exp.new_adapter(method)
     rng = np.random.default_rng(3)
     base = model.trainable_state()
     starts = [
@@ -56,7 +60,7 @@ def test_batched_clients_match_sequential_clients(
         model, _jobs(exp, starts), cfg, proximal_mu=0.5, bucket_size=bucket_size
     )
     for job, (state, stats) in zip(_jobs(exp, starts), batched, strict=True):
-        alone = exp.new_adapter("prompt")
+        alone = exp.new_adapter(method)
         alone.load_trainable_state(job.start)
         ref = train_adapter(alone, job.data, cfg, job.rng, proximal_mu=0.5)
         expected = alone.trainable_state()
@@ -110,11 +114,42 @@ def test_concat_pads_to_the_longest(tiny_experiment: Experiment) -> None:
 def test_refuses_methods_without_a_per_example_forward(
     tiny_experiment: Experiment,
 ) -> None:
-    lora = tiny_experiment.new_adapter("lora")
-    assert not supports_batching(lora)
+    ia3 = tiny_experiment.new_adapter("ia3")
+    assert not supports_batching(ia3)
     assert supports_batching(tiny_experiment.new_adapter("prompt"))
+    assert supports_batching(tiny_experiment.new_adapter("lora"))
     with pytest.raises(ValueError, match="one after another"):
-        train_clients_batched(lora, [], tiny_experiment.config.client)
+        train_clients_batched(ia3, [], tiny_experiment.config.client)
+
+
+def test_lora_per_example_forward_selects_each_examples_adapter(
+    tiny_experiment: Experiment,
+) -> None:
+    exp = tiny_experiment
+    batch = exp.clients[0].train.batch(np.arange(6))
+    models = [exp.new_adapter("lora", rank=4) for _ in range(2)]
+    rng = np.random.default_rng(0)
+    for m in models:  # non-zero B, different per model
+        m.load_trainable_state(
+            {
+                k: (v + rng.normal(scale=0.05, size=v.shape)).astype(np.float32)
+                for k, v in m.trainable_state().items()
+            }
+        )
+    owner = torch.tensor([0, 1, 0, 1, 1, 0])
+    states = [m.trainable_parameters() for m in models]
+    params = {
+        n: torch.stack([states[0][n].detach(), states[1][n].detach()])[owner]
+        for n in states[0]
+    }
+    with torch.no_grad():
+        mixed = models[0].per_example_logits(batch, params)
+        alone = [m(batch) for m in models]
+    expected = torch.stack([alone[int(o)][i] for i, o in enumerate(owner)])
+    torch.testing.assert_close(mixed, expected, rtol=1e-4, atol=1e-5)
+    # the hooks are gone and peft's own branch is back
+    with torch.no_grad():
+        torch.testing.assert_close(models[0](batch), alone[0])
 
 
 def test_length_buckets_sort_and_cover() -> None:

@@ -10,11 +10,13 @@ adapter starts as the identity. The payload is every A and B plus the head.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import torch
 
 from fedpeft.models.backbone import Backbone
+from fedpeft.models.tokenized import Batch
 from fedpeft.peft.base import PEFT_METHODS
 from fedpeft.peft.injected import InjectedTunerClassifier
 
@@ -90,3 +92,56 @@ class LoraClassifier(InjectedTunerClassifier):
                     tensor.uniform_(-bound, bound, generator=generator)
                 elif "lora_B" in name:
                     tensor.zero_()
+
+    def per_example_logits(
+        self, batch: Batch, params: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Logits where example i uses its own factors ``params[name][i]``.
+
+        Every adapted layer computes ``W x_i + s · B_i A_i x_i``: peft's own
+        LoRA branch is bypassed for the call and a forward hook adds the
+        per-example branch with batched matrix products. A factor missing from
+        ``params`` (e.g. a frozen A) is the module's own, shared by all.
+        """
+        from peft.tuners.lora import LoraLayer
+
+        size = len(batch)
+        handles, layers = [], []
+
+        def factor(module: Any, key: str, kind: str) -> torch.Tensor:
+            if key in params:
+                return params[key]
+            own: torch.Tensor = getattr(module, kind)["default"].weight
+            return own.expand(size, *own.shape)
+
+        for name, module in self.named_modules():
+            if not isinstance(module, LoraLayer):
+                continue
+            a = factor(module, f"{name}.lora_A.default.weight", "lora_A")  # (B, r, in)
+            b = factor(module, f"{name}.lora_B.default.weight", "lora_B")  # (B, out, r)
+            scale = float(module.scaling["default"])
+
+            def add_branch(
+                mod: Any,
+                args: tuple[Any, ...],
+                output: torch.Tensor,
+                a: torch.Tensor = a,
+                b: torch.Tensor = b,
+                scale: float = scale,
+            ) -> torch.Tensor:
+                down = torch.einsum("bsi,bri->bsr", args[0], a)  # (B, seq, r)
+                return output + scale * torch.einsum("bsr,bor->bso", down, b)
+
+            module._disable_adapters = True
+            layers.append(module)
+            handles.append(
+                cast(torch.nn.Module, module).register_forward_hook(add_branch)
+            )
+        try:
+            features = self.features(batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+            for module in layers:
+                module._disable_adapters = False
+        return self.per_example_head(features, params)
