@@ -29,6 +29,7 @@ measured client FLOPs per client-round. Results: bench/results/heterogeneous.jso
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -42,17 +43,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from federated import BASE
 
 from fedpeft.config import load_config
-from fedpeft.devices import (
-    BackboneDims,
-    allocate,
-    analytic_cost_fn,
-    draw_profiles,
-    lora_option,
-    round_time,
-)
 from fedpeft.devices.profiles import GIB
 from fedpeft.engine.experiment import build_experiment
-from fedpeft.engine.hetero import HeteroLoraRun, LoraSize
+from fedpeft.engine.hetero import DevicePlan, HeteroLoraRun, LoraSize, plan_devices
 
 MENU = (LoraSize(2, 1), LoraSize(4, 2), LoraSize(8, 4), LoraSize(16, 0))
 RUNS = {
@@ -93,35 +86,29 @@ def main() -> None:
             "partition.alpha=0.5",
             "peft.method=lora",
             "peft.alpha=16",
+            f"devices.profiles={args.profiles}",
+            f"devices.deadline_s={args.deadline}",
+            f"devices.menu={json.dumps([f'{s.rank}@{s.layers}' for s in MENU])}",
         ],
     )
     exp = build_experiment(cfg)
     n = cfg.federation.num_clients
-    profiles = draw_profiles(args.profiles, n, seed=cfg.seed)
-    dims = BackboneDims.from_hf_config(
-        exp.backbone.model.config, exp.backbone.num_parameters
-    )
-    head = (exp.backbone.hidden_size + 1) * exp.num_classes
-    menu = [lora_option(dims, s.rank, layers=s.layers, head_params=head) for s in MENU]
-    cost_fn = analytic_cost_fn(
-        dims,
-        batch_size=cfg.client.batch_size,
-        seq_len=cfg.model.max_length,
-        num_examples=[len(c.train) for c in exp.clients],
-        epochs=cfg.client.local_epochs,
-    )
-    allocations = {
-        name: allocate(
-            policy, profiles, menu, cost_fn, deadline_s=args.deadline, fixed_index=index
+
+    def plan(policy: str, index: int) -> DevicePlan:
+        devices = cfg.devices.model_copy(
+            update={"policy": policy, "fixed_index": index}
         )
-        for name, (policy, index, _) in RUNS.items()
-    }
+        return plan_devices(
+            dataclasses.replace(exp, config=cfg.model_copy(update={"devices": devices}))
+        )
+
+    plans = {name: plan(policy, index) for name, (policy, index, _) in RUNS.items()}
     weak = [
         k
-        for k, c in enumerate(allocations["fixed-largest"].clients)
+        for k, c in enumerate(plans["fixed-largest"].allocation.clients)
         if not c.participates
     ]
-    fit = allocations["largest-fit + hetlora"].clients
+    fit = plans["largest-fit + hetlora"]
     stored.update(
         deadline_s=args.deadline,
         weak_clients=weak,
@@ -132,10 +119,10 @@ def main() -> None:
                 "memory_gib": p.memory_bytes / GIB,
                 "gflops_per_s": p.speed / 1e9,
                 "uplink_mb_s": p.uplink_bytes_per_s / 1e6,
-                "largest_fit": fit[k].option.label if fit[k].option else None,
-                "predicted_s": {o.label: round_time(cost_fn(k, o), p) for o in menu},
+                "largest_fit": size.label if (size := fit.sizes[k]) else None,
+                "predicted_s": fit.predicted_seconds(k),
             }
-            for k, p in enumerate(profiles)
+            for k, p in enumerate(fit.profiles)
         ],
     )
     if args.plan:
@@ -150,11 +137,7 @@ def main() -> None:
     runs = stored.setdefault("runs", {})
     for name in args.only:
         policy, _, rule = RUNS[name]
-        alloc = allocations[name]
-        sizes = [
-            MENU[c.menu_index] if c.menu_index is not None else None
-            for c in alloc.clients
-        ]
+        alloc, sizes = plans[name].allocation, plans[name].sizes
         started = time.perf_counter()
         result = HeteroLoraRun(exp, sizes, rule).run()
         last = result.history[-1]

@@ -57,13 +57,17 @@ from fedpeft.aggregation.mean import example_weights, weighted_mean
 from fedpeft.client import evaluate, fit_head, local_update
 from fedpeft.config import parse_lora_size
 from fedpeft.devices import (
+    AdapterOption,
     Allocation,
     BackboneDims,
+    CostFn,
+    DeviceProfile,
     allocate,
     analytic_cost_fn,
     draw_profiles,
     excluded_by_fixed,
     lora_option,
+    round_time,
 )
 from fedpeft.engine.experiment import Experiment
 from fedpeft.engine.seeding import stream
@@ -421,6 +425,16 @@ class DevicePlan:
     sizes: tuple[LoraSize | None, ...]
     allocation: Allocation
     excluded_by_fixed: int
+    profiles: tuple[DeviceProfile, ...]
+    options: tuple[AdapterOption, ...]
+    cost_fn: CostFn
+
+    def predicted_seconds(self, client: int) -> dict[str, float]:
+        """Predicted round time of every menu size on ``client``'s device."""
+        return {
+            size.label: round_time(self.cost_fn(client, option), self.profiles[client])
+            for size, option in zip(self.menu, self.options, strict=True)
+        }
 
 
 def plan_devices(experiment: Experiment) -> DevicePlan:
@@ -462,4 +476,6 @@ def plan_devices(experiment: Experiment) -> DevicePlan:
         for c in allocation.clients
     )
     fixed = excluded_by_fixed(profiles, options, cost_fn, deadline_s=d.deadline_s)
-    return DevicePlan(menu, sizes, allocation, fixed)
+    return DevicePlan(
+        menu, sizes, allocation, fixed, tuple(profiles), tuple(options), cost_fn
+    )
