@@ -181,9 +181,11 @@ def render(stored: dict[str, Any]) -> str:
         f"Deadline {stored.get('deadline_s')} s; clients the largest fixed size "
         f"excludes: {len(weak)} ({', '.join(map(str, weak))})",
         "",
-        "| run | rule | clients allowed | test acc | macro-F1 | val acc, excluded-by-"
-        "fixed clients | val acc, others | kB / client-round | GFLOPs / client-round |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | rule | clients allowed | test acc (final) | test acc, mean of the "
+        "last 3 rounds | macro-F1 | val acc, excluded-by-fixed clients | val acc, "
+        "others | kB / client-round | GFLOPs / client-round | slowest predicted "
+        "round |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in stored.get("runs", {}).items():
         weak_acc = (
@@ -191,10 +193,12 @@ def render(stored: dict[str, Any]) -> str:
         )
         lines.append(
             f"| {name} | {r['rule']} | {r['allowed']}/{r['allowed'] + r['excluded']} "
-            f"| {r['test_accuracy']:.4f} | {r['test_macro_f1']:.4f} | {weak_acc} "
+            f"| {r['test_accuracy']:.4f} | {sum(r['curve'][-3:]) / 3:.4f} "
+            f"| {r['test_macro_f1']:.4f} | {weak_acc} "
             f"| {r['other_val_accuracy']:.4f} "
             f"| {r['bytes_per_client_round'] / 1e3:,.1f} "
-            f"| {r['gflops_per_client_round']:,.1f} |"
+            f"| {r['gflops_per_client_round']:,.1f} "
+            f"| {r['max_predicted_round_s']:.1f} s |"
         )
     return "\n".join(lines)
 
