@@ -17,8 +17,8 @@ serialization and checks; not aggregation or evaluation):
 * each engine in fp32 and with bf16 backbone compute (fp32 adapter/optimizer).
 
 Backbone share: the time of the forward+backward calls alone (timed inside a
-plain batched loop over the same concatenated batches) over the batched
-engine's round time.
+plain loop over the same length buckets of the same concatenated batches) over
+the batched engine's round time.
 
 ``--accuracy`` also runs the default main job twice, sequential fp32 vs batched
 bf16, and compares final accuracy. ``--memory`` measures peak RSS of a batched
@@ -43,13 +43,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedpeft.client.batched import concat_batches
+from fedpeft.client.batched import concat_batches, length_buckets
 from fedpeft.client.local import _batch_orders
 from fedpeft.config import load_config
 from fedpeft.engine.experiment import Experiment, build_experiment
 from fedpeft.engine.seeding import stream
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.models.precision import autocast
+from fedpeft.models.tokenized import Batch
 from fedpeft.strategies import sample_clients
 
 WORKLOAD = [
@@ -130,7 +131,7 @@ def plain_loop(exp: Experiment, rnd: int, params: dict[str, np.ndarray]) -> floa
 
 
 def backbone_seconds(exp: Experiment, rnd: int, precision: str) -> float:
-    """Forward+backward time alone over the batched engine's concatenated batches."""
+    """Forward+backward time alone over the batched engine's length buckets."""
     cfg, c = exp.config, exp.config.client
     model = exp.new_adapter()
     clients = selected(exp, rnd)
@@ -159,13 +160,21 @@ def backbone_seconds(exp: Experiment, rnd: int, precision: str) -> float:
         owner = torch.repeat_interleave(
             torch.tensor(active), torch.tensor([len(p) for p in parts])
         )
-        started = time.perf_counter()
-        params = {n: v[owner] for n, v in stacked.items()}
-        with autocast(precision):
-            logits = model.per_example_logits(batch, params)
-        loss = F.cross_entropy(logits.float(), batch.labels)
-        torch.autograd.grad(loss, list(stacked.values()))
-        total += time.perf_counter() - started
+        lengths = batch.attention_mask.sum(dim=1)
+        for idx in length_buckets(lengths, cfg.federation.bucket_size):
+            width = int(lengths[idx].max())
+            sub = Batch(
+                batch.input_ids[idx, :width],
+                batch.attention_mask[idx, :width],
+                batch.labels[idx],
+            )
+            started = time.perf_counter()
+            params = {n: v[owner[idx]] for n, v in stacked.items()}
+            with autocast(precision):
+                logits = model.per_example_logits(sub, params)
+            loss = F.cross_entropy(logits.float(), sub.labels)
+            torch.autograd.grad(loss, list(stacked.values()))
+            total += time.perf_counter() - started
     return total
 
 

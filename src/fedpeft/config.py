@@ -222,7 +222,7 @@ class FederationSection(Section):
         "prompt, lora; others train one after another)",
     )
     bucket_size: int = Field(
-        32,
+        16,
         ge=0,
         description="with batch_clients: sort each shared step's examples by length "
         "and run them in groups of about this many, each padded only to its own "

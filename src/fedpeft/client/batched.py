@@ -273,14 +273,19 @@ def train_clients_batched(
             per_example = torch.empty(len(batch))
             for idx in buckets:
                 sub = _take(batch, idx)
-                params = {n: stacked[n][owner[idx]] for n in names}
-                with autocast(precision):
-                    logits = model.per_example_logits(sub, params)
-                loss = F.cross_entropy(logits.float(), sub.labels, reduction="none")
-                per_example[idx] = loss.detach()
-                part = torch.autograd.grad((loss * inv_count[idx]).sum(), leaves)
-                for g, p in zip(grads, part, strict=True):
-                    g += p
+
+                def bucket(sub: Batch = sub, idx: torch.Tensor = idx) -> None:
+                    params = {n: stacked[n][owner[idx]] for n in names}
+                    with autocast(precision):
+                        logits = model.per_example_logits(sub, params)
+                    loss = F.cross_entropy(logits.float(), sub.labels, reduction="none")
+                    per_example[idx] = loss.detach()
+                    part = torch.autograd.grad((loss * inv_count[idx]).sum(), leaves)
+                    for g, p in zip(grads, part, strict=True):
+                        g += p
+
+                width = sub.input_ids.shape[1]
+                meter.run(("batched", width), bucket, count=len(sub))
             by_name = dict(zip(names, grads, strict=True))
             if proximal_mu > 0:  # ∇ (μ/2)·‖θ_k − θ_k,start‖² = μ·(θ_k − θ_k,start)
                 for n in names:
@@ -291,10 +296,7 @@ def train_clients_batched(
             return per_example
 
         before = meter.total
-        shapes = tuple(
-            (len(b), int(batch.attention_mask[b].sum(1).max())) for b in buckets
-        )
-        per_example = meter.run(("batched", shapes), step)
+        per_example = step()
         step_flops = meter.total - before
         offsets = np.concatenate([[0], np.cumsum(counts.numpy())])
         for i, k in enumerate(active):

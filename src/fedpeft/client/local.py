@@ -133,13 +133,14 @@ def train_adapter(
             optimizer.step()
             return float(loss.detach())
 
-        losses.append(meter.run(("train", *batch.input_ids.shape), step))
+        width = batch.input_ids.shape[1]
+        losses.append(meter.run(("train", width), step, count=len(batch)))
         examples += len(batch)
     return LocalTrainStats(
         loss=float(np.mean(losses)) if losses else float("nan"),
         steps=len(losses),
         examples=examples,
-        flops=meter.total - start_flops,
+        flops=round(meter.total - start_flops),
         seconds=time.perf_counter() - started,
     )
 
