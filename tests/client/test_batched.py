@@ -36,6 +36,7 @@ def _jobs(exp: Experiment, starts: list[dict[str, np.ndarray]]) -> list[ClientJo
         ("prompt", {"local_epochs": 2}, 0),
         ("prompt", {"local_epochs": 1, "max_grad_norm": 0.05, "weight_decay": 0.1}, 7),
         ("lora", {"local_epochs": 1, "max_grad_norm": 0.5}, 7),
+        ("prefix", {"local_epochs": 1}, 7),
     ],
 )
 def test_batched_clients_match_sequential_clients(
@@ -122,14 +123,18 @@ def test_refuses_methods_without_a_per_example_forward(
         train_clients_batched(ia3, [], tiny_experiment.config.client)
 
 
-def test_lora_per_example_forward_selects_each_examples_adapter(
-    tiny_experiment: Experiment,
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [("lora", {"rank": 4}), ("prefix", {}), ("prefix", {"projection": True})],
+)
+def test_per_example_forward_selects_each_examples_adapter(
+    tiny_experiment: Experiment, method: str, options: dict[str, object]
 ) -> None:
     exp = tiny_experiment
     batch = exp.clients[0].train.batch(np.arange(6))
-    models = [exp.new_adapter("lora", rank=4) for _ in range(2)]
+    models = [exp.new_adapter(method, **options) for _ in range(2)]
     rng = np.random.default_rng(0)
-    for m in models:  # non-zero B, different per model
+    for m in models:  # different per model (LoRA: non-zero B)
         m.load_trainable_state(
             {
                 k: (v + rng.normal(scale=0.05, size=v.shape)).astype(np.float32)
@@ -147,7 +152,7 @@ def test_lora_per_example_forward_selects_each_examples_adapter(
         alone = [m(batch) for m in models]
     expected = torch.stack([alone[int(o)][i] for i, o in enumerate(owner)])
     torch.testing.assert_close(mixed, expected, rtol=1e-4, atol=1e-5)
-    # the hooks are gone and peft's own branch is back
+    # (LoRA) the hooks are gone and peft's own branch is back
     with torch.no_grad():
         torch.testing.assert_close(models[0](batch), alone[0])
 

@@ -13,6 +13,7 @@ from real activations works better than noise, Li & Liang §7.2).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -129,6 +130,35 @@ class PrefixClassifier(AdapterClassifier):
         prefix = self.prefix_values().to(tokens.dtype)
         pairs = [(layer[0], layer[1]) for layer in prefix]  # per layer (H, L, hd)
         return self.backbone.encode(tokens, batch.attention_mask, pairs)
+
+    def per_example_logits(
+        self, batch: Batch, params: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Logits where example i uses its own prefix (or its own projection
+        MLP and prefix tokens): every tensor in ``params`` has a leading batch
+        dimension."""
+        if self.projection:
+            tokens = params["prefix_tokens"]  # (B, L, dim)
+            hidden = torch.tanh(
+                torch.einsum("bld,bhd->blh", tokens, params["mlp.0.weight"])
+                + params["mlp.0.bias"][:, None]
+            )
+            flat = (
+                torch.einsum("blh,boh->blo", hidden, params["mlp.2.weight"])
+                + params["mlp.2.bias"][:, None]
+            )  # (B, L, layers·2·heads·dim)
+            layers, two, heads, length, dim = self.shape
+            prefix = flat.view(-1, length, layers, two, heads, dim).permute(
+                0, 2, 3, 4, 1, 5
+            )  # (B, layers, 2, heads, L, dim)
+        else:
+            prefix = params["prefix"]  # (B, layers, 2, heads, L, dim)
+        embeds = self.backbone.embed(batch.input_ids)  # (B, seq, dim)
+        prefix = prefix.to(embeds.dtype)
+        pairs = [(prefix[:, i, 0], prefix[:, i, 1]) for i in range(prefix.shape[1])]
+        hidden = self.backbone.encode(embeds, batch.attention_mask, pairs)
+        features = self.backbone.pool(hidden, batch.attention_mask)
+        return self.per_example_head(features, params)
 
 
 def _vocab_prefix(
