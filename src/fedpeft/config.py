@@ -219,7 +219,7 @@ class FederationSection(Section):
         False,
         description="train the selected clients together: one forward/backward over "
         "the shared backbone serves all of them (methods with a per-example forward: "
-        "prompt, lora; others train one after another)",
+        "prompt, prefix, lora; others train one after another)",
     )
     bucket_size: int = Field(
         16,

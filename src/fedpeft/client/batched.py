@@ -13,7 +13,8 @@ only the clients that took a step, so every client follows the same AdamW
 trajectory as when it trains alone (up to floating-point reassociation).
 
 Supported for the methods with a per-example forward: soft prompts (each
-example's prompt gathered from the stack) and LoRA (each adapted layer adds
+example's prompt gathered from the stack), prefix tuning (each example's
+key/value prefix, or its projection MLP) and LoRA (each adapted layer adds
 ``s · B_i A_i x_i`` with batched products); the engine falls back to sequential
 training for the others. Each shared step can also be split into length
 buckets (:func:`length_buckets`): gradients add up exactly, so the grouping
