@@ -96,6 +96,7 @@ def _config(rounds: int, extra: list[str]) -> Any:
 
 # ------------------------------------------------------------------ Flower
 _EXPERIMENT: Any = None
+_METER: Any = None  # one FLOP meter per actor, as the embedded engine keeps one
 
 
 def _experiment(rounds: int) -> Any:
@@ -135,8 +136,17 @@ def run_flower(rounds: int, cpus: int) -> dict[str, Any]:
             model.load_trainable_state(dict(zip(names, parameters, strict=True)))
             data = e.clients[self.k].train
             rnd = int(config["round"])
+            global _METER
+            if _METER is None:
+                from fedpeft.client.flops import FlopMeter
+
+                _METER = FlopMeter()
             train_adapter(
-                model, data, e.config.client, stream(0, "client", rnd, self.k)
+                model,
+                data,
+                e.config.client,
+                stream(0, "client", rnd, self.k),
+                flops=_METER,
             )
             state = model.trainable_state()
             return [state[n] for n in names], len(data), {}

@@ -216,7 +216,7 @@ class FederationSection(Section):
     )
     eval_batch_size: int = Field(128, ge=1)
     batch_clients: bool = Field(
-        False,
+        True,
         description="train the selected clients together: one forward/backward over "
         "the shared backbone serves all of them (methods with a per-example forward: "
         "prompt, prefix, lora; others train one after another)",

@@ -95,7 +95,10 @@ def test_faulty_client_update_is_rejected_and_round_continues(
         update={
             "strategy": tiny_experiment.config.strategy.model_copy(
                 update={"fraction_fit": 1.0}
-            )
+            ),
+            "federation": tiny_experiment.config.federation.model_copy(
+                update={"batch_clients": False}  # the path that calls local_update
+            ),
         }
     )
     exp = simulation.Experiment(
@@ -149,7 +152,7 @@ def _with(exp: simulation.Experiment, **federation: object) -> simulation.Experi
 
 
 def test_batched_clients_give_the_sequential_run(tiny_experiment) -> None:  # type: ignore[no-untyped-def]
-    sequential = FederatedRun(tiny_experiment).run()
+    sequential = FederatedRun(_with(tiny_experiment, batch_clients=False)).run()
     batched = FederatedRun(_with(tiny_experiment, batch_clients=True)).run()
     assert [r["clients"] for r in batched.history] == [
         r["clients"] for r in sequential.history

@@ -91,13 +91,13 @@ class FederatedRun:
 
     def _batchable(self) -> bool:
         if self.record_dp is not None and self.record_dp.dp is not None:
-            logger.warning(
+            logger.info(
                 "federation.batch_clients: record-level DP-SGD trains clients "
                 "one after another"
             )
             return False
         if not supports_batching(self.model):
-            logger.warning(
+            logger.info(
                 "federation.batch_clients: %s has no per-example forward; clients "
                 "train one after another",
                 type(self.model).__name__,
