@@ -14,9 +14,11 @@ same shuffling stream in both engines, so the work per round is identical.
 
 Per round, the client phase: from the strategy's ``configure_fit`` to its
 ``aggregate_fit`` (Flower) or the engine's ``train_seconds``. Start-up: from
-launch to the first round's start. Memory: the peak of the summed resident set
-of the process and all its descendants (Ray's workers, raylet, GCS),
-sampled every 50 ms. Each measurement runs in a fresh process.
+launch to the first round's start. Memory: the peak of the summed memory
+of the process and all its descendants (Ray's workers, raylet, GCS) as
+proportional set size (shared pages split between their users), sampled
+every second (reading every process's smaps costs CPU; sparser sampling
+keeps it out of the round times). Each measurement runs in a fresh process.
 
     python bench/flower_compare.py [--rounds 4] [--only NAME ...]
 """
@@ -60,7 +62,12 @@ RUNS = {
 
 
 class TreeMemory:
-    """Peak summed RSS (MiB) of this process and its descendants."""
+    """Peak summed PSS (MiB) of this process and its descendants.
+
+    PSS (proportional set size) splits shared pages between the processes that
+    map them, so the sum over Ray's processes, which share libraries and the
+    object store, counts each page once; summed RSS would count them repeatedly.
+    """
 
     def __init__(self) -> None:
         import psutil
@@ -78,9 +85,9 @@ class TreeMemory:
             total = 0
             for p in [self.root, *self.root.children(recursive=True)]:
                 with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
+                    total += p.memory_full_info().pss
             self.peak = max(self.peak, total / 2**20)
-            time.sleep(0.05)
+            time.sleep(1.0)
 
     def stop(self) -> float:
         self._done.set()
@@ -261,7 +268,7 @@ def main() -> None:
 def render(stored: dict[str, Any]) -> str:
     lines = [
         "| engine | s / round (median of rounds 2..R) | vs Flower 1-CPU actors "
-        "| start-up s | peak memory (process tree) |",
+        "| start-up s | peak memory (process tree, PSS) |",
         "|---|---|---|---|---|",
     ]
     ref = stored.get("flower, 1-CPU actors")
