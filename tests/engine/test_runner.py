@@ -46,6 +46,8 @@ def test_cli_run_writes_a_complete_run_directory(tmp_path: Path) -> None:
     fed = summary["federated"]
     assert fed["bytes_up_per_client_round"] == fed["bytes_down_per_client_round"]
     assert fed["payload_fraction_of_full"] < 1e-3
+    env = summary["environment"]
+    assert env["torch"].startswith("2.13.0") and env["transformers"][0].isdigit()
     runs = {r["run"] for r in read_metrics(run_dir / "metrics.jsonl")}
     assert runs == {"federated", "centralized"}
     assert "centralized" in result.stdout
@@ -102,6 +104,7 @@ def test_cli_run_with_device_profiles_allocates_lora_sizes(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "devices"
     summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["environment"]["torch"].startswith("2.13.0")
     devices = summary["devices"]
     assert devices["participating"] + devices["excluded"] == 4
     assert sum(devices["sizes"].values()) == devices["participating"]

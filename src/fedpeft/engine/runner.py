@@ -212,6 +212,7 @@ def run_device_experiment(
         },
         "baselines": {},
         "privacy": {},
+        "environment": environment(),
     }
     (run_dir / "summary.json").write_text(
         json.dumps(summary, indent=2), encoding="utf-8"
@@ -413,7 +414,42 @@ def summarize(
         },
         "baselines": dict(baselines),
         "privacy": _privacy_summary(cfg, history),
+        "environment": environment(),
     }
+
+
+ENVIRONMENT_PACKAGES = (
+    "fedpeft",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "peft",
+    "numpy",
+    "scikit-learn",
+    "flwr-datasets",
+    "dp-accounting",
+    "cryptography",
+)
+
+
+def environment() -> dict[str, str]:
+    """Python and the versions of the packages that shape a run's numbers.
+
+    Dependencies are version ranges, so two fresh installs can differ; runs
+    record what they ran on (a 20 Newsgroups result moved by 1.25 points
+    between two environments with the same code).
+    """
+    import importlib.metadata
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ENVIRONMENT_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    out["torch_threads"] = str(torch.get_num_threads())
+    return out
 
 
 def _privacy_summary(
