@@ -228,6 +228,13 @@ class FederationSection(Section):
         "and run them in groups of about this many, each padded only to its own "
         "longest (0 = one padded batch); the gradient is the same",
     )
+    bucket_threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="with batch_clients: run a step's buckets on this many threads "
+        "(prompt, prefix); gradients are summed in a fixed order",
+    )
 
 
 class BaselinesSection(Section):

@@ -31,12 +31,17 @@ def _jobs(exp: Experiment, starts: list[dict[str, np.ndarray]]) -> list[ClientJo
 
 
 @pytest.mark.parametrize(
-    ("method", "options", "bucket_size"),
+    ("method", "options", "bucket_size", "threads"),
     [
-        ("prompt", {"local_epochs": 2}, 0),
-        ("prompt", {"local_epochs": 1, "max_grad_norm": 0.05, "weight_decay": 0.1}, 7),
-        ("lora", {"local_epochs": 1, "max_grad_norm": 0.5}, 7),
-        ("prefix", {"local_epochs": 1}, 7),
+        ("prompt", {"local_epochs": 2}, 0, 1),
+        (
+            "prompt",
+            {"local_epochs": 1, "max_grad_norm": 0.05, "weight_decay": 0.1},
+            7,
+            2,
+        ),
+        ("lora", {"local_epochs": 1, "max_grad_norm": 0.5}, 7, 2),
+        ("prefix", {"local_epochs": 1}, 7, 2),
     ],
 )
 def test_batched_clients_match_sequential_clients(
@@ -44,6 +49,7 @@ def test_batched_clients_match_sequential_clients(
     method: str,
     options: dict[str, float],
     bucket_size: int,
+    threads: int,
 ) -> None:
     exp = tiny_experiment
     cfg = exp.config.client.model_copy(update={"batch_size": 8, **options})
@@ -58,7 +64,12 @@ def test_batched_clients_match_sequential_clients(
         for _ in range(3)
     ]
     batched = train_clients_batched(
-        model, _jobs(exp, starts), cfg, proximal_mu=0.5, bucket_size=bucket_size
+        model,
+        _jobs(exp, starts),
+        cfg,
+        proximal_mu=0.5,
+        bucket_size=bucket_size,
+        bucket_threads=threads,
     )
     for job, (state, stats) in zip(_jobs(exp, starts), batched, strict=True):
         alone = exp.new_adapter(method)
@@ -165,3 +176,22 @@ def test_length_buckets_sort_and_cover() -> None:
     flat = lengths[torch.cat(groups)]
     assert torch.equal(flat, torch.sort(lengths).values)
     assert [len(g) for g in length_buckets(lengths, 0)] == [7]
+
+
+def test_threaded_buckets_give_bit_identical_results(
+    tiny_experiment: Experiment,
+) -> None:
+    exp = tiny_experiment
+    cfg = exp.config.client.model_copy(update={"batch_size": 8})
+    model = exp.new_adapter("prompt")
+    starts = [model.trainable_state()] * 3
+    runs = [
+        train_clients_batched(
+            model, _jobs(exp, starts), cfg, bucket_size=4, bucket_threads=threads
+        )
+        for threads in (1, 2, 2)
+    ]
+    for other in runs[1:]:
+        for (a, _), (b, _) in zip(runs[0], other, strict=True):
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name])

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,6 +90,44 @@ def length_buckets(lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
         return [torch.arange(n)]
     order = torch.argsort(lengths, stable=True)
     return [g for g in torch.tensor_split(order, math.ceil(n / size)) if len(g)]
+
+
+BucketResult = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
+
+
+def _run_buckets(
+    work: Callable[[torch.Tensor], BucketResult],
+    buckets: Sequence[torch.Tensor],
+    batch: Batch,
+    meter: FlopMeter,
+    pool: ThreadPoolExecutor | None,
+) -> list[BucketResult]:
+    """Every bucket's (losses, gradients), in bucket order.
+
+    A bucket whose length the meter has not seen yet runs alone under the FLOP
+    counter (a dispatch mode, not to be shared across threads); the others run
+    on ``pool`` when given and are counted from the meter's per-sequence
+    figures.
+    """
+    widths = [int(batch.attention_mask[idx].sum(dim=1).max()) for idx in buckets]
+    out: dict[int, BucketResult] = {}
+    for i, (idx, width) in enumerate(zip(buckets, widths, strict=True)):
+        if not meter.known(("batched", width)):
+
+            def counted(idx: torch.Tensor = idx) -> BucketResult:
+                return work(idx)
+
+            out[i] = meter.run(("batched", width), counted, count=len(idx))
+    rest = [i for i in range(len(buckets)) if i not in out]
+    for i in rest:
+        meter.add(("batched", widths[i]), len(buckets[i]))
+    if pool is not None and len(rest) > 1:
+        done = pool.map(lambda i: work(buckets[i]), rest)
+        out.update(zip(rest, done, strict=True))
+    else:
+        for i in rest:
+            out[i] = work(buckets[i])
+    return [out[i] for i in range(len(buckets))]
 
 
 def _take(batch: Batch, idx: torch.Tensor) -> Batch:
@@ -179,6 +218,7 @@ def train_clients_batched(
     precision: str = "fp32",
     flops: FlopMeter | None = None,
     bucket_size: int = 0,
+    bucket_threads: int = 1,
 ) -> list[tuple[Params, LocalTrainStats]]:
     """Train every job's copy of ``model``'s trainable tensors, together.
 
@@ -193,6 +233,11 @@ def train_clients_batched(
         bucket_size: Split each shared step's examples, sorted by length, into
             groups of about this many, each padded only to its own longest
             (0: one padded batch). The gradient is the same sum either way.
+        bucket_threads: Run the buckets of a step on this many threads (for
+            methods whose per-example forward is thread-safe); the gradients
+            are summed in bucket order, so the result does not depend on
+            scheduling. On a small CPU, two streams of small operations use
+            the cores better than one stream of two-thread operations.
 
     Returns:
         Per job, in order: the trained state and its statistics. A client's
@@ -244,6 +289,8 @@ def train_clients_batched(
         for j in jobs
     ]
     meter = flops if flops is not None else FlopMeter()
+    workers = bucket_threads if model.per_example_thread_safe else 1
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
     losses: list[list[float]] = [[] for _ in jobs]
     shares = np.zeros(k_total)  # examples each client put through
     flop_share = np.zeros(k_total)
@@ -270,23 +317,23 @@ def train_clients_batched(
             # Σ_k (mean loss of client k), summed bucket by bucket: gradients
             # add up exactly, whatever the grouping.
             leaves = [stacked[n] for n in names]
-            grads = [torch.zeros_like(t) for t in leaves]
-            per_example = torch.empty(len(batch))
-            for idx in buckets:
+
+            def bucket(idx: torch.Tensor) -> BucketResult:
                 sub = _take(batch, idx)
+                params = {n: stacked[n][owner[idx]] for n in names}
+                with autocast(precision):
+                    logits = model.per_example_logits(sub, params)
+                loss = F.cross_entropy(logits.float(), sub.labels, reduction="none")
+                part = torch.autograd.grad((loss * inv_count[idx]).sum(), leaves)
+                return loss.detach(), tuple(part)
 
-                def bucket(sub: Batch = sub, idx: torch.Tensor = idx) -> None:
-                    params = {n: stacked[n][owner[idx]] for n in names}
-                    with autocast(precision):
-                        logits = model.per_example_logits(sub, params)
-                    loss = F.cross_entropy(logits.float(), sub.labels, reduction="none")
-                    per_example[idx] = loss.detach()
-                    part = torch.autograd.grad((loss * inv_count[idx]).sum(), leaves)
-                    for g, p in zip(grads, part, strict=True):
-                        g += p
-
-                width = sub.input_ids.shape[1]
-                meter.run(("batched", width), bucket, count=len(sub))
+            results = _run_buckets(bucket, buckets, batch, meter, pool)
+            per_example = torch.empty(len(batch))
+            grads = [torch.zeros_like(t) for t in leaves]
+            for idx, (loss, part) in zip(buckets, results, strict=True):
+                per_example[idx] = loss
+                for g, p in zip(grads, part, strict=True):  # fixed order
+                    g += p
             by_name = dict(zip(names, grads, strict=True))
             if proximal_mu > 0:  # ∇ (μ/2)·‖θ_k − θ_k,start‖² = μ·(θ_k − θ_k,start)
                 for n in names:
@@ -306,6 +353,8 @@ def train_clients_batched(
             shares[k] += n_k
             flop_share[k] += step_flops * n_k / len(batch)
     seconds = time.perf_counter() - started
+    if pool is not None:
+        pool.shutdown()
     results = []
     for k in range(k_total):
         state = {

@@ -50,5 +50,13 @@ class FlopMeter:
         self.total += flops
         return result
 
+    def known(self, key: Hashable) -> bool:
+        """Whether ``key`` has been measured."""
+        return key in self._per_unit
+
+    def add(self, key: Hashable, count: int) -> None:
+        """Count ``count`` units of an already measured ``key`` without running."""
+        self.total += self._per_unit[key] * count
+
     def reset(self) -> None:
         self.total = 0.0

@@ -390,6 +390,7 @@ class FederatedRun:
                 precision=cfg.model.precision,
                 flops=self.flops,
                 bucket_size=cfg.federation.bucket_size,
+                bucket_threads=cfg.federation.bucket_threads,
             )
         except (RuntimeError, ValueError, MemoryError) as err:
             logger.warning(

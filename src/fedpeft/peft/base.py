@@ -34,6 +34,9 @@ class AdapterClassifier(nn.Module):
     """
 
     head_prefix = "head."
+    per_example_thread_safe = True
+    """Whether :meth:`per_example_logits` may run on several threads at once
+    (False for a method that changes shared modules during the call)."""
 
     def __init__(
         self,

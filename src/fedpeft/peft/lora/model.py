@@ -93,6 +93,8 @@ class LoraClassifier(InjectedTunerClassifier):
                 elif "lora_B" in name:
                     tensor.zero_()
 
+    per_example_thread_safe = False  # the call hooks the shared LoRA modules
+
     def per_example_logits(
         self, batch: Batch, params: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
