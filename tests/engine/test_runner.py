@@ -115,6 +115,8 @@ def test_cli_run_with_device_profiles_allocates_lora_sizes(tmp_path: Path) -> No
     ]
     records = read_metrics(run_dir / "metrics.jsonl")
     assert [r["round"] for r in records] == [0, 1]
+    export = CliRunner().invoke(app, ["export", str(run_dir), str(tmp_path / "out")])
+    assert export.exit_code == 2 and "device run" in export.output
 
 
 @pytest.mark.parametrize(

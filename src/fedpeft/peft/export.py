@@ -41,7 +41,16 @@ def load_run_adapter(run_dir: Path) -> AdapterClassifier:
 
     Raises:
         FileNotFoundError: if the run has no final adapter or config.
+        ValueError: for a device run (mixed LoRA sizes), which has no single
+            exportable adapter.
     """
+    if (run_dir / "allocation.json").exists():
+        raise ValueError(
+            f"{run_dir} is a device run (mixed LoRA sizes, allocation.json): its "
+            "global adapter is the server's rank-r_max merge state, not one "
+            "client's adapter, and export does not support it yet; export a run "
+            "without [devices]"
+        )
     adapter_dir = run_dir / "adapter"
     meta_path, blob_path = (
         adapter_dir / "adapter_config.json",
