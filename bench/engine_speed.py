@@ -30,6 +30,7 @@ run at N = 10, 100, 1000 clients (each in a fresh process).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -43,15 +44,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedpeft.client.batched import concat_batches, length_buckets
+from fedpeft.client.batched import concat_batches, length_buckets, sub_batch
 from fedpeft.client.local import _batch_orders
 from fedpeft.config import load_config
 from fedpeft.engine.experiment import Experiment, build_experiment
 from fedpeft.engine.seeding import stream
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.models.precision import autocast
-from fedpeft.models.tokenized import Batch
-from fedpeft.strategies import sample_clients
 
 WORKLOAD = [
     "data.corpus=rotten-tomatoes",
@@ -80,37 +79,21 @@ def engine_variant(exp: Experiment, batched: bool, precision: str) -> FederatedR
             "model": exp.config.model.model_copy(update={"precision": precision}),
         }
     )
-    return FederatedRun(
-        Experiment(
-            cfg,
-            exp.backbone,
-            exp.corpus,
-            exp.train,
-            exp.test,
-            exp.partition,
-            exp.clients,
-        )
-    )
+    return FederatedRun(dataclasses.replace(exp, config=cfg))
 
 
 def selected(exp: Experiment, rnd: int) -> list[int]:
-    cfg = exp.config
-    rng = stream(cfg.seed, "sample", rnd)
-    chosen = sample_clients(
-        cfg.federation.num_clients,
-        cfg.strategy.fraction_fit,
-        cfg.strategy.min_fit_clients,
-        rng,
-    )
-    return [int(k) for k in chosen]
+    """Round ``rnd``'s clients, as every engine variant draws them."""
+    return [int(k) for k in FederatedRun(exp).select(rnd)]
 
 
 def plain_loop(exp: Experiment, rnd: int, params: dict[str, np.ndarray]) -> float:
     """Seconds of a framework-free sequential loop over the round's clients."""
     cfg, c = exp.config, exp.config.client
     model = exp.new_adapter()
+    clients = selected(exp, rnd)
     started = time.perf_counter()
-    for k in selected(exp, rnd):
+    for k in clients:
         model.load_trainable_state(params)
         opt = torch.optim.AdamW(
             [
@@ -162,12 +145,7 @@ def backbone_seconds(exp: Experiment, rnd: int, precision: str) -> float:
         )
         lengths = batch.attention_mask.sum(dim=1)
         for idx in length_buckets(lengths, cfg.federation.bucket_size):
-            width = int(lengths[idx].max())
-            sub = Batch(
-                batch.input_ids[idx, :width],
-                batch.attention_mask[idx, :width],
-                batch.labels[idx],
-            )
+            sub = sub_batch(batch, idx)
             started = time.perf_counter()
             params = {n: v[owner[idx]] for n, v in stacked.items()}
             with autocast(precision):

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedpeft.client.batched import _take, concat_batches, length_buckets
+from fedpeft.client.batched import concat_batches, length_buckets, sub_batch
 from fedpeft.config import load_config
 from fedpeft.engine.experiment import build_experiment
 from fedpeft.models.backbone import Backbone
@@ -85,7 +85,7 @@ def main() -> None:
         for size in (16, 32, 48):
             groups = length_buckets(big.attention_mask.sum(1), size)
             out[f"buckets of {size}"] = (
-                [_take(big, g) for g in groups],
+                [sub_batch(big, g) for g in groups],
                 [owner[g] for g in groups],
             )
         return out

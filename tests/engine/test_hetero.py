@@ -20,8 +20,8 @@ def _trained(run: HeteroLoraRun, size: LoraSize, seed: int) -> Params:
     rng = np.random.default_rng(seed)
     state = run.client_state(run._start(), size)
     if run.rule == "ffa":  # A is frozen and travels nowhere; the server adds it
-        state.update(run._frozen_a(run._model(size)))
-        state.update({k: run.initial[k][: size.rank] for k in state if "lora_A" in k})
+        frozen = run._frozen_a(run._model(size))
+        state.update({k: run.initial[k][: size.rank] for k in frozen})
     return {
         k: v
         if (run.rule == "ffa" and "lora_A" in k)

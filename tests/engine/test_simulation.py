@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -140,15 +141,7 @@ def _with(exp: simulation.Experiment, **federation: object) -> simulation.Experi
     cfg = exp.config.model_copy(
         update={"federation": exp.config.federation.model_copy(update=federation)}
     )
-    return simulation.Experiment(
-        cfg,
-        exp.backbone,
-        exp.corpus,
-        exp.train,
-        exp.test,
-        exp.partition,
-        exp.clients,
-    )
+    return dataclasses.replace(exp, config=cfg)
 
 
 def test_batched_clients_give_the_sequential_run(tiny_experiment) -> None:  # type: ignore[no-untyped-def]

@@ -95,10 +95,20 @@ def length_buckets(lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
 BucketResult = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
 
 
+def sub_batch(batch: Batch, idx: torch.Tensor) -> Batch:
+    """The examples ``idx`` of ``batch``, trimmed to their longest."""
+    width = int(batch.attention_mask[idx].sum(dim=1).max())
+    return Batch(
+        batch.input_ids[idx, :width],
+        batch.attention_mask[idx, :width],
+        batch.labels[idx],
+    )
+
+
 def _run_buckets(
-    work: Callable[[torch.Tensor], BucketResult],
-    buckets: Sequence[torch.Tensor],
+    work: Callable[[Batch, torch.Tensor], BucketResult],
     batch: Batch,
+    buckets: Sequence[torch.Tensor],
     meter: FlopMeter,
     pool: ThreadPoolExecutor | None,
 ) -> list[BucketResult]:
@@ -109,35 +119,26 @@ def _run_buckets(
     on ``pool`` when given and are counted from the meter's per-sequence
     figures.
     """
-    widths = [int(batch.attention_mask[idx].sum(dim=1).max()) for idx in buckets]
+    subs = [sub_batch(batch, idx) for idx in buckets]
+    keys = [("batched", sub.input_ids.shape[1]) for sub in subs]
     out: dict[int, BucketResult] = {}
-    for i, (idx, width) in enumerate(zip(buckets, widths, strict=True)):
-        if not meter.known(("batched", width)):
+    for i, (sub, idx, key) in enumerate(zip(subs, buckets, keys, strict=True)):
+        if not meter.known(key):
 
-            def counted(idx: torch.Tensor = idx) -> BucketResult:
-                return work(idx)
+            def counted(sub: Batch = sub, idx: torch.Tensor = idx) -> BucketResult:
+                return work(sub, idx)
 
-            out[i] = meter.run(("batched", width), counted, count=len(idx))
+            out[i] = meter.run(key, counted, count=len(sub))
     rest = [i for i in range(len(buckets)) if i not in out]
     for i in rest:
-        meter.add(("batched", widths[i]), len(buckets[i]))
+        meter.add(keys[i], len(subs[i]))
     if pool is not None and len(rest) > 1:
-        done = pool.map(lambda i: work(buckets[i]), rest)
+        done = pool.map(lambda i: work(subs[i], buckets[i]), rest)
         out.update(zip(rest, done, strict=True))
     else:
         for i in rest:
-            out[i] = work(buckets[i])
+            out[i] = work(subs[i], buckets[i])
     return [out[i] for i in range(len(buckets))]
-
-
-def _take(batch: Batch, idx: torch.Tensor) -> Batch:
-    """The examples ``idx`` of ``batch``, trimmed to their longest."""
-    width = int(batch.attention_mask[idx].sum(dim=1).max())
-    return Batch(
-        batch.input_ids[idx, :width],
-        batch.attention_mask[idx, :width],
-        batch.labels[idx],
-    )
 
 
 class StackedAdamW:
@@ -273,6 +274,7 @@ def train_clients_batched(
         .requires_grad_(True)
         for n in names
     }
+    leaves = [stacked[n] for n in names]
     anchor = {n: t.detach().clone() for n, t in stacked.items()}
     head = set(n for n in names if n.startswith(model.head_prefix))
     optimizer = StackedAdamW(
@@ -307,45 +309,37 @@ def train_clients_batched(
 
         buckets = length_buckets(batch.attention_mask.sum(dim=1), bucket_size)
 
-        def step(
-            batch: Batch = batch,
+        # Σ_k (mean loss of client k), summed bucket by bucket: gradients add
+        # up exactly, whatever the grouping.
+        def bucket(
+            sub: Batch,
+            idx: torch.Tensor,
             owner: torch.Tensor = owner,
             inv_count: torch.Tensor = inv_count,
-            mask: torch.Tensor = mask,
-            buckets: list[torch.Tensor] = buckets,
-        ) -> torch.Tensor:
-            # Σ_k (mean loss of client k), summed bucket by bucket: gradients
-            # add up exactly, whatever the grouping.
-            leaves = [stacked[n] for n in names]
-
-            def bucket(idx: torch.Tensor) -> BucketResult:
-                sub = _take(batch, idx)
-                params = {n: stacked[n][owner[idx]] for n in names}
-                with autocast(precision):
-                    logits = model.per_example_logits(sub, params)
-                loss = F.cross_entropy(logits.float(), sub.labels, reduction="none")
-                part = torch.autograd.grad((loss * inv_count[idx]).sum(), leaves)
-                return loss.detach(), tuple(part)
-
-            results = _run_buckets(bucket, buckets, batch, meter, pool)
-            per_example = torch.empty(len(batch))
-            grads = [torch.zeros_like(t) for t in leaves]
-            for idx, (loss, part) in zip(buckets, results, strict=True):
-                per_example[idx] = loss
-                for g, p in zip(grads, part, strict=True):  # fixed order
-                    g += p
-            by_name = dict(zip(names, grads, strict=True))
-            if proximal_mu > 0:  # ∇ (μ/2)·‖θ_k − θ_k,start‖² = μ·(θ_k − θ_k,start)
-                for n in names:
-                    by_name[n] += proximal_mu * (stacked[n].detach() - anchor[n])
-            if cfg.max_grad_norm > 0:
-                _clip_per_client(by_name, cfg.max_grad_norm, k_total)
-            optimizer.step(by_name, mask)
-            return per_example
+        ) -> BucketResult:
+            params = {n: stacked[n][owner[idx]] for n in names}
+            with autocast(precision):
+                logits = model.per_example_logits(sub, params)
+            loss = F.cross_entropy(logits.float(), sub.labels, reduction="none")
+            part = torch.autograd.grad((loss * inv_count[idx]).sum(), leaves)
+            return loss.detach(), tuple(part)
 
         before = meter.total
-        per_example = step()
+        bucket_results = _run_buckets(bucket, batch, buckets, meter, pool)
         step_flops = meter.total - before
+        per_example = torch.empty(len(batch))
+        grads = [torch.zeros_like(t) for t in leaves]
+        for idx, (loss, part) in zip(buckets, bucket_results, strict=True):
+            per_example[idx] = loss
+            for g, p in zip(grads, part, strict=True):  # fixed order
+                g += p
+        by_name = dict(zip(names, grads, strict=True))
+        if proximal_mu > 0:  # ∇ (μ/2)·‖θ_k − θ_k,start‖² = μ·(θ_k − θ_k,start)
+            for n in names:
+                by_name[n] += proximal_mu * (stacked[n].detach() - anchor[n])
+        if cfg.max_grad_norm > 0:
+            _clip_per_client(by_name, cfg.max_grad_norm, k_total)
+        optimizer.step(by_name, mask)
         offsets = np.concatenate([[0], np.cumsum(counts.numpy())])
         for i, k in enumerate(active):
             n_k = int(counts[i])

@@ -52,6 +52,7 @@ from fedpeft.aggregation.lora import (
     hetlora_truncate,
     hetlora_weights,
     lora_pairs,
+    lora_scaling,
 )
 from fedpeft.aggregation.mean import example_weights, weighted_mean
 from fedpeft.client import evaluate, fit_head, local_update
@@ -72,6 +73,7 @@ from fedpeft.devices import (
 from fedpeft.engine.experiment import Experiment
 from fedpeft.engine.seeding import stream
 from fedpeft.peft.base import AdapterClassifier
+from fedpeft.strategies import sample_size
 from fedpeft.types import Params, check_params_like
 from fedpeft.wire import deserialize, serialize
 
@@ -264,14 +266,13 @@ class HeteroLoraRun:
             r_h = merged[ka].shape[0]
             a, b = np.array(out[ka]), np.array(out[kb])  # (r_max, in), (out, r_max)
             a[:r_h] = merged[ka]
-            b[:, :r_h] = merged[kb] * self._ratio(r_h)
+            # s(r_h) / s(r_max): the merged columns move to the global rank
+            ratio = lora_scaling(1.0, r_h, self.scaling) / lora_scaling(
+                1.0, self.r_max, self.scaling
+            )
+            b[:, :r_h] = merged[kb] * ratio
             out[ka], out[kb] = a, b
         return out
-
-    def _ratio(self, r: int) -> float:
-        """s(r) / s(r_max): moves a B column from rank r to the global rank."""
-        power = 0.5 if self.scaling == "rslora" else 1.0
-        return float((self.r_max / r) ** power)
 
     # --------------------------------------------------------------- rounds
     def run(self) -> HeteroResult:
@@ -315,8 +316,8 @@ class HeteroLoraRun:
     def sample(self, rnd: int) -> list[int]:
         """``round(fraction_fit · N)`` clients from the eligible ones (seeded)."""
         fed, strat = self.cfg.federation, self.cfg.strategy
-        m = max(strat.min_fit_clients, round(strat.fraction_fit * fed.num_clients))
-        m = min(max(m, 1), len(self.eligible))
+        m = sample_size(fed.num_clients, strat.fraction_fit, strat.min_fit_clients)
+        m = min(m, len(self.eligible))
         rng = stream(self.cfg.seed, "sample", rnd)
         return sorted(int(k) for k in rng.choice(self.eligible, m, replace=False))
 
@@ -354,13 +355,14 @@ class HeteroLoraRun:
                     eval_precision=cfg.model.eval_precision,
                     eval_batch_size=cfg.federation.eval_batch_size,
                 )
-                received = deserialize(serialize(update.delta))
+                up_blob = serialize(update.delta)
+                received = deserialize(up_blob)
                 check_params_like(start, received, what=f"client {k}'s update")
             except (RuntimeError, ValueError, MemoryError) as err:
                 logger.warning("round %d: client %d dropped (%s)", rnd, k, err)
                 failed.append(k)
                 continue
-            up += len(serialize(update.delta))
+            up += len(up_blob)
             flops += update.metrics.get("flops", 0.0)
             local = {key: start[key] + received[key] for key in start}
             if self.rule == "ffa":

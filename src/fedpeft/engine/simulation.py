@@ -233,18 +233,7 @@ class FederatedRun:
         """One federated round; returns the new global params and its record."""
         t0 = time.perf_counter()
         fed = self.cfg.federation
-        rng = stream(self.cfg.seed, "sample", rnd)
-        if fed.sampling == "poisson":
-            selected = poisson_subsample(
-                fed.num_clients, self.strategy_section.fraction_fit, rng
-            )
-        else:
-            selected = sample_clients(
-                fed.num_clients,
-                self.strategy_section.fraction_fit,
-                self.strategy_section.min_fit_clients,
-                rng,
-            )
+        selected = self.select(rnd)
         down_blob = serialize(params)
         updates, up_bytes, failed, rejected = self._collect(
             rnd, selected, down_blob, params
@@ -296,6 +285,21 @@ class FederatedRun:
             round_seconds=t3 - t0,
         )
         return params, record
+
+    def select(self, rnd: int) -> np.ndarray:
+        """Round ``rnd``'s participants (seeded by (seed, round))."""
+        fed = self.cfg.federation
+        rng = stream(self.cfg.seed, "sample", rnd)
+        if fed.sampling == "poisson":
+            return poisson_subsample(
+                fed.num_clients, self.strategy_section.fraction_fit, rng
+            )
+        return sample_clients(
+            fed.num_clients,
+            self.strategy_section.fraction_fit,
+            self.strategy_section.min_fit_clients,
+            rng,
+        )
 
     def _collect(
         self, rnd: int, selected: np.ndarray, down_blob: bytes, params: Params
