@@ -9,7 +9,9 @@ same shuffling stream in both engines, so the work per round is identical.
 * Flower 1.42 ``run_simulation`` (Ray backend): a ``NumPyClient`` whose
   ``fit`` loads the prompt and head, trains and returns them; each Ray actor
   builds the experiment (backbone + data) once, the usual Flower pattern.
-  Actors get 1 CPU (two actors) or 2 CPUs (one actor).
+  Actors get 1 CPU (two actors) or 2 CPUs (one actor); the clients compute in
+  fp32 (Flower's usual setting) or, as a control for the engine's bf16 row,
+  under bf16 autocast with the same attention as fedpeft's.
 * fedpeft's embedded engine: sequential fp32, client-batched fp32 and bf16.
 
 Per round, the client phase: from the strategy's ``configure_fit`` to its
@@ -55,6 +57,9 @@ RESULTS = Path("bench/results/flower_compare.json")
 RUNS = {
     "flower, 1-CPU actors": ["--engine", "flower", "--cpus", "1"],
     "flower, 2-CPU actor": ["--engine", "flower", "--cpus", "2"],
+    "flower, 1-CPU actors, bf16": [
+        *("--engine", "flower", "--cpus", "1", "--precision", "bf16"),
+    ],
     "fedpeft sequential fp32": ["--engine", "fedpeft", "--precision", "fp32"],
     "fedpeft batched fp32": ["--engine", "fedpeft", "--precision", "fp32", "--batched"],
     "fedpeft batched bf16": ["--engine", "fedpeft", "--precision", "bf16", "--batched"],
@@ -116,7 +121,7 @@ def _experiment(rounds: int) -> Any:
     return _EXPERIMENT
 
 
-def run_flower(rounds: int, cpus: int) -> dict[str, Any]:
+def run_flower(rounds: int, cpus: int, precision: str) -> dict[str, Any]:
     from flwr.client import ClientApp, NumPyClient
     from flwr.common import Context, ndarrays_to_parameters
     from flwr.server import ServerApp, ServerAppComponents, ServerConfig
@@ -153,6 +158,7 @@ def run_flower(rounds: int, cpus: int) -> dict[str, Any]:
                 data,
                 e.config.client,
                 stream(0, "client", rnd, self.k),
+                precision=str(config["precision"]),
                 flops=_METER,
             )
             state = model.trainable_state()
@@ -161,16 +167,17 @@ def run_flower(rounds: int, cpus: int) -> dict[str, Any]:
     def client_fn(context: Context) -> Any:
         return PromptClient(int(context.node_config["partition-id"])).to_client()
 
-    marks: dict[str, list[float]] = {"start": [], "end": []}
+    marks: dict[str, list[float]] = {"start": [], "end": [], "failures": []}
 
     class TimedFedAvg(FedAvg):  # type: ignore[misc]
         def configure_fit(self, server_round: int, *args: Any, **kw: Any) -> Any:
             marks["start"].append(time.perf_counter())
             return super().configure_fit(server_round, *args, **kw)
 
-        def aggregate_fit(self, server_round: int, *args: Any, **kw: Any) -> Any:
+        def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
             marks["end"].append(time.perf_counter())
-            return super().aggregate_fit(server_round, *args, **kw)
+            marks["failures"].append(len(failures))
+            return super().aggregate_fit(server_round, results, failures)
 
     per_round = round(cfg.strategy.fraction_fit * cfg.federation.num_clients)
 
@@ -182,7 +189,7 @@ def run_flower(rounds: int, cpus: int) -> dict[str, Any]:
             min_evaluate_clients=0,
             min_available_clients=cfg.federation.num_clients,
             initial_parameters=ndarrays_to_parameters([initial[n] for n in names]),
-            on_fit_config_fn=lambda r: {"round": r},
+            on_fit_config_fn=lambda r: {"round": r, "precision": precision},
         )
         return ServerAppComponents(strategy=strategy, config=ServerConfig(rounds))
 
@@ -193,6 +200,12 @@ def run_flower(rounds: int, cpus: int) -> dict[str, Any]:
         backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0}},
     )
     peak = memory.stop()
+    if sum(marks["failures"]) or len(marks["end"]) != rounds:
+        # A failed client makes a round short, not fast: no figures then.
+        raise SystemExit(
+            f"Flower rounds finished: {len(marks['end'])} of {rounds}; failed "
+            f"clients per round: {marks['failures']} (see the log above)"
+        )
     rounds_s = [e - s for s, e in zip(marks["start"], marks["end"], strict=True)]
     return {
         "round_seconds": rounds_s,
@@ -239,7 +252,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if args.engine == "flower":
-        print(json.dumps(run_flower(args.rounds, args.cpus)))
+        print(json.dumps(run_flower(args.rounds, args.cpus, args.precision)))
         return
     if args.engine == "fedpeft":
         print(json.dumps(run_fedpeft(args.rounds, args.precision, args.batched)))

@@ -86,3 +86,30 @@ def test_other_implementations_are_left_alone(tiny_llama: Any) -> None:
 @pytest.mark.parametrize("name", ["minilm-l6"])
 def test_loaded_backbones_use_it(name: str) -> None:
     assert load_backbone(name).model.config._attn_implementation == ATTENTION
+
+
+def test_a_switched_model_works_when_unpickled_in_a_fresh_process(
+    tiny_llama: Any,
+) -> None:
+    import pickle
+    import subprocess
+    import sys
+
+    model = tiny_llama()
+    model.set_attn_implementation("sdpa")
+    assert use_fast_attention(model)
+    script = (
+        "import pickle, sys, torch\n"
+        "model = pickle.loads(sys.stdin.buffer.read())\n"
+        "with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+        "    out = model(input_ids=torch.tensor([[2, 3, 4]]))\n"
+        "print(model.config._attn_implementation, tuple(out.last_hidden_state.shape))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=pickle.dumps(model.model),  # the body alone, as a worker may get it
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().split() == [ATTENTION, "(1,", "3,", "32)"]

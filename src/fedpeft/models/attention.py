@@ -8,9 +8,13 @@ attention in fp32 (inputs up-cast, output cast back) and leaves every other
 device and dtype to transformers' own SDPA function. The matmuls around it
 keep their bf16 speed; attention is a small share of a layer's FLOPs.
 
-Registered with transformers as :data:`ATTENTION` (for attention and masks);
-:func:`use_fast_attention` switches a loaded model to it where the model runs
-SDPA.
+Registered with transformers as :data:`ATTENTION` (for attention and masks)
+when this module is imported; :func:`use_fast_attention` switches a loaded
+model to it where the model runs SDPA. The registration is per process, and a
+switched model names it in its config, so the switch also adds a (no-op)
+forward pre-hook referring to this module: a model pickled into another
+process (a Ray actor, a worker) imports this module, and with it the
+registration, as it is unpickled.
 """
 
 from __future__ import annotations
@@ -53,6 +57,14 @@ def _register() -> None:
     AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
+_register()
+
+
+def _travels_with_registration(module: torch.nn.Module, args: Any) -> None:
+    """Forward pre-hook that does nothing: pickling a model pickles its hooks by
+    reference, so unpickling one imports (and registers) this module."""
+
+
 def use_fast_attention(model: Any) -> bool:
     """Switch ``model`` from SDPA to :func:`sdpa_fp32_on_cpu` (in place).
 
@@ -61,6 +73,7 @@ def use_fast_attention(model: Any) -> bool:
     """
     if getattr(model.config, "_attn_implementation", None) != "sdpa":
         return False
-    _register()
     model.set_attn_implementation(ATTENTION)
+    for part in {model, model.base_model}:  # a decoder's body may travel alone
+        part.register_forward_pre_hook(_travels_with_registration)
     return True
