@@ -1,6 +1,6 @@
 """Local training on one client's shard."""
 
-from fedpeft.client.evaluate import EvalResult, evaluate
+from fedpeft.client.evaluate import EvalResult, evaluate, evaluate_many
 from fedpeft.client.local import LocalTrainStats, local_update, train_adapter
 from fedpeft.client.probe import fit_head
 
@@ -8,6 +8,7 @@ __all__ = [
     "EvalResult",
     "LocalTrainStats",
     "evaluate",
+    "evaluate_many",
     "fit_head",
     "local_update",
     "train_adapter",

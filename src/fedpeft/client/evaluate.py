@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,7 @@ from fedpeft.metrics import accuracy, macro_f1
 from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
+from fedpeft.types import Params
 
 
 @dataclass(frozen=True)
@@ -52,14 +54,82 @@ def evaluate(
 ) -> EvalResult:
     """Mean cross-entropy, accuracy and macro-F1 of ``model`` on ``data``."""
     if len(data) == 0:
-        return EvalResult(float("nan"), float("nan"), float("nan"), 0)
+        return _EMPTY
     logits = predict_logits(model, data, batch_size, precision)
-    labels = data.labels
+    return _scores(logits, data.labels, model.head.out_features)
+
+
+_EMPTY = EvalResult(float("nan"), float("nan"), float("nan"), 0)
+
+
+def _scores(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> EvalResult:
     loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels)))
     preds = logits.argmax(axis=1)
     return EvalResult(
         loss,
         accuracy(labels, preds),
-        macro_f1(labels, preds, model.head.out_features),
-        len(data),
+        macro_f1(labels, preds, num_classes),
+        len(labels),
     )
+
+
+def concat_datasets(
+    parts: Sequence[TokenizedDataset],
+) -> tuple[TokenizedDataset, np.ndarray]:
+    """One data set from several (padded to the widest) and each example's part."""
+    width = max((p.input_ids.shape[1] for p in parts), default=0)
+    ids = [
+        np.pad(p.input_ids, ((0, 0), (0, width - p.input_ids.shape[1]))) for p in parts
+    ]
+    union = TokenizedDataset(
+        np.concatenate(ids) if ids else np.zeros((0, 0), np.int32),
+        np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64),
+        np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, np.int64),
+    )
+    owner = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+    return union, owner
+
+
+def evaluate_many(
+    model: AdapterClassifier,
+    datasets: Sequence[TokenizedDataset],
+    batch_size: int = 128,
+    precision: str = "bf16",
+    states: Sequence[Params] | None = None,
+) -> list[EvalResult]:
+    """:func:`evaluate` on each data set, from one length-sorted pass over all.
+
+    Many small validation sets (one per client) cost many short, padded
+    batches when evaluated one by one; their union is sorted by length once.
+    With ``states``, data set i is scored by its own trainable state
+    ``states[i]`` through the method's per-example forward, so the clients'
+    local models are evaluated together too (``model``'s own tensors are then
+    not used).
+
+    Raises:
+        ValueError: if ``states`` does not have one state per data set.
+    """
+    if states is not None and len(states) != len(datasets):
+        raise ValueError(f"{len(states)} states for {len(datasets)} data sets")
+    union, owner = concat_datasets(datasets)
+    if len(union) == 0:
+        return [_EMPTY for _ in datasets]
+    classes = model.head.out_features
+    if states is None:
+        logits = predict_logits(model, union, batch_size, precision)
+    else:
+        names = list(model.trainable_parameters())
+        stacked = {
+            n: torch.stack([torch.as_tensor(np.asarray(s[n])) for s in states]).float()
+            for n in names
+        }
+        who = torch.from_numpy(owner)
+        logits = np.empty((len(union), classes), np.float32)
+        with torch.inference_mode(), autocast(precision):
+            for idx, batch in union.length_sorted_batches(batch_size):
+                params = {n: t[who[idx]] for n, t in stacked.items()}
+                logits[idx] = model.per_example_logits(batch, params).float().numpy()
+    return [
+        _scores(logits[owner == i], d.labels, classes) if len(d) else _EMPTY
+        for i, d in enumerate(datasets)
+    ]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedpeft.client.evaluate import evaluate
+from fedpeft.client.evaluate import EvalResult, evaluate
 from fedpeft.client.flops import FlopMeter
 from fedpeft.config import ClientSection
 from fedpeft.models.precision import autocast
@@ -220,9 +220,11 @@ def finish_update(
     val: TokenizedDataset,
     eval_batch_size: int,
     eval_precision: str,
+    val_result: EvalResult | None = None,
 ) -> ClientUpdate:
     """ΔP = local − global of ``model``'s trained state, the training statistics
-    and the trained model's validation metrics, as the client's update."""
+    and the trained model's validation metrics, as the client's update
+    (``val_result``: those metrics, already computed with the trained state)."""
     local = model.trainable_state()
     delta = {k: local[k] - global_params[k] for k in global_params}
     metrics = {
@@ -233,9 +235,9 @@ def finish_update(
         "train_seconds": stats.seconds,
     }
     if len(val):
-        metrics.update(
-            evaluate(model, val, eval_batch_size, eval_precision).as_dict("val_")
-        )
+        if val_result is None:
+            val_result = evaluate(model, val, eval_batch_size, eval_precision)
+        metrics.update(val_result.as_dict("val_"))
     return ClientUpdate(
         client_id=client_id, delta=delta, num_examples=num_examples, metrics=metrics
     )

@@ -55,7 +55,7 @@ from fedpeft.aggregation.lora import (
     lora_scaling,
 )
 from fedpeft.aggregation.mean import example_weights, weighted_mean
-from fedpeft.client import evaluate, fit_head, local_update
+from fedpeft.client import evaluate, evaluate_many, fit_head, local_update
 from fedpeft.config import parse_lora_size
 from fedpeft.devices import (
     AdapterOption,
@@ -404,10 +404,9 @@ class HeteroLoraRun:
         """The final global model's accuracy on each client's validation split."""
         model = self._load_global(state)
         fed, prec = self.cfg.federation, self.cfg.model.eval_precision
-        return [
-            evaluate(model, c.val, fed.eval_batch_size, prec).accuracy
-            for c in self.exp.clients
-        ]
+        vals = [c.val for c in self.exp.clients]
+        results = evaluate_many(model, vals, fed.eval_batch_size, prec)
+        return [r.accuracy for r in results]
 
 
 # ------------------------------------------------------------- allocation

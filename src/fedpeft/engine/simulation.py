@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from fedpeft.aggregation import example_weights, weighted_mean
-from fedpeft.client import evaluate, fit_head, local_update
+from fedpeft.client import evaluate_many, fit_head, local_update
 from fedpeft.client.batched import ClientJob, supports_batching, train_clients_batched
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.local import finish_update
@@ -404,8 +404,18 @@ class FederatedRun:
                 err,
             )
             return None
+        vals = [self.experiment.clients[job.client_id].val for job in jobs]
+        checks = evaluate_many(  # every local model on its own split, one pass
+            self.model,
+            vals,
+            cfg.federation.eval_batch_size,
+            cfg.model.eval_precision,
+            states=[state for state, _ in trained],
+        )
         out: dict[int, ClientUpdate] = {}
-        for job, (state, stats) in zip(jobs, trained, strict=True):
+        for job, (state, stats), val, check in zip(
+            jobs, trained, vals, checks, strict=True
+        ):
             self.model.load_trainable_state(state)
             out[job.client_id] = finish_update(
                 job.client_id,
@@ -413,9 +423,10 @@ class FederatedRun:
                 job.start,
                 stats,
                 len(job.data),
-                self.experiment.clients[job.client_id].val,
+                val,
                 cfg.federation.eval_batch_size,
                 cfg.model.eval_precision,
+                val_result=check,
             )
         return out
 
@@ -425,14 +436,12 @@ class FederatedRun:
         validation split (mean and 10th percentile across clients)."""
         self.model.load_trainable_state(params)
         fed, prec = self.cfg.federation, self.cfg.model.eval_precision
-        out: dict[str, Any] = evaluate(
-            self.model, self.experiment.test, fed.eval_batch_size, prec
-        ).as_dict("test_")
-        accs = [
-            evaluate(self.model, c.val, fed.eval_batch_size, prec).accuracy
-            for c in self.experiment.clients
-            if len(c.val)
-        ]
+        vals = [c.val for c in self.experiment.clients if len(c.val)]
+        test, *checks = evaluate_many(  # one length-sorted pass over all
+            self.model, [self.experiment.test, *vals], fed.eval_batch_size, prec
+        )
+        out: dict[str, Any] = test.as_dict("test_")
+        accs = [check.accuracy for check in checks]
         if accs:
             out["client_val_accuracy_mean"] = float(np.mean(accs))
             out["client_val_accuracy_p10"] = float(np.percentile(accs, 10))
