@@ -404,18 +404,8 @@ class FederatedRun:
                 err,
             )
             return None
-        vals = [self.experiment.clients[job.client_id].val for job in jobs]
-        checks = evaluate_many(  # every local model on its own split, one pass
-            self.model,
-            vals,
-            cfg.federation.eval_batch_size,
-            cfg.model.eval_precision,
-            states=[state for state, _ in trained],
-        )
         out: dict[int, ClientUpdate] = {}
-        for job, (state, stats), val, check in zip(
-            jobs, trained, vals, checks, strict=True
-        ):
+        for job, (state, stats) in zip(jobs, trained, strict=True):
             self.model.load_trainable_state(state)
             out[job.client_id] = finish_update(
                 job.client_id,
@@ -423,10 +413,9 @@ class FederatedRun:
                 job.start,
                 stats,
                 len(job.data),
-                val,
+                self.experiment.clients[job.client_id].val,
                 cfg.federation.eval_batch_size,
                 cfg.model.eval_precision,
-                val_result=check,
             )
         return out
 
