@@ -42,6 +42,8 @@ def _jobs(exp: Experiment, starts: list[dict[str, np.ndarray]]) -> list[ClientJo
         ),
         ("lora", {"local_epochs": 1, "max_grad_norm": 0.5}, 7, 2),
         ("prefix", {"local_epochs": 1}, 7, 2),
+        ("ia3", {"local_epochs": 1, "max_grad_norm": 0.5}, 7, 2),
+        ("bitfit", {"local_epochs": 1, "weight_decay": 0.1}, 7, 2),
     ],
 )
 def test_batched_clients_match_sequential_clients(
@@ -80,6 +82,16 @@ def test_batched_clients_match_sequential_clients(
         assert stats.loss == pytest.approx(ref.loss, rel=1e-4)
         step = max(cfg.lr, cfg.head_lr)  # Adam moves a coordinate ~lr a step
         for name in expected:
+            if name.endswith("attention.self.key.bias"):
+                # Adding b to every key adds q·b to every score of a query:
+                # softmax ignores it, so this gradient is exactly 0 in
+                # exact arithmetic and float noise here, which Adam scales
+                # up to steps of ~lr in either engine.
+                continue
+            if ".pooler." in name:  # off the path of mean pooling: only
+                # FedProx's pull and weight decay move it, in both engines
+                np.testing.assert_allclose(state[name], expected[name], atol=1e-7)
+                continue
             moved = np.abs(expected[name] - job.start[name]).max()
             assert moved > 1e-4, name  # training did something to compare
             diff = np.abs(state[name] - expected[name])
@@ -87,9 +99,10 @@ def test_batched_clients_match_sequential_clients(
             # Adam divides each coordinate's gradient by its own running
             # scale, so summing in another order can shift a coordinate with a
             # near-zero gradient by a small part of a step (seen on one of
-            # 3,072 LoRA coordinates, on one host's kernels): a few such
-            # coordinates may exceed the tight bound, none by much.
-            assert (diff > tight).mean() <= 1e-3, name
+            # 3,072 LoRA coordinates and one of 384 BitFit biases, on one
+            # host's kernels): a few such coordinates may exceed the tight
+            # bound, none by much.
+            assert (diff > tight).sum() <= max(2, 1e-3 * diff.size), name
             assert diff.max() <= 0.05 * step, name
     # The model's own tensors are untouched.
     for name, value in model.trainable_state().items():
@@ -133,17 +146,23 @@ def test_concat_pads_to_the_longest(tiny_experiment: Experiment) -> None:
 def test_refuses_methods_without_a_per_example_forward(
     tiny_experiment: Experiment,
 ) -> None:
-    ia3 = tiny_experiment.new_adapter("ia3")
-    assert not supports_batching(ia3)
-    assert supports_batching(tiny_experiment.new_adapter("prompt"))
-    assert supports_batching(tiny_experiment.new_adapter("lora"))
+    full = tiny_experiment.new_adapter("full")
+    assert not supports_batching(full)
+    for method in ("prompt", "prefix", "lora", "ia3", "bitfit"):
+        assert supports_batching(tiny_experiment.new_adapter(method)), method
     with pytest.raises(ValueError, match="one after another"):
-        train_clients_batched(ia3, [], tiny_experiment.config.client)
+        train_clients_batched(full, [], tiny_experiment.config.client)
 
 
 @pytest.mark.parametrize(
     ("method", "options"),
-    [("lora", {"rank": 4}), ("prefix", {}), ("prefix", {"projection": True})],
+    [
+        ("lora", {"rank": 4}),
+        ("prefix", {}),
+        ("prefix", {"projection": True}),
+        ("ia3", {}),
+        ("bitfit", {}),
+    ],
 )
 def test_per_example_forward_selects_each_examples_adapter(
     tiny_experiment: Experiment, method: str, options: dict[str, object]
@@ -170,7 +189,7 @@ def test_per_example_forward_selects_each_examples_adapter(
         alone = [m(batch) for m in models]
     expected = torch.stack([alone[int(o)][i] for i, o in enumerate(owner)])
     torch.testing.assert_close(mixed, expected, rtol=1e-4, atol=1e-5)
-    # (LoRA) the hooks are gone and peft's own branch is back
+    # (LoRA, IA3, BitFit) the hooks are gone and peft's own path is back
     with torch.no_grad():
         torch.testing.assert_close(models[0](batch), alone[0])
 

@@ -42,7 +42,7 @@ def test_one_model_on_many_sets_equals_one_by_one(tiny_experiment: Experiment) -
     _assert_same(evaluate_many(model, sets, 16, "fp32"), expected)
 
 
-@pytest.mark.parametrize("method", ["prompt", "prefix", "lora"])
+@pytest.mark.parametrize("method", ["prompt", "prefix", "lora", "ia3", "bitfit"])
 def test_each_set_scored_by_its_own_state(
     tiny_experiment: Experiment, method: str
 ) -> None:

@@ -170,12 +170,14 @@ def test_batched_training_that_fails_falls_back_to_sequential(
     assert record["clients"] and not record["failed_clients"]
 
 
-def test_batch_clients_with_ia3_trains_one_after_another(tmp_path: Path) -> None:
+def test_batch_clients_with_full_fine_tuning_trains_one_after_another(
+    tmp_path: Path,
+) -> None:
     cfg = tiny_config(
         tmp_path,
         "federation.rounds=1",
         "federation.batch_clients=true",
-        "peft.method=ia3",
+        "peft.method=full",
     )
     run = FederatedRun(build_experiment(cfg))
     assert not run.batch_clients

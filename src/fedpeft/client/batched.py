@@ -14,9 +14,10 @@ trajectory as when it trains alone (up to floating-point reassociation).
 
 Supported for the methods with a per-example forward: soft prompts (each
 example's prompt gathered from the stack), prefix tuning (each example's
-key/value prefix, or its projection MLP) and LoRA (each adapted layer adds
-``s · B_i A_i x_i`` with batched products); the engine falls back to sequential
-training for the others. Each shared step can also be split into length
+key/value prefix, or its projection MLP), LoRA (each adapted layer adds
+``s · B_i A_i x_i`` with batched products), IA3 (each example's vectors) and
+BitFit (each example's biases); the engine falls back to sequential training
+for full fine-tuning. Each shared step can also be split into length
 buckets (:func:`length_buckets`): gradients add up exactly, so the grouping
 only changes how much padding is computed.
 """
@@ -176,7 +177,13 @@ class StackedAdamW:
 
     @torch.no_grad()
     def step(self, grads: Mapping[str, torch.Tensor], active: torch.Tensor) -> None:
-        """One step for the ``active`` clients (a ``(K,)`` bool mask)."""
+        """One step for the ``active`` clients (a ``(K,)`` bool mask).
+
+        A tensor missing from ``grads`` (off the loss's path) is left alone,
+        as torch's AdamW leaves a parameter whose gradient is ``None``; the
+        one step count per client assumes a tensor is on the path at every
+        step or at none.
+        """
         self.steps += active.double()
         b1, b2 = self.beta1, self.beta2
         safe = self.steps.clamp(min=1)
@@ -184,7 +191,7 @@ class StackedAdamW:
         bc2_sqrt = (1 - b2**safe).sqrt().float()  # (K,)
         for name, p in self.params.items():
             lr = self.lrs[name]
-            if lr == 0.0:
+            if lr == 0.0 or name not in grads:  # torch skips a None gradient
                 continue
             view = (-1,) + (1,) * (p.ndim - 1)
             on = active.view(view)
@@ -321,22 +328,29 @@ def train_clients_batched(
             with autocast(precision):
                 logits = model.per_example_logits(sub, params)
             loss = F.cross_entropy(logits.float(), sub.labels, reduction="none")
-            part = torch.autograd.grad((loss * inv_count[idx]).sum(), leaves)
+            # A tensor off the loss's path (BitFit: the unused pooler's bias)
+            # gets no gradient, as in sequential training.
+            part = torch.autograd.grad(
+                (loss * inv_count[idx]).sum(), leaves, allow_unused=True
+            )
             return loss.detach(), tuple(part)
 
         before = meter.total
         bucket_results = _run_buckets(bucket, batch, buckets, meter, pool)
         step_flops = meter.total - before
         per_example = torch.empty(len(batch))
-        grads = [torch.zeros_like(t) for t in leaves]
+        grads: list[torch.Tensor | None] = [None] * len(leaves)
         for idx, (loss, part) in zip(buckets, bucket_results, strict=True):
             per_example[idx] = loss
-            for g, p in zip(grads, part, strict=True):  # fixed order
-                g += p
-        by_name = dict(zip(names, grads, strict=True))
+            for i, p in enumerate(part):  # fixed order
+                if p is not None:
+                    have = grads[i]
+                    grads[i] = p.clone() if have is None else have + p
+        by_name = {n: g for n, g in zip(names, grads, strict=True) if g is not None}
         if proximal_mu > 0:  # ∇ (μ/2)·‖θ_k − θ_k,start‖² = μ·(θ_k − θ_k,start)
-            for n in names:
-                by_name[n] += proximal_mu * (stacked[n].detach() - anchor[n])
+            for n in names:  # every tensor, as the sequential loss has it
+                prox = proximal_mu * (stacked[n].detach() - anchor[n])
+                by_name[n] = by_name[n] + prox if n in by_name else prox
         if cfg.max_grad_norm > 0:
             _clip_per_client(by_name, cfg.max_grad_norm, k_total)
         optimizer.step(by_name, mask)

@@ -12,6 +12,7 @@ file of the bias tensors under the base model's own names (load it with
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -76,3 +77,45 @@ class BitFitClassifier(AdapterClassifier):
             inputs_embeds=tokens, attention_mask=batch.attention_mask, **kwargs
         )
         return torch.as_tensor(out.last_hidden_state)  # (batch, seq, dim)
+
+    per_example_thread_safe = False  # the call hooks the shared modules
+
+    def per_example_logits(
+        self, batch: Batch, params: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Logits where example i uses its own biases ``params[name][i]``.
+
+        A hook on each tuned linear or layer-norm module swaps the module's
+        own bias for the example's: ``y + (b_i − b)`` along the last axis.
+
+        Raises:
+            ValueError: for a tuned bias on another kind of module (the
+                engine then trains its clients one after another).
+        """
+        handles = []
+        try:
+            for name, module in self.named_modules():
+                key = f"{name}.bias"
+                if key not in params:
+                    continue
+                if not isinstance(module, nn.Linear | nn.LayerNorm):
+                    raise ValueError(
+                        f"BitFit's per-example forward handles linear and "
+                        f"layer-norm biases; {key} is on a {type(module).__name__}"
+                    )
+                shift = params[key] - module.bias  # (B, features)
+
+                def add_shift(
+                    mod: Any,
+                    args: tuple[Any, ...],
+                    output: torch.Tensor,
+                    shift: torch.Tensor = shift,
+                ) -> torch.Tensor:
+                    return output + shift[:, None].to(output.dtype)
+
+                handles.append(module.register_forward_hook(add_shift))
+            features = self.features(batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return self.per_example_head(features, params)
