@@ -24,7 +24,11 @@ the batched engine's round time.
 bf16, and compares final accuracy. ``--memory`` measures peak RSS of a batched
 run at N = 10, 100, 1000 clients (each in a fresh process).
 
+``--methods lora ia3 ...`` also times the four engine variants (sequential
+and batched, fp32 and bf16) for other PEFT methods on the same workload.
+
     python bench/engine_speed.py [--repeats 3] [--accuracy] [--memory]
+        [--methods METHOD ...] [--no-speed]
 """
 
 from __future__ import annotations
@@ -194,6 +198,27 @@ def speed(repeats: int) -> dict[str, Any]:
     }
 
 
+def per_method(repeats: int, methods: list[str]) -> dict[str, dict[str, float]]:
+    """Median round seconds of the four engine variants for other PEFT methods
+    (same workload; each method's variants interleaved round by round)."""
+    out = {}
+    for method in methods:
+        exp = build_experiment(load_config(None, [*WORKLOAD, f"peft.method={method}"]))
+        variants = {
+            f"{mode} {p}": engine_variant(exp, mode == "batched", p)
+            for p in ("fp32", "bf16")
+            for mode in ("sequential", "batched")
+        }
+        params = next(iter(variants.values())).model.trainable_state()
+        seconds: dict[str, list[float]] = {name: [] for name in variants}
+        for rnd in range(1, repeats + 2):  # round 1 warms up
+            for name, run in variants.items():
+                seconds[name].append(run.run_round(rnd, params)[1]["train_seconds"])
+        out[method] = {k: statistics.median(v[1:]) for k, v in seconds.items()}
+        print(f"  {method}: {out[method]}", flush=True)
+    return out
+
+
 def accuracy() -> dict[str, Any]:
     """Final accuracy of the default main job: sequential fp32 vs batched bf16."""
     from fedpeft.engine.runner import run_experiment
@@ -282,12 +307,17 @@ def main() -> None:
     parser.add_argument("--accuracy", action="store_true")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument(
+        "--methods", nargs="*", default=[], help="also time these PEFT methods"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if not args.no_speed:
         stored["speed"] = speed(args.repeats)
+    if args.methods:
+        stored["methods"] = per_method(args.repeats, args.methods)
     if args.accuracy:
         stored["accuracy"] = accuracy()
     if args.memory:
@@ -317,6 +347,18 @@ def render(stored: dict[str, Any]) -> str:
         for p in ("fp32", "bf16"):
             share = med[f"backbone {p}"] / med[f"batched {p}"]
             lines.append(f"\nbackbone share of the batched {p} round: {share:.0%}")
+    if "methods" in stored:
+        lines += [
+            "",
+            "| method | "
+            + " | ".join(next(iter(stored["methods"].values())))
+            + " | batched bf16 vs sequential fp32 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for method, med in stored["methods"].items():
+            ratio = med["sequential fp32"] / med["batched bf16"]
+            cells = " | ".join(f"{v:.2f} s" for v in med.values())
+            lines.append(f"| {method} | {cells} | {ratio:.2f}× |")
     if "accuracy" in stored:
         lines.append("")
         for k, v in stored["accuracy"].items():
