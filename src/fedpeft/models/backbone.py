@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -175,7 +176,7 @@ class Backbone:
         mask = _prefixed_mask(attention_mask, batch, seq, prefix)
         kwargs: dict[str, Any] = {}
         if prefix:
-            kwargs["past_key_values"] = cache
+            kwargs[_cache_argument(self.body)] = cache
         if self.kind == "decoder":
             kwargs["use_cache"] = False  # do not build a cache nobody reads
         out = self.body(inputs_embeds=inputs_embeds, attention_mask=mask, **kwargs)
@@ -273,6 +274,14 @@ class Backbone:
             owner[first] = name
             ids.append(first)
         return ids
+
+
+def _cache_argument(body: Any) -> str:
+    """The name ``body.forward`` takes a key/value cache under: ``cache`` from
+    transformers 5.24 (which deprecates ``past_key_values``, to be removed in
+    5.40), ``past_key_values`` before."""
+    params = inspect.signature(body.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _prefixed_mask(
