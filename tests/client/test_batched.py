@@ -204,13 +204,21 @@ def test_length_buckets_sort_and_cover() -> None:
     assert [len(g) for g in length_buckets(lengths, 0)] == [7]
 
 
+@pytest.mark.parametrize("method", ["prompt", "lora", "ia3", "bitfit"])
 def test_threaded_buckets_give_bit_identical_results(
-    tiny_experiment: Experiment,
+    tiny_experiment: Experiment, method: str
 ) -> None:
     exp = tiny_experiment
     cfg = exp.config.client.model_copy(update={"batch_size": 8})
-    model = exp.new_adapter("prompt")
-    starts = [model.trainable_state()] * 3
+    model = exp.new_adapter(method)
+    rng = np.random.default_rng(1)
+    starts = [  # different clients (LoRA: non-zero B), so a mix-up shows
+        {
+            n: (v + 0.05 * rng.normal(size=v.shape)).astype(np.float32)
+            for n, v in model.trainable_state().items()
+        }
+        for _ in range(3)
+    ]
     runs = [
         train_clients_batched(
             model, _jobs(exp, starts), cfg, bucket_size=4, bucket_threads=threads

@@ -241,11 +241,11 @@ def train_clients_batched(
         bucket_size: Split each shared step's examples, sorted by length, into
             groups of about this many, each padded only to its own longest
             (0: one padded batch). The gradient is the same sum either way.
-        bucket_threads: Run the buckets of a step on this many threads (for
-            methods whose per-example forward is thread-safe); the gradients
-            are summed in bucket order, so the result does not depend on
-            scheduling. On a small CPU, two streams of small operations use
-            the cores better than one stream of two-thread operations.
+        bucket_threads: Run the buckets of a step on this many threads (in
+            one per-example session of the model); the gradients are summed
+            in bucket order, so the result does not depend on scheduling. On
+            a small CPU, two streams of small operations use the cores better
+            than one stream of two-thread operations.
 
     Returns:
         Per job, in order: the trained state and its statistics. A client's
@@ -298,68 +298,68 @@ def train_clients_batched(
         for j in jobs
     ]
     meter = flops if flops is not None else FlopMeter()
-    workers = bucket_threads if model.per_example_thread_safe else 1
-    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    pool = ThreadPoolExecutor(bucket_threads) if bucket_threads > 1 else None
     losses: list[list[float]] = [[] for _ in jobs]
     shares = np.zeros(k_total)  # examples each client put through
     flop_share = np.zeros(k_total)
     started = time.perf_counter()
-    for t in range(max(len(o) for o in orders)):
-        active = [k for k in range(k_total) if t < len(orders[k])]
-        parts = [jobs[k].data.batch(orders[k][t]) for k in active]
-        batch = concat_batches(parts)
-        counts = torch.tensor([len(p) for p in parts])
-        owner = torch.repeat_interleave(torch.tensor(active), counts)  # (B,)
-        inv_count = torch.repeat_interleave(1.0 / counts.double(), counts).float()
-        mask = torch.zeros(k_total, dtype=torch.bool)
-        mask[active] = True
+    with model.per_example_session():  # hooks (if any) once for all steps
+        for t in range(max(len(o) for o in orders)):
+            active = [k for k in range(k_total) if t < len(orders[k])]
+            parts = [jobs[k].data.batch(orders[k][t]) for k in active]
+            batch = concat_batches(parts)
+            counts = torch.tensor([len(p) for p in parts])
+            owner = torch.repeat_interleave(torch.tensor(active), counts)  # (B,)
+            inv_count = torch.repeat_interleave(1.0 / counts.double(), counts).float()
+            mask = torch.zeros(k_total, dtype=torch.bool)
+            mask[active] = True
 
-        buckets = length_buckets(batch.attention_mask.sum(dim=1), bucket_size)
+            buckets = length_buckets(batch.attention_mask.sum(dim=1), bucket_size)
 
-        # Σ_k (mean loss of client k), summed bucket by bucket: gradients add
-        # up exactly, whatever the grouping.
-        def bucket(
-            sub: Batch,
-            idx: torch.Tensor,
-            owner: torch.Tensor = owner,
-            inv_count: torch.Tensor = inv_count,
-        ) -> BucketResult:
-            params = {n: stacked[n][owner[idx]] for n in names}
-            with autocast(precision):
-                logits = model.per_example_logits(sub, params)
-            loss = F.cross_entropy(logits.float(), sub.labels, reduction="none")
-            # A tensor off the loss's path (BitFit: the unused pooler's bias)
-            # gets no gradient, as in sequential training.
-            part = torch.autograd.grad(
-                (loss * inv_count[idx]).sum(), leaves, allow_unused=True
-            )
-            return loss.detach(), tuple(part)
+            # Σ_k (mean loss of client k), summed bucket by bucket: gradients add
+            # up exactly, whatever the grouping.
+            def bucket(
+                sub: Batch,
+                idx: torch.Tensor,
+                owner: torch.Tensor = owner,
+                inv_count: torch.Tensor = inv_count,
+            ) -> BucketResult:
+                params = {n: stacked[n][owner[idx]] for n in names}
+                with autocast(precision):
+                    logits = model.per_example_logits(sub, params)
+                loss = F.cross_entropy(logits.float(), sub.labels, reduction="none")
+                # A tensor off the loss's path (BitFit: the unused pooler's bias)
+                # gets no gradient, as in sequential training.
+                part = torch.autograd.grad(
+                    (loss * inv_count[idx]).sum(), leaves, allow_unused=True
+                )
+                return loss.detach(), tuple(part)
 
-        before = meter.total
-        bucket_results = _run_buckets(bucket, batch, buckets, meter, pool)
-        step_flops = meter.total - before
-        per_example = torch.empty(len(batch))
-        grads: list[torch.Tensor | None] = [None] * len(leaves)
-        for idx, (loss, part) in zip(buckets, bucket_results, strict=True):
-            per_example[idx] = loss
-            for i, p in enumerate(part):  # fixed order
-                if p is not None:
-                    have = grads[i]
-                    grads[i] = p.clone() if have is None else have + p
-        by_name = {n: g for n, g in zip(names, grads, strict=True) if g is not None}
-        if proximal_mu > 0:  # ∇ (μ/2)·‖θ_k − θ_k,start‖² = μ·(θ_k − θ_k,start)
-            for n in names:  # every tensor, as the sequential loss has it
-                prox = proximal_mu * (stacked[n].detach() - anchor[n])
-                by_name[n] = by_name[n] + prox if n in by_name else prox
-        if cfg.max_grad_norm > 0:
-            _clip_per_client(by_name, cfg.max_grad_norm, k_total)
-        optimizer.step(by_name, mask)
-        offsets = np.concatenate([[0], np.cumsum(counts.numpy())])
-        for i, k in enumerate(active):
-            n_k = int(counts[i])
-            losses[k].append(float(per_example[offsets[i] : offsets[i + 1]].mean()))
-            shares[k] += n_k
-            flop_share[k] += step_flops * n_k / len(batch)
+            before = meter.total
+            bucket_results = _run_buckets(bucket, batch, buckets, meter, pool)
+            step_flops = meter.total - before
+            per_example = torch.empty(len(batch))
+            grads: list[torch.Tensor | None] = [None] * len(leaves)
+            for idx, (loss, part) in zip(buckets, bucket_results, strict=True):
+                per_example[idx] = loss
+                for i, p in enumerate(part):  # fixed order
+                    if p is not None:
+                        have = grads[i]
+                        grads[i] = p.clone() if have is None else have + p
+            by_name = {n: g for n, g in zip(names, grads, strict=True) if g is not None}
+            if proximal_mu > 0:  # ∇ (μ/2)·‖θ_k − θ_k,start‖² = μ·(θ_k − θ_k,start)
+                for n in names:  # every tensor, as the sequential loss has it
+                    prox = proximal_mu * (stacked[n].detach() - anchor[n])
+                    by_name[n] = by_name[n] + prox if n in by_name else prox
+            if cfg.max_grad_norm > 0:
+                _clip_per_client(by_name, cfg.max_grad_norm, k_total)
+            optimizer.step(by_name, mask)
+            offsets = np.concatenate([[0], np.cumsum(counts.numpy())])
+            for i, k in enumerate(active):
+                n_k = int(counts[i])
+                losses[k].append(float(per_example[offsets[i] : offsets[i + 1]].mean()))
+                shares[k] += n_k
+                flop_share[k] += step_flops * n_k / len(batch)
     seconds = time.perf_counter() - started
     if pool is not None:
         pool.shutdown()

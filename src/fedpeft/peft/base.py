@@ -8,6 +8,7 @@ exchanged as :data:`fedpeft.types.Params`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,9 +35,6 @@ class AdapterClassifier(nn.Module):
     """
 
     head_prefix = "head."
-    per_example_thread_safe = True
-    """Whether :meth:`per_example_logits` may run on several threads at once
-    (False for a method that changes shared modules during the call)."""
 
     def __init__(
         self,
@@ -95,6 +93,13 @@ class AdapterClassifier(nn.Module):
             f"{type(self).__name__} has no per-example forward; record-level DP-SGD "
             "supports peft.method = 'prompt'"
         )
+
+    def per_example_session(self) -> contextlib.AbstractContextManager[None]:
+        """Context for many :meth:`per_example_logits` calls, which may then
+        run on several threads at once. Methods that hook shared modules keep
+        their hooks installed for the whole session (only per-example calls
+        may run inside it); for the others it does nothing."""
+        return contextlib.nullcontext()
 
     def per_example_head(
         self, features: torch.Tensor, params: Mapping[str, torch.Tensor]

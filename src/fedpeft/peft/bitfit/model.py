@@ -11,8 +11,9 @@ file of the bias tensors under the base model's own names (load it with
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
 from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier
+from fedpeft.peft.hooked import hooked_forward
 from fedpeft.peft.lora.model import lora_layers
 from fedpeft.peft.shared import shared_copy
 
@@ -78,7 +80,8 @@ class BitFitClassifier(AdapterClassifier):
         )
         return torch.as_tensor(out.last_hidden_state)  # (batch, seq, dim)
 
-    per_example_thread_safe = False  # the call hooks the shared modules
+    def per_example_session(self) -> contextlib.AbstractContextManager[None]:
+        return hooked_forward(self, _install_bias_hooks).session()
 
     def per_example_logits(
         self, batch: Batch, params: Mapping[str, torch.Tensor]
@@ -86,36 +89,45 @@ class BitFitClassifier(AdapterClassifier):
         """Logits where example i uses its own biases ``params[name][i]``.
 
         A hook on each tuned linear or layer-norm module swaps the module's
-        own bias for the example's: ``y + (b_i − b)`` along the last axis.
+        own bias for the example's: ``y + (b_i − b)`` along the last axis
+        (:mod:`fedpeft.peft.hooked`; safe on several threads).
 
         Raises:
             ValueError: for a tuned bias on another kind of module (the
                 engine then trains its clients one after another).
         """
-        handles = []
-        try:
-            for name, module in self.named_modules():
-                key = f"{name}.bias"
-                if key not in params:
-                    continue
-                if not isinstance(module, nn.Linear | nn.LayerNorm):
-                    raise ValueError(
-                        f"BitFit's per-example forward handles linear and "
-                        f"layer-norm biases; {key} is on a {type(module).__name__}"
-                    )
-                shift = params[key] - module.bias  # (B, features)
-
-                def add_shift(
-                    mod: Any,
-                    args: tuple[Any, ...],
-                    output: torch.Tensor,
-                    shift: torch.Tensor = shift,
-                ) -> torch.Tensor:
-                    return output + shift[:, None].to(output.dtype)
-
-                handles.append(module.register_forward_hook(add_shift))
-            features = self.features(batch)
-        finally:
-            for handle in handles:
-                handle.remove()
+        hooks = hooked_forward(self, _install_bias_hooks)
+        features = hooks.call(params, lambda: self.features(batch))
         return self.per_example_head(features, params)
+
+
+def _install_bias_hooks(
+    model: BitFitClassifier, current: Callable[[], Mapping[str, torch.Tensor]]
+) -> Callable[[], None]:
+    """Hooks that swap each tuned module's bias for the example's own."""
+    handles: list[Any] = []
+    tuned = set(model.trainable_parameters())
+
+    def remove() -> None:
+        for handle in handles:
+            handle.remove()
+
+    for name, module in model.named_modules():
+        key = f"{name}.bias"
+        if key not in tuned:
+            continue
+        if not isinstance(module, nn.Linear | nn.LayerNorm):
+            remove()
+            raise ValueError(
+                f"BitFit's per-example forward handles linear and layer-norm "
+                f"biases; {key} is on a {type(module).__name__}"
+            )
+
+        def add_shift(
+            mod: Any, args: tuple[Any, ...], output: torch.Tensor, key: str = key
+        ) -> torch.Tensor:
+            shift: torch.Tensor = current()[key] - mod.bias  # (B, features)
+            return output + shift[:, None].to(output.dtype)
+
+        handles.append(module.register_forward_hook(add_shift))
+    return remove

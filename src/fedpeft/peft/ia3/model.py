@@ -9,7 +9,8 @@ method here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import torch
@@ -17,6 +18,7 @@ import torch
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
 from fedpeft.peft.base import PEFT_METHODS
+from fedpeft.peft.hooked import hooked_forward
 from fedpeft.peft.injected import InjectedTunerClassifier
 from fedpeft.peft.lora.model import lora_layers
 
@@ -79,55 +81,63 @@ class IA3Classifier(InjectedTunerClassifier):
             label_names=label_names,
         )
 
-    per_example_thread_safe = False  # the call hooks the shared IA3 modules
+    def per_example_session(self) -> contextlib.AbstractContextManager[None]:
+        return hooked_forward(self, _install_ia3_hooks).session()
 
     def per_example_logits(
         self, batch: Batch, params: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
         """Logits where example i uses its own vectors ``params[name][i]``.
 
-        peft's own scaling is bypassed for the call; hooks rescale each
-        example's feed-forward input (before the layer) or its key/value
-        output (after it) by that example's vector, in the vector's dtype and
-        back, as peft does.
+        peft's own scaling is bypassed; hooks rescale each example's
+        feed-forward input (before the layer) or its key/value output (after
+        it) by that example's vector, in the vector's dtype and back, as peft
+        does (:mod:`fedpeft.peft.hooked`; safe on several threads).
         """
-        from peft.tuners.ia3 import IA3Layer
-
-        handles, layers = [], []
-        for name, module in self.named_modules():
-            if not isinstance(module, IA3Layer):
-                continue
-            scale = params[f"{name}.ia3_l.default"].flatten(1)  # (B, features)
-            if module.is_feedforward:
-
-                def scale_input(
-                    mod: Any, args: tuple[Any, ...], scale: torch.Tensor = scale
-                ) -> tuple[Any, ...]:
-                    x = args[0]
-                    return ((x.to(scale.dtype) * scale[:, None]).to(x.dtype), *args[1:])
-
-                hook = cast(torch.nn.Module, module).register_forward_pre_hook(
-                    scale_input
-                )
-            else:
-
-                def scale_output(
-                    mod: Any,
-                    args: tuple[Any, ...],
-                    output: torch.Tensor,
-                    scale: torch.Tensor = scale,
-                ) -> torch.Tensor:
-                    return (output * scale[:, None]).to(output.dtype)
-
-                hook = cast(torch.nn.Module, module).register_forward_hook(scale_output)
-            module._disable_adapters = True
-            layers.append(module)
-            handles.append(hook)
-        try:
-            features = self.features(batch)
-        finally:
-            for handle in handles:
-                handle.remove()
-            for module in layers:
-                module._disable_adapters = False
+        hooks = hooked_forward(self, _install_ia3_hooks)
+        features = hooks.call(params, lambda: self.features(batch))
         return self.per_example_head(features, params)
+
+
+def _install_ia3_hooks(
+    model: IA3Classifier, current: Callable[[], Mapping[str, torch.Tensor]]
+) -> Callable[[], None]:
+    """Bypass peft's IA3 scaling; hooks apply each example's own instead."""
+    from peft.tuners.ia3 import IA3Layer
+
+    handles: list[Any] = []
+    layers = []
+    for name, module in model.named_modules():
+        if not isinstance(module, IA3Layer):
+            continue
+        key = f"{name}.ia3_l.default"
+        hookable = cast(torch.nn.Module, module)
+        if module.is_feedforward:
+
+            def scale_input(
+                mod: Any, args: tuple[Any, ...], key: str = key
+            ) -> tuple[Any, ...]:
+                scale = current()[key].flatten(1)  # (B, in)
+                x = args[0]
+                return ((x.to(scale.dtype) * scale[:, None]).to(x.dtype), *args[1:])
+
+            handles.append(hookable.register_forward_pre_hook(scale_input))
+        else:
+
+            def scale_output(
+                mod: Any, args: tuple[Any, ...], output: torch.Tensor, key: str = key
+            ) -> torch.Tensor:
+                scale = current()[key].flatten(1)  # (B, out)
+                return (output * scale[:, None]).to(output.dtype)
+
+            handles.append(hookable.register_forward_hook(scale_output))
+        module._disable_adapters = True
+        layers.append(module)
+
+    def remove() -> None:
+        for handle in handles:
+            handle.remove()
+        for module in layers:
+            module._disable_adapters = False
+
+    return remove

@@ -9,8 +9,9 @@ adapter starts as the identity. The payload is every A and B plus the head.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import torch
@@ -18,6 +19,7 @@ import torch
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
 from fedpeft.peft.base import PEFT_METHODS
+from fedpeft.peft.hooked import hooked_forward
 from fedpeft.peft.injected import InjectedTunerClassifier
 
 
@@ -93,7 +95,8 @@ class LoraClassifier(InjectedTunerClassifier):
                 elif "lora_B" in name:
                     tensor.zero_()
 
-    per_example_thread_safe = False  # the call hooks the shared LoRA modules
+    def per_example_session(self) -> contextlib.AbstractContextManager[None]:
+        return hooked_forward(self, _install_lora_hooks).session()
 
     def per_example_logits(
         self, batch: Batch, params: Mapping[str, torch.Tensor]
@@ -101,49 +104,57 @@ class LoraClassifier(InjectedTunerClassifier):
         """Logits where example i uses its own factors ``params[name][i]``.
 
         Every adapted layer computes ``W x_i + s · B_i A_i x_i``: peft's own
-        LoRA branch is bypassed for the call and a forward hook adds the
-        per-example branch with batched matrix products. A factor missing from
-        ``params`` (e.g. a frozen A) is the module's own, shared by all.
+        LoRA branch is bypassed and a forward hook adds the per-example branch
+        with batched matrix products (:mod:`fedpeft.peft.hooked`; safe on
+        several threads). A factor missing from ``params`` (e.g. a frozen A)
+        is the module's own, shared by all.
         """
-        from peft.tuners.lora import LoraLayer
-
-        size = len(batch)
-        handles, layers = [], []
-
-        def factor(module: Any, key: str, kind: str) -> torch.Tensor:
-            if key in params:
-                return params[key]
-            own: torch.Tensor = getattr(module, kind)["default"].weight
-            return own.expand(size, *own.shape)
-
-        for name, module in self.named_modules():
-            if not isinstance(module, LoraLayer):
-                continue
-            a = factor(module, f"{name}.lora_A.default.weight", "lora_A")  # (B, r, in)
-            b = factor(module, f"{name}.lora_B.default.weight", "lora_B")  # (B, out, r)
-            scale = float(module.scaling["default"])
-
-            def add_branch(
-                mod: Any,
-                args: tuple[Any, ...],
-                output: torch.Tensor,
-                a: torch.Tensor = a,
-                b: torch.Tensor = b,
-                scale: float = scale,
-            ) -> torch.Tensor:
-                down = torch.einsum("bsi,bri->bsr", args[0], a)  # (B, seq, r)
-                return output + scale * torch.einsum("bsr,bor->bso", down, b)
-
-            module._disable_adapters = True
-            layers.append(module)
-            handles.append(
-                cast(torch.nn.Module, module).register_forward_hook(add_branch)
-            )
-        try:
-            features = self.features(batch)
-        finally:
-            for handle in handles:
-                handle.remove()
-            for module in layers:
-                module._disable_adapters = False
+        hooks = hooked_forward(self, _install_lora_hooks)
+        features = hooks.call(params, lambda: self.features(batch))
         return self.per_example_head(features, params)
+
+
+def _install_lora_hooks(
+    model: LoraClassifier, current: Callable[[], Mapping[str, torch.Tensor]]
+) -> Callable[[], None]:
+    """Bypass peft's LoRA branches; hooks add each example's own instead."""
+    from peft.tuners.lora import LoraLayer
+
+    handles, layers = [], []
+    for name, module in model.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        keys = (f"{name}.lora_A.default.weight", f"{name}.lora_B.default.weight")
+        own = (
+            cast(torch.Tensor, module.lora_A["default"].weight),
+            cast(torch.Tensor, module.lora_B["default"].weight),
+        )
+        scale = float(module.scaling["default"])
+
+        def add_branch(
+            mod: Any,
+            args: tuple[Any, ...],
+            output: torch.Tensor,
+            keys: tuple[str, str] = keys,
+            own: tuple[torch.Tensor, torch.Tensor] = own,
+            scale: float = scale,
+        ) -> torch.Tensor:
+            params, size = current(), output.shape[0]
+            a, b = (
+                params[k] if k in params else w.expand(size, *w.shape)
+                for k, w in zip(keys, own, strict=True)
+            )  # (B, r, in), (B, out, r)
+            down = torch.einsum("bsi,bri->bsr", args[0], a)  # (B, seq, r)
+            return output + scale * torch.einsum("bsr,bor->bso", down, b)
+
+        module._disable_adapters = True
+        layers.append(module)
+        handles.append(cast(torch.nn.Module, module).register_forward_hook(add_branch))
+
+    def remove() -> None:
+        for handle in handles:
+            handle.remove()
+        for module in layers:
+            module._disable_adapters = False
+
+    return remove

@@ -1,0 +1,95 @@
+"""Per-example forwards through hooks on shared modules, on several threads.
+
+LoRA, IA3 and BitFit change what modules inside the body compute, so their
+per-example forward (:meth:`~fedpeft.peft.base.AdapterClassifier.per_example_logits`)
+puts forward hooks on those modules. The hooks read the per-example tensors
+of the call running on *their own thread* (thread-local storage), so one set
+of hooks serves several concurrent calls: the batched engine's bucket threads
+open one :meth:`HookedForward.session` for the whole of local training and
+run their calls inside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+import torch
+
+Tensors = Mapping[str, torch.Tensor]
+Install = Callable[[Any, Callable[[], Tensors]], Callable[[], None]]
+T = TypeVar("T")
+
+
+class HookedForward:
+    """Hooks installed while any call needs them, each call's tensors per thread.
+
+    Args:
+        model: The module whose submodules get the hooks (held weakly).
+        install: ``install(model, current)`` installs the hooks, given a
+            function returning the current thread's tensors, and returns a
+            function that removes them.
+    """
+
+    def __init__(self, model: Any, install: Install) -> None:
+        self._model = weakref.ref(model)
+        self._install = install
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._users = 0
+        self._remove: Callable[[], None] | None = None
+
+    def current(self) -> Tensors:
+        """The tensors of the call running on this thread."""
+        params: Tensors | None = getattr(self._local, "params", None)
+        if params is None:
+            raise RuntimeError(
+                "a per-example hook ran outside a per-example call; run the "
+                "model's plain forward outside HookedForward.session()"
+            )
+        return params
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Keep the hooks installed (they are installed once, however nested).
+
+        Inside a session the hooked modules compute the per-example path only,
+        so only per-example calls may run while it is open.
+        """
+        with self._lock:
+            if self._users == 0:
+                self._remove = self._install(self._model(), self.current)
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._remove is not None:
+                    self._remove()
+                    self._remove = None
+
+    def call(self, params: Tensors, fn: Callable[[], T]) -> T:
+        """``fn()`` with ``params`` as this thread's per-example tensors."""
+        with self.session():
+            self._local.params = params
+            try:
+                return fn()
+            finally:
+                self._local.params = None
+
+
+_HOOKS: weakref.WeakKeyDictionary[Any, HookedForward] = weakref.WeakKeyDictionary()
+_HOOKS_LOCK = threading.Lock()
+
+
+def hooked_forward(model: Any, install: Install) -> HookedForward:
+    """The one :class:`HookedForward` of ``model``, kept outside the module (so
+    models still copy and pickle) and dropped with it."""
+    with _HOOKS_LOCK:
+        if model not in _HOOKS:
+            _HOOKS[model] = HookedForward(model, install)
+        return _HOOKS[model]
