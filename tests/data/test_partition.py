@@ -70,7 +70,9 @@ def test_partition_is_a_disjoint_cover_respecting_min_size(
     try:
         parts = partition_indices(**problem)  # type: ignore[arg-type]
     except PartitionError:
-        assert problem["method"] not in ("iid", "quantity")  # these always fit
+        # iid and quantity skew fit whenever there are examples enough
+        enough = problem["num_clients"] * problem["min_size"] <= len(labels)  # type: ignore[operator]
+        assert not (problem["method"] in ("iid", "quantity") and enough)
         return
 
     assert len(parts) == problem["num_clients"]
@@ -284,3 +286,9 @@ def test_allocate_proportional_sums_to_total_within_one_of_share(
     exact = total * np.array(weights) / sum(weights)
     assert parts.sum() == total
     assert np.all(np.abs(parts - exact) < 1)
+
+
+def test_too_few_examples_for_min_size_is_refused_even_for_iid() -> None:
+    labels = np.zeros(20, dtype=np.int64)
+    with pytest.raises(PartitionError, match="num_clients <= 4 or min_size <= 4"):
+        partition_indices(labels, num_clients=5, method="iid", seed=0, min_size=5)
