@@ -125,7 +125,7 @@ def evaluate_many(
         }
         who = torch.from_numpy(owner)
         logits = np.empty((len(union), classes), np.float32)
-        with torch.inference_mode(), autocast(precision):
+        with torch.inference_mode(), autocast(precision), model.per_example_session():
             for idx, batch in union.length_sorted_batches(batch_size):
                 params = {n: t[who[idx]] for n, t in stacked.items()}
                 logits[idx] = model.per_example_logits(batch, params).float().numpy()

@@ -2,7 +2,7 @@
 
 PyTorch's CPU flash-attention kernel is several times slower in bf16 than in
 fp32, backward most of all (``bench/attention.py``: forward + backward of one
-MiniLM-sized attention is 4–8× slower in bf16). Under bf16 autocast every
+MiniLM-sized attention is 4–6× slower in bf16). Under bf16 autocast every
 attention call would take that path, so :func:`sdpa_fp32_on_cpu` runs CPU
 attention in fp32 (inputs up-cast, output cast back) and leaves every other
 device and dtype to transformers' own SDPA function. The matmuls around it
@@ -22,6 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTENTION = "fedpeft_sdpa"
 
@@ -35,8 +38,6 @@ def sdpa_fp32_on_cpu(
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
     """transformers' SDPA attention, computed in fp32 for bf16 CPU inputs."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if query.device.type != "cpu" or query.dtype != torch.bfloat16:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, **kwargs
@@ -50,9 +51,6 @@ def sdpa_fp32_on_cpu(
 
 
 def _register() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
     AttentionInterface.register(ATTENTION, sdpa_fp32_on_cpu)
     AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 

@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedpeft.models.attention import use_fast_attention
 from fedpeft.models.gguf import dequantize_to_cache, is_cached, model_cache_dir
 from fedpeft.registry import Registry
 
@@ -330,6 +329,8 @@ def load_backbone(name: str = "minilm-l6") -> Backbone:
     # transformers is slow to import; keep it off the import path of the package.
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
+
+    from fedpeft.models.attention import use_fast_attention  # imports transformers
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # noise for us
 
