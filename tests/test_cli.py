@@ -378,3 +378,15 @@ def test_privacy_fixed_sampling_needs_its_sizes() -> None:
     result = invoke("privacy", "epsilon", "-z", "1", "-T", "5", "--sampling", "fixed")
     assert result.exit_code == 2
     assert "--clients-per-round" in result.output
+
+
+def test_importing_the_cli_does_not_import_transformers() -> None:
+    """transformers takes seconds to import; `fedpeft --help` must not pay it."""
+    import subprocess
+    import sys
+
+    code = "import sys, fedpeft.cli; print('transformers' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "False"
