@@ -381,11 +381,15 @@ def test_privacy_fixed_sampling_needs_its_sizes() -> None:
 
 
 def test_importing_the_cli_does_not_import_transformers() -> None:
-    """transformers takes seconds to import; `fedpeft --help` must not pay it."""
+    """transformers takes seconds to import; `fedpeft --help` and importing the
+    package's modules must not pay it (it is imported when a model loads)."""
     import subprocess
     import sys
 
-    code = "import sys, fedpeft.cli; print('transformers' in sys.modules)"
+    code = (
+        "import sys, fedpeft.cli, fedpeft.models.backbone, fedpeft.engine.runner; "
+        "print('transformers' in sys.modules)"
+    )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
