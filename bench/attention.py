@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timing import interleaved_medians  # bench/timing.py
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fedpeft.models.backbone import load_backbone
@@ -36,14 +35,7 @@ LENGTHS = (40, 84)  # a short batch; 64 tokens + a 20-vector prompt
 
 
 def _median_ms(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for rep in range(repeats + 1):
-        for name, fn in fns.items():  # interleaved: drift hits every variant
-            start = time.perf_counter()
-            fn()
-            if rep:
-                times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return {k: s * 1e3 for k, s in interleaved_medians(fns, repeats).items()}
 
 
 def kernel(length: int, repeats: int) -> dict[str, float]:

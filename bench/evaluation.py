@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import interleaved_medians  # bench/timing.py
 
 from fedpeft.client.evaluate import evaluate, evaluate_many
 from fedpeft.config import load_config
@@ -86,14 +85,7 @@ def main() -> None:
         fns[f"local models, one pass, batches of 32, {prec}"] = lambda p=prec: (
             locals_together(p, 32)
         )
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for rep in range(args.repeats + 1):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            if rep:
-                times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(t) for name, t in times.items()}
+    medians = interleaved_medians(fns, args.repeats)
     lines = ["| evaluation | s | one pass vs one by one |", "|---|---|---|"]
     for name, s in medians.items():
         ref = medians[

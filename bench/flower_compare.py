@@ -58,7 +58,12 @@ RUNS = {
     "flower, 1-CPU actors": ["--engine", "flower", "--cpus", "1"],
     "flower, 2-CPU actor": ["--engine", "flower", "--cpus", "2"],
     "flower, 1-CPU actors, bf16": [
-        *("--engine", "flower", "--cpus", "1", "--precision", "bf16"),
+        "--engine",
+        "flower",
+        "--cpus",
+        "1",
+        "--precision",
+        "bf16",
     ],
     "fedpeft sequential fp32": ["--engine", "fedpeft", "--precision", "fp32"],
     "fedpeft batched fp32": ["--engine", "fedpeft", "--precision", "fp32", "--batched"],

@@ -276,10 +276,8 @@ def train_clients_batched(
             )
     k_total = len(jobs)
     stacked = {
-        n: torch.stack([torch.from_numpy(np.asarray(j.start[n])) for j in jobs])
-        .float()
-        .requires_grad_(True)
-        for n in names
+        n: t.requires_grad_(True)
+        for n, t in model.stack_states([j.start for j in jobs]).items()
     }
     leaves = [stacked[n] for n in names]
     anchor = {n: t.detach().clone() for n, t in stacked.items()}

@@ -118,11 +118,7 @@ def evaluate_many(
     if states is None:
         logits = predict_logits(model, union, batch_size, precision)
     else:
-        names = list(model.trainable_parameters())
-        stacked = {
-            n: torch.stack([torch.as_tensor(np.asarray(s[n])) for s in states]).float()
-            for n in names
-        }
+        stacked = model.stack_states(states)
         who = torch.from_numpy(owner)
         logits = np.empty((len(union), classes), np.float32)
         with torch.inference_mode(), autocast(precision), model.per_example_session():

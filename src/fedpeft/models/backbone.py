@@ -175,11 +175,19 @@ class Backbone:
         mask = _prefixed_mask(attention_mask, batch, seq, prefix)
         kwargs: dict[str, Any] = {}
         if prefix:
-            kwargs[_cache_argument(self.body)] = cache
+            kwargs[self._cache_argument] = cache
         if self.kind == "decoder":
             kwargs["use_cache"] = False  # do not build a cache nobody reads
         out = self.body(inputs_embeds=inputs_embeds, attention_mask=mask, **kwargs)
         return torch.as_tensor(out.last_hidden_state)  # (batch, seq, dim)
+
+    @functools.cached_property
+    def _cache_argument(self) -> str:
+        """The name the body's ``forward`` takes a key/value cache under:
+        ``cache`` from transformers 5.24 (which deprecates ``past_key_values``,
+        to be removed in 5.40), ``past_key_values`` before."""
+        params = inspect.signature(self.body.forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
 
     def _prefix_cache(self, past: PastKeyValues, batch: int) -> Any:
         """A fresh ``DynamicCache`` holding the prefix, expanded to ``batch``."""
@@ -273,14 +281,6 @@ class Backbone:
             owner[first] = name
             ids.append(first)
         return ids
-
-
-def _cache_argument(body: Any) -> str:
-    """The name ``body.forward`` takes a key/value cache under: ``cache`` from
-    transformers 5.24 (which deprecates ``past_key_values``, to be removed in
-    5.40), ``past_key_values`` before."""
-    params = inspect.signature(body.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def _prefixed_mask(

@@ -9,7 +9,7 @@ exchanged as :data:`fedpeft.types.Params`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -93,6 +93,14 @@ class AdapterClassifier(nn.Module):
             f"{type(self).__name__} has no per-example forward; record-level DP-SGD "
             "supports peft.method = 'prompt'"
         )
+
+    def stack_states(self, states: Sequence[Params]) -> dict[str, torch.Tensor]:
+        """The trainable tensors of several states as ``(K, ...)`` fp32 tensors,
+        the stacks :meth:`per_example_logits` gathers each example's copy from."""
+        return {
+            n: torch.stack([torch.from_numpy(np.asarray(s[n])) for s in states]).float()
+            for n in self.trainable_parameters()
+        }
 
     def per_example_session(self) -> contextlib.AbstractContextManager[None]:
         """Context for many :meth:`per_example_logits` calls, which may then

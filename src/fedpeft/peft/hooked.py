@@ -19,6 +19,9 @@ from typing import Any, TypeVar
 
 import torch
 
+from fedpeft.models.tokenized import Batch
+from fedpeft.peft.base import AdapterClassifier
+
 Tensors = Mapping[str, torch.Tensor]
 Install = Callable[[Any, Callable[[], Tensors]], Callable[[], None]]
 T = TypeVar("T")
@@ -93,3 +96,30 @@ def hooked_forward(model: Any, install: Install) -> HookedForward:
         if model not in _HOOKS:
             _HOOKS[model] = HookedForward(model, install)
         return _HOOKS[model]
+
+
+class HookedAdapterClassifier(AdapterClassifier):
+    """An adapter whose per-example forward hooks modules inside its body.
+
+    Subclasses implement :meth:`install_per_example_hooks`; the session and the
+    per-example call are the same for all of them.
+    """
+
+    def install_per_example_hooks(
+        self, current: Callable[[], Tensors]
+    ) -> Callable[[], None]:
+        """Install hooks that make each example use its own tensors from
+        ``current()``; return a function that removes them."""
+        raise NotImplementedError
+
+    def per_example_session(self) -> contextlib.AbstractContextManager[None]:
+        return self._hooks().session()
+
+    def per_example_logits(self, batch: Batch, params: Tensors) -> torch.Tensor:
+        """Logits where example i uses its own copy ``params[name][i]`` of the
+        trainable tensors, through the hooks (safe on several threads)."""
+        features = self._hooks().call(params, lambda: self.features(batch))
+        return self.per_example_head(features, params)
+
+    def _hooks(self) -> HookedForward:
+        return hooked_forward(self, type(self).install_per_example_hooks)

@@ -7,17 +7,18 @@ and only the tuner's tensors (plus the head) are trainable and sent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
-from fedpeft.peft.base import AdapterClassifier
+from fedpeft.peft.hooked import HookedAdapterClassifier
 from fedpeft.peft.shared import shared_copy
 
 
-class InjectedTunerClassifier(AdapterClassifier):
+class InjectedTunerClassifier(HookedAdapterClassifier):
     """Backbone body with peft tuner layers + pooling + linear head.
 
     Args:
@@ -70,3 +71,29 @@ class InjectedTunerClassifier(AdapterClassifier):
                 if tensor.requires_grad:
                     tensor.copy_(ours[name.replace("base_model.model.", "body.", 1)])
         return model
+
+    def bypass_tuners(
+        self, layer_type: type, hook: Callable[[str, Any], Any]
+    ) -> Callable[[], None]:
+        """Turn off peft's own tuner in every ``layer_type`` module and install
+        ``hook(name, module)`` (returning its handle) on each instead.
+
+        Returns:
+            A function that removes the hooks and turns the tuners back on.
+        """
+        handles: list[Any] = []
+        layers: list[Any] = []  # peft tuner layers (untyped library)
+        for name, module in self.named_modules():
+            if isinstance(module, layer_type):
+                layers.append(module)
+                handles.append(hook(name, module))
+        for layer in layers:
+            layer._disable_adapters = True
+
+        def restore() -> None:
+            for handle in handles:
+                handle.remove()
+            for module in layers:
+                module._disable_adapters = False
+
+        return restore

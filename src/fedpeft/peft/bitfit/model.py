@@ -11,7 +11,6 @@ file of the bias tensors under the base model's own names (load it with
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,8 +20,8 @@ from torch import nn
 
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
-from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier
-from fedpeft.peft.hooked import hooked_forward
+from fedpeft.peft.base import PEFT_METHODS
+from fedpeft.peft.hooked import HookedAdapterClassifier
 from fedpeft.peft.lora.model import lora_layers
 from fedpeft.peft.shared import shared_copy
 
@@ -30,7 +29,7 @@ _LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
 
 @PEFT_METHODS.register("bitfit", help="BitFit: train only the backbone's biases")
-class BitFitClassifier(AdapterClassifier):
+class BitFitClassifier(HookedAdapterClassifier):
     """Backbone with trainable biases + pooling + linear head.
 
     Args:
@@ -80,54 +79,39 @@ class BitFitClassifier(AdapterClassifier):
         )
         return torch.as_tensor(out.last_hidden_state)  # (batch, seq, dim)
 
-    def per_example_session(self) -> contextlib.AbstractContextManager[None]:
-        return hooked_forward(self, _install_bias_hooks).session()
-
-    def per_example_logits(
-        self, batch: Batch, params: Mapping[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """Logits where example i uses its own biases ``params[name][i]``.
-
-        A hook on each tuned linear or layer-norm module swaps the module's
-        own bias for the example's: ``y + (b_i − b)`` along the last axis
-        (:mod:`fedpeft.peft.hooked`; safe on several threads).
+    def install_per_example_hooks(
+        self, current: Callable[[], Mapping[str, torch.Tensor]]
+    ) -> Callable[[], None]:
+        """A hook on each tuned linear or layer-norm module swaps the module's
+        own bias for example i's: ``y + (b_i − b)`` along the last axis.
 
         Raises:
             ValueError: for a tuned bias on another kind of module (the
                 engine then trains its clients one after another).
         """
-        hooks = hooked_forward(self, _install_bias_hooks)
-        features = hooks.call(params, lambda: self.features(batch))
-        return self.per_example_head(features, params)
+        handles: list[Any] = []
 
+        def remove() -> None:
+            for handle in handles:
+                handle.remove()
 
-def _install_bias_hooks(
-    model: BitFitClassifier, current: Callable[[], Mapping[str, torch.Tensor]]
-) -> Callable[[], None]:
-    """Hooks that swap each tuned module's bias for the example's own."""
-    handles: list[Any] = []
-    tuned = set(model.trainable_parameters())
+        tuned = set(self.trainable_parameters())
+        for name, module in self.named_modules():
+            key = f"{name}.bias"
+            if key not in tuned:
+                continue
+            if not isinstance(module, nn.Linear | nn.LayerNorm):
+                remove()
+                raise ValueError(
+                    f"BitFit's per-example forward handles linear and layer-norm "
+                    f"biases; {key} is on a {type(module).__name__}"
+                )
 
-    def remove() -> None:
-        for handle in handles:
-            handle.remove()
+            def add_shift(
+                mod: Any, args: tuple[Any, ...], output: torch.Tensor, key: str = key
+            ) -> torch.Tensor:
+                shift: torch.Tensor = current()[key] - mod.bias  # (B, features)
+                return output + shift[:, None].to(output.dtype)
 
-    for name, module in model.named_modules():
-        key = f"{name}.bias"
-        if key not in tuned:
-            continue
-        if not isinstance(module, nn.Linear | nn.LayerNorm):
-            remove()
-            raise ValueError(
-                f"BitFit's per-example forward handles linear and layer-norm "
-                f"biases; {key} is on a {type(module).__name__}"
-            )
-
-        def add_shift(
-            mod: Any, args: tuple[Any, ...], output: torch.Tensor, key: str = key
-        ) -> torch.Tensor:
-            shift: torch.Tensor = current()[key] - mod.bias  # (B, features)
-            return output + shift[:, None].to(output.dtype)
-
-        handles.append(module.register_forward_hook(add_shift))
-    return remove
+            handles.append(module.register_forward_hook(add_shift))
+        return remove

@@ -9,16 +9,13 @@ method here.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from fedpeft.models.backbone import Backbone
-from fedpeft.models.tokenized import Batch
 from fedpeft.peft.base import PEFT_METHODS
-from fedpeft.peft.hooked import hooked_forward
 from fedpeft.peft.injected import InjectedTunerClassifier
 from fedpeft.peft.lora.model import lora_layers
 
@@ -81,63 +78,31 @@ class IA3Classifier(InjectedTunerClassifier):
             label_names=label_names,
         )
 
-    def per_example_session(self) -> contextlib.AbstractContextManager[None]:
-        return hooked_forward(self, _install_ia3_hooks).session()
-
-    def per_example_logits(
-        self, batch: Batch, params: Mapping[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """Logits where example i uses its own vectors ``params[name][i]``.
-
-        peft's own scaling is bypassed; hooks rescale each example's
+    def install_per_example_hooks(
+        self, current: Callable[[], Mapping[str, torch.Tensor]]
+    ) -> Callable[[], None]:
+        """peft's own scaling is bypassed; hooks rescale example i's
         feed-forward input (before the layer) or its key/value output (after
-        it) by that example's vector, in the vector's dtype and back, as peft
-        does (:mod:`fedpeft.peft.hooked`; safe on several threads).
-        """
-        hooks = hooked_forward(self, _install_ia3_hooks)
-        features = hooks.call(params, lambda: self.features(batch))
-        return self.per_example_head(features, params)
+        it) by its own vector, in the vector's dtype and back, as peft does."""
+        from peft.tuners.ia3 import IA3Layer
 
+        def hook(name: str, module: Any) -> Any:
+            key = f"{name}.ia3_l.default"
+            if module.is_feedforward:
 
-def _install_ia3_hooks(
-    model: IA3Classifier, current: Callable[[], Mapping[str, torch.Tensor]]
-) -> Callable[[], None]:
-    """Bypass peft's IA3 scaling; hooks apply each example's own instead."""
-    from peft.tuners.ia3 import IA3Layer
+                def scale_input(mod: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+                    scale = current()[key].flatten(1)  # (B, in)
+                    x = args[0]
+                    return ((x.to(scale.dtype) * scale[:, None]).to(x.dtype), *args[1:])
 
-    handles: list[Any] = []
-    layers = []
-    for name, module in model.named_modules():
-        if not isinstance(module, IA3Layer):
-            continue
-        key = f"{name}.ia3_l.default"
-        hookable = cast(torch.nn.Module, module)
-        if module.is_feedforward:
-
-            def scale_input(
-                mod: Any, args: tuple[Any, ...], key: str = key
-            ) -> tuple[Any, ...]:
-                scale = current()[key].flatten(1)  # (B, in)
-                x = args[0]
-                return ((x.to(scale.dtype) * scale[:, None]).to(x.dtype), *args[1:])
-
-            handles.append(hookable.register_forward_pre_hook(scale_input))
-        else:
+                return module.register_forward_pre_hook(scale_input)
 
             def scale_output(
-                mod: Any, args: tuple[Any, ...], output: torch.Tensor, key: str = key
+                mod: Any, args: tuple[Any, ...], output: torch.Tensor
             ) -> torch.Tensor:
                 scale = current()[key].flatten(1)  # (B, out)
                 return (output * scale[:, None]).to(output.dtype)
 
-            handles.append(hookable.register_forward_hook(scale_output))
-        module._disable_adapters = True
-        layers.append(module)
+            return module.register_forward_hook(scale_output)
 
-    def remove() -> None:
-        for handle in handles:
-            handle.remove()
-        for module in layers:
-            module._disable_adapters = False
-
-    return remove
+        return self.bypass_tuners(IA3Layer, hook)

@@ -9,7 +9,6 @@ adapter starts as the identity. The payload is every A and B plus the head.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
@@ -17,9 +16,7 @@ from typing import Any, cast
 import torch
 
 from fedpeft.models.backbone import Backbone
-from fedpeft.models.tokenized import Batch
 from fedpeft.peft.base import PEFT_METHODS
-from fedpeft.peft.hooked import hooked_forward
 from fedpeft.peft.injected import InjectedTunerClassifier
 
 
@@ -95,66 +92,34 @@ class LoraClassifier(InjectedTunerClassifier):
                 elif "lora_B" in name:
                     tensor.zero_()
 
-    def per_example_session(self) -> contextlib.AbstractContextManager[None]:
-        return hooked_forward(self, _install_lora_hooks).session()
+    def install_per_example_hooks(
+        self, current: Callable[[], Mapping[str, torch.Tensor]]
+    ) -> Callable[[], None]:
+        """Every adapted layer computes ``W x_i + s · B_i A_i x_i``: peft's own
+        LoRA branch is bypassed and a forward hook adds example i's branch
+        with batched matrix products. A factor missing from ``current()``
+        (e.g. a frozen A) is the module's own, shared by all."""
+        from peft.tuners.lora import LoraLayer
 
-    def per_example_logits(
-        self, batch: Batch, params: Mapping[str, torch.Tensor]
-    ) -> torch.Tensor:
-        """Logits where example i uses its own factors ``params[name][i]``.
+        def hook(name: str, module: Any) -> Any:
+            keys = (f"{name}.lora_A.default.weight", f"{name}.lora_B.default.weight")
+            own = (
+                cast(torch.Tensor, module.lora_A["default"].weight),
+                cast(torch.Tensor, module.lora_B["default"].weight),
+            )
+            scale = float(module.scaling["default"])
 
-        Every adapted layer computes ``W x_i + s · B_i A_i x_i``: peft's own
-        LoRA branch is bypassed and a forward hook adds the per-example branch
-        with batched matrix products (:mod:`fedpeft.peft.hooked`; safe on
-        several threads). A factor missing from ``params`` (e.g. a frozen A)
-        is the module's own, shared by all.
-        """
-        hooks = hooked_forward(self, _install_lora_hooks)
-        features = hooks.call(params, lambda: self.features(batch))
-        return self.per_example_head(features, params)
+            def add_branch(
+                mod: Any, args: tuple[Any, ...], output: torch.Tensor
+            ) -> torch.Tensor:
+                params, size = current(), output.shape[0]
+                a, b = (
+                    params[k] if k in params else w.expand(size, *w.shape)
+                    for k, w in zip(keys, own, strict=True)
+                )  # (B, r, in), (B, out, r)
+                down = torch.einsum("bsi,bri->bsr", args[0], a)  # (B, seq, r)
+                return output + scale * torch.einsum("bsr,bor->bso", down, b)
 
+            return module.register_forward_hook(add_branch)
 
-def _install_lora_hooks(
-    model: LoraClassifier, current: Callable[[], Mapping[str, torch.Tensor]]
-) -> Callable[[], None]:
-    """Bypass peft's LoRA branches; hooks add each example's own instead."""
-    from peft.tuners.lora import LoraLayer
-
-    handles, layers = [], []
-    for name, module in model.named_modules():
-        if not isinstance(module, LoraLayer):
-            continue
-        keys = (f"{name}.lora_A.default.weight", f"{name}.lora_B.default.weight")
-        own = (
-            cast(torch.Tensor, module.lora_A["default"].weight),
-            cast(torch.Tensor, module.lora_B["default"].weight),
-        )
-        scale = float(module.scaling["default"])
-
-        def add_branch(
-            mod: Any,
-            args: tuple[Any, ...],
-            output: torch.Tensor,
-            keys: tuple[str, str] = keys,
-            own: tuple[torch.Tensor, torch.Tensor] = own,
-            scale: float = scale,
-        ) -> torch.Tensor:
-            params, size = current(), output.shape[0]
-            a, b = (
-                params[k] if k in params else w.expand(size, *w.shape)
-                for k, w in zip(keys, own, strict=True)
-            )  # (B, r, in), (B, out, r)
-            down = torch.einsum("bsi,bri->bsr", args[0], a)  # (B, seq, r)
-            return output + scale * torch.einsum("bsr,bor->bso", down, b)
-
-        module._disable_adapters = True
-        layers.append(module)
-        handles.append(cast(torch.nn.Module, module).register_forward_hook(add_branch))
-
-    def remove() -> None:
-        for handle in handles:
-            handle.remove()
-        for module in layers:
-            module._disable_adapters = False
-
-    return remove
+        return self.bypass_tuners(LoraLayer, hook)
