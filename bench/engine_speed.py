@@ -27,13 +27,19 @@ run at N = 10, 100, 1000 clients (each in a fresh process).
 ``--methods lora ia3 ...`` also times the four engine variants (sequential
 and batched, fp32 and bf16) for other PEFT methods on the same workload.
 
+``--device cuda`` runs the speed comparison on a GPU (stored apart from the
+CPU figures) and adds, per variant, the GPU's mean utilisation while it
+trained (``nvidia-smi`` sampled every 50 ms) and the peak memory torch
+allocated on the GPU.
+
     python bench/engine_speed.py [--repeats 3] [--accuracy] [--memory]
-        [--methods METHOD ...] [--no-speed]
+        [--methods METHOD ...] [--no-speed] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -41,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +61,7 @@ from fedpeft.config import load_config
 from fedpeft.engine.experiment import Experiment, build_experiment
 from fedpeft.engine.seeding import stream
 from fedpeft.engine.simulation import FederatedRun
+from fedpeft.models.device import describe_device
 from fedpeft.models.precision import autocast
 
 WORKLOAD = [
@@ -72,6 +80,41 @@ WORKLOAD = [
     "baselines.run=[]",
 ]
 RESULTS = Path("bench/results/engine_speed.json")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (GPU timings end here)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def gpu_utilisation(device: torch.device, into: list[float]) -> Iterator[None]:
+    """Append the GPU's mean utilisation (%) over the block to ``into``
+    (``nvidia-smi`` samples every 50 ms; nothing is appended on the CPU)."""
+    if device.type != "cuda":
+        yield
+        return
+    index = device.index if device.index is not None else 0
+    smi = subprocess.Popen(
+        [
+            "nvidia-smi",
+            f"--id={index}",
+            "--query-gpu=utilization.gpu",
+            "--format=csv,noheader,nounits",
+            "-lms",
+            "50",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield
+    finally:
+        smi.terminate()
+        out, _ = smi.communicate()
+        samples = [float(x) for x in out.split() if x.strip().isdigit()]
+        into.append(statistics.fmean(samples) if samples else float("nan"))
 
 
 def engine_variant(exp: Experiment, batched: bool, precision: str) -> FederatedRun:
@@ -109,11 +152,12 @@ def plain_loop(exp: Experiment, rnd: int, params: dict[str, np.ndarray]) -> floa
         data = exp.clients[k].train
         rng = stream(cfg.seed, "client", rnd, k)
         for order in _batch_orders(len(data), c.batch_size, c.local_epochs, 0, rng):
-            batch = data.batch(order)
+            batch = data.batch(order, model.device)
             loss = F.cross_entropy(model(batch), batch.labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
+        model.trainable_state()  # the payload leaves, as in the engines
     return time.perf_counter() - started
 
 
@@ -143,26 +187,29 @@ def backbone_seconds(exp: Experiment, rnd: int, precision: str) -> float:
     for t in range(max(len(o) for o in orders)):
         active = [i for i in range(len(clients)) if t < len(orders[i])]
         parts = [exp.clients[clients[i]].train.batch(orders[i][t]) for i in active]
-        batch = concat_batches(parts)
+        batch = concat_batches(parts).to(model.device)
         owner = torch.repeat_interleave(
             torch.tensor(active), torch.tensor([len(p) for p in parts])
-        )
+        ).to(model.device)
         lengths = batch.attention_mask.sum(dim=1)
         for idx in length_buckets(lengths, cfg.federation.bucket_size):
             sub = sub_batch(batch, idx)
+            sync(model.device)
             started = time.perf_counter()
             params = {n: v[owner[idx]] for n, v in stacked.items()}
-            with autocast(precision):
+            with autocast(precision, model.device):
                 logits = model.per_example_logits(sub, params)
             loss = F.cross_entropy(logits.float(), sub.labels)
             torch.autograd.grad(loss, list(stacked.values()))
+            sync(model.device)
             total += time.perf_counter() - started
     return total
 
 
-def speed(repeats: int) -> dict[str, Any]:
-    cfg = load_config(None, WORKLOAD)
+def speed(repeats: int, device: str = "cpu") -> dict[str, Any]:
+    cfg = load_config(None, [*WORKLOAD, f"model.device={device}"])
     exp = build_experiment(cfg)
+    on = exp.backbone.device
     variants = {
         "sequential fp32": engine_variant(exp, False, "fp32"),
         "batched fp32": engine_variant(exp, True, "fp32"),
@@ -174,11 +221,14 @@ def speed(repeats: int) -> dict[str, Any]:
         name: []
         for name in ["plain loop fp32", *variants, "backbone fp32", "backbone bf16"]
     }
+    utilisation: dict[str, list[float]] = {name: [] for name in seconds}
     examples = 0.0
     for rnd in range(1, repeats + 2):  # round 1 warms up (FLOP counting, caches)
-        seconds["plain loop fp32"].append(plain_loop(exp, rnd, params))
+        with gpu_utilisation(on, utilisation["plain loop fp32"]):
+            seconds["plain loop fp32"].append(plain_loop(exp, rnd, params))
         for name, run in variants.items():
-            _, record = run.run_round(rnd, params)
+            with gpu_utilisation(on, utilisation[name]):
+                _, record = run.run_round(rnd, params)
             seconds[name].append(record["train_seconds"])
             examples = record["train_examples_total"]
         seconds["backbone fp32"].append(backbone_seconds(exp, rnd, "fp32"))
@@ -189,13 +239,20 @@ def speed(repeats: int) -> dict[str, Any]:
             flush=True,
         )
     median = {k: statistics.median(v[1:]) for k, v in seconds.items()}
-    return {
+    out = {
+        "device": describe_device(on),
         "examples_per_round": examples,
         "clients_per_round": len(selected(exp, 1)),
         "median_seconds": median,
         "examples_per_second": {k: examples / v for k, v in median.items()},
         "all_seconds": seconds,
     }
+    if on.type == "cuda":
+        out["gpu_utilisation_percent"] = {
+            k: statistics.median(v[1:]) for k, v in utilisation.items() if v
+        }
+        out["gpu_peak_allocated_mib"] = torch.cuda.max_memory_allocated(on) / 2**20
+    return out
 
 
 def per_method(repeats: int, methods: list[str]) -> dict[str, dict[str, float]]:
@@ -310,12 +367,16 @@ def main() -> None:
     parser.add_argument(
         "--methods", nargs="*", default=[], help="also time these PEFT methods"
     )
+    parser.add_argument(
+        "--device", default="cpu", help="model.device of the speed comparison"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(2)
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if not args.no_speed:
-        stored["speed"] = speed(args.repeats)
+        key = "speed" if args.device == "cpu" else "speed cuda"
+        stored[key] = speed(args.repeats, args.device)
     if args.methods:
         stored["methods"] = per_method(args.repeats, args.methods)
     if args.accuracy:
@@ -329,24 +390,33 @@ def main() -> None:
 
 def render(stored: dict[str, Any]) -> str:
     lines = []
-    if "speed" in stored:
-        s = stored["speed"]
+    for key in ("speed", "speed cuda"):
+        if key not in stored:
+            continue
+        s = stored[key]
         med, eps = s["median_seconds"], s["examples_per_second"]
+        gpu = s.get("gpu_utilisation_percent", {})
         base = med["sequential fp32"]
         lines += [
-            f"{s['clients_per_round']} clients/round, {s['examples_per_round']:.0f} "
-            "training examples/round",
+            f"{s.get('device', 'cpu')}: {s['clients_per_round']} clients/round, "
+            f"{s['examples_per_round']:.0f} training examples/round",
             "",
-            "| variant | s / round (median) | training ex/s | vs sequential fp32 |",
-            "|---|---|---|---|",
+            "| variant | s / round (median) | training ex/s | vs sequential fp32 |"
+            + (" GPU utilisation |" if gpu else ""),
+            "|---|---|---|---|" + ("---|" if gpu else ""),
         ]
         for k in med:
-            lines.append(
-                f"| {k} | {med[k]:.2f} | {eps[k]:.1f} | {base / med[k]:.2f}× |"
-            )
+            row = f"| {k} | {med[k]:.2f} | {eps[k]:.1f} | {base / med[k]:.2f}× |"
+            if gpu:
+                row += f" {gpu[k]:.0f}% |" if k in gpu else " |"
+            lines.append(row)
         for p in ("fp32", "bf16"):
             share = med[f"backbone {p}"] / med[f"batched {p}"]
             lines.append(f"\nbackbone share of the batched {p} round: {share:.0%}")
+        if "gpu_peak_allocated_mib" in s:
+            lines.append(
+                f"peak GPU memory allocated: {s['gpu_peak_allocated_mib']:.0f} MiB"
+            )
     if "methods" in stored:
         lines += [
             "",

@@ -95,7 +95,7 @@ def main() -> None:
     ) -> None:
         for b, o in zip(batches, owners, strict=True):
             params = {n: v[o] for n, v in stacked.items()}
-            with autocast(p):
+            with autocast(p, "cpu"):
                 logits = m.per_example_logits(b, params)  # type: ignore[attr-defined]
             loss = F.cross_entropy(logits.float(), b.labels)
             torch.autograd.grad(loss, list(stacked.values()))

@@ -8,6 +8,7 @@ message naming the key, the bad value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+DEVICES = "cpu, cuda, cuda:N or auto"
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 BASELINES = ("centralized", "local-only", "linear-probe", "zero-shot", "full-finetune")
 
 
@@ -39,6 +42,18 @@ class ModelSection(Section):
     eval_precision: Literal["fp32", "bf16"] = Field(
         "bf16", description="backbone compute dtype for evaluation"
     )
+    device: str = Field(
+        "cpu",
+        description="where the backbone and adapters compute: cpu, cuda, cuda:N "
+        "or auto (a GPU when torch sees one)",
+    )
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if re.fullmatch(DEVICE_PATTERN, value) is None:
+            raise ValueError(f"unknown device {value!r}; choose {DEVICES}")
+        return value
 
 
 class DataSection(Section):

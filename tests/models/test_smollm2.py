@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from fedpeft.models.backbone import load_backbone, resolve_backbone_path
+from fedpeft.models.backbone import _load_backbone, resolve_backbone_path
 from fedpeft.models.gguf import CACHE_ENV, is_cached
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def test_dequantized_smollm2_loads_from_cache_and_answers(
     assert is_cached(directory) and directory.is_relative_to(tmp_path)
     monkeypatch.setitem(sys.modules, "gguf", None)  # the copy must not need it
 
-    backbone = load_backbone.__wrapped__("smollm2-135m")
+    backbone = _load_backbone.__wrapped__("smollm2-135m", torch.device("cpu"))
 
     assert backbone.kind == "decoder"
     assert backbone.num_parameters == 134_515_008

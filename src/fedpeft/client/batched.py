@@ -88,7 +88,7 @@ def length_buckets(lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
     """
     n = int(lengths.shape[0])
     if size <= 0 or n <= size:
-        return [torch.arange(n)]
+        return [torch.arange(n, device=lengths.device)]
     order = torch.argsort(lengths, stable=True)
     return [g for g in torch.tensor_split(order, math.ceil(n / size)) if len(g)]
 
@@ -170,8 +170,10 @@ class StackedAdamW:
         self.params, self.lrs = dict(params), dict(lrs)
         self.beta1, self.beta2 = betas
         self.eps, self.weight_decay = eps, weight_decay
-        k = next(iter(self.params.values())).shape[0]
-        self.steps = torch.zeros(k, dtype=torch.float64)
+        first = next(iter(self.params.values()))
+        self.steps = torch.zeros(
+            first.shape[0], dtype=torch.float64, device=first.device
+        )
         self.exp_avg = {n: torch.zeros_like(p) for n, p in self.params.items()}
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in self.params.items()}
 
@@ -209,7 +211,7 @@ def _clip_per_client(
     grads: dict[str, torch.Tensor], max_norm: float, num_clients: int
 ) -> None:
     """``clip_grad_norm_`` on each client's slice of the gradients, in place."""
-    squares = torch.zeros(num_clients)
+    squares = torch.zeros(num_clients, device=next(iter(grads.values())).device)
     for g in grads.values():
         squares += g.reshape(num_clients, -1).pow(2).sum(dim=1)
     coef = (max_norm / (squares.sqrt() + 1e-6)).clamp(max=1.0)  # (K,)
@@ -296,6 +298,7 @@ def train_clients_batched(
         for j in jobs
     ]
     meter = flops if flops is not None else FlopMeter()
+    device = model.device
     pool = ThreadPoolExecutor(bucket_threads) if bucket_threads > 1 else None
     losses: list[list[float]] = [[] for _ in jobs]
     shares = np.zeros(k_total)  # examples each client put through
@@ -305,11 +308,18 @@ def train_clients_batched(
         for t in range(max(len(o) for o in orders)):
             active = [k for k in range(k_total) if t < len(orders[k])]
             parts = [jobs[k].data.batch(orders[k][t]) for k in active]
-            batch = concat_batches(parts)
-            counts = torch.tensor([len(p) for p in parts])
-            owner = torch.repeat_interleave(torch.tensor(active), counts)  # (B,)
-            inv_count = torch.repeat_interleave(1.0 / counts.double(), counts).float()
-            mask = torch.zeros(k_total, dtype=torch.bool)
+            batch = concat_batches(parts).to(device)  # one copy to the device
+            sizes = [len(p) for p in parts]
+            counts = torch.tensor(sizes, device=device)
+            # output_size: no device-to-host sync to learn the length
+            total = sum(sizes)
+            owner = torch.repeat_interleave(
+                torch.tensor(active, device=device), counts, output_size=total
+            )  # (B,)
+            inv_count = torch.repeat_interleave(
+                1.0 / counts.double(), counts, output_size=total
+            ).float()
+            mask = torch.zeros(k_total, dtype=torch.bool, device=device)
             mask[active] = True
 
             buckets = length_buckets(batch.attention_mask.sum(dim=1), bucket_size)
@@ -323,7 +333,7 @@ def train_clients_batched(
                 inv_count: torch.Tensor = inv_count,
             ) -> BucketResult:
                 params = {n: stacked[n][owner[idx]] for n in names}
-                with autocast(precision):
+                with autocast(precision, device):
                     logits = model.per_example_logits(sub, params)
                 loss = F.cross_entropy(logits.float(), sub.labels, reduction="none")
                 # A tensor off the loss's path (BitFit: the unused pooler's bias)
@@ -336,7 +346,7 @@ def train_clients_batched(
             before = meter.total
             bucket_results = _run_buckets(bucket, batch, buckets, meter, pool)
             step_flops = meter.total - before
-            per_example = torch.empty(len(batch))
+            per_example = torch.empty(len(batch), device=device)
             grads: list[torch.Tensor | None] = [None] * len(leaves)
             for idx, (loss, part) in zip(buckets, bucket_results, strict=True):
                 per_example[idx] = loss
@@ -352,10 +362,12 @@ def train_clients_batched(
             if cfg.max_grad_norm > 0:
                 _clip_per_client(by_name, cfg.max_grad_norm, k_total)
             optimizer.step(by_name, mask)
-            offsets = np.concatenate([[0], np.cumsum(counts.numpy())])
+            offsets = np.concatenate([[0], np.cumsum(sizes)])
+            example_losses = per_example.cpu()  # one transfer per step
             for i, k in enumerate(active):
-                n_k = int(counts[i])
-                losses[k].append(float(per_example[offsets[i] : offsets[i + 1]].mean()))
+                n_k = sizes[i]
+                own = example_losses[offsets[i] : offsets[i + 1]]
+                losses[k].append(float(own.mean()))
                 shares[k] += n_k
                 flop_share[k] += step_flops * n_k / len(batch)
     seconds = time.perf_counter() - started
@@ -364,7 +376,7 @@ def train_clients_batched(
     results = []
     for k in range(k_total):
         state = {
-            n: stacked[n][k].detach().numpy().astype(np.float32, copy=True)
+            n: stacked[n][k].detach().cpu().numpy().astype(np.float32, copy=True)
             for n in names
         }
         stats = LocalTrainStats(

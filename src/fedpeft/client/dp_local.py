@@ -52,7 +52,7 @@ def per_example_grads(
     model: AdapterClassifier, data: TokenizedDataset, idx: np.ndarray, precision: str
 ) -> dict[str, torch.Tensor]:
     """``{name: (B, *shape)}`` gradients of each example's loss (one backward)."""
-    batch = data.batch(idx)
+    batch = data.batch(idx, model.device)
     copies = {
         name: p.detach()
         .unsqueeze(0)
@@ -61,7 +61,7 @@ def per_example_grads(
         .requires_grad_()
         for name, p in model.trainable_parameters().items()
     }
-    with autocast(precision):
+    with autocast(precision, model.device):
         logits = model.per_example_logits(batch, copies)
     loss = F.cross_entropy(logits.float(), batch.labels, reduction="sum")
     grads = torch.autograd.grad(loss, list(copies.values()))
@@ -97,7 +97,7 @@ def dp_train_adapter(
             noisy = {k: g.sum(dim=0) for k, g in grads.items()}
         for name, p in params.items():
             total = noisy.get(name, torch.zeros_like(p))
-            noise = _noise(p.shape, generator, dp.secure) * std
+            noise = _noise(p.shape, generator, dp.secure).to(p.device) * std
             p.grad = ((total + noise) / (q * n)).to(p.dtype)
         optimizer.step()
         examples += len(idx)
@@ -107,7 +107,8 @@ def dp_train_adapter(
 
 
 def _noise(shape: torch.Size, generator: torch.Generator, secure: bool) -> torch.Tensor:
-    """Standard normal draws: seeded, or from OS entropy in secure mode."""
+    """Standard normal draws on the CPU: seeded, or from OS entropy in secure
+    mode."""
     if secure:
         draws = secure_standard_normal(math.prod(shape))
         return torch.from_numpy(draws).float().reshape(shape)

@@ -40,9 +40,9 @@ def predict_logits(
     """Logits ``(n, num_classes)`` in the data set's order, under inference mode with
     length-sorted batches (little padding)."""
     out = np.empty((len(data), model.head.out_features), np.float32)
-    with torch.inference_mode(), autocast(precision):
-        for idx, batch in data.length_sorted_batches(batch_size):
-            out[idx] = model(batch).float().numpy()
+    with torch.inference_mode(), autocast(precision, model.device):
+        for idx, batch in data.length_sorted_batches(batch_size, model.device):
+            out[idx] = model(batch).float().cpu().numpy()
     return out
 
 
@@ -119,12 +119,14 @@ def evaluate_many(
         logits = predict_logits(model, union, batch_size, precision)
     else:
         stacked = model.stack_states(states)
-        who = torch.from_numpy(owner)
+        who = torch.from_numpy(owner).to(model.device)
         logits = np.empty((len(union), classes), np.float32)
-        with torch.inference_mode(), autocast(precision), model.per_example_session():
-            for idx, batch in union.length_sorted_batches(batch_size):
+        session = model.per_example_session()
+        with torch.inference_mode(), autocast(precision, model.device), session:
+            for idx, batch in union.length_sorted_batches(batch_size, model.device):
                 params = {n: t[who[idx]] for n, t in stacked.items()}
-                logits[idx] = model.per_example_logits(batch, params).float().numpy()
+                out = model.per_example_logits(batch, params)
+                logits[idx] = out.float().cpu().numpy()
     return [
         _scores(logits[owner == i], d.labels, classes) if len(d) else _EMPTY
         for i, d in enumerate(datasets)

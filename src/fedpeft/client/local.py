@@ -60,10 +60,11 @@ def _proximal_term(
     model: AdapterClassifier, anchor: Mapping[str, torch.Tensor]
 ) -> torch.Tensor:
     """‖θ − θ_global‖² over every trainable tensor (the squared L2 norm)."""
-    total = torch.zeros(())
-    for name, param in model.trainable_parameters().items():
-        total = total + (param - anchor[name]).pow(2).sum()
-    return total
+    params = model.trainable_parameters()
+    return sum(
+        ((p - anchor[n]).pow(2).sum() for n, p in params.items()),
+        torch.zeros((), device=model.device),
+    )
 
 
 def build_optimizer(model: AdapterClassifier, cfg: ClientSection) -> torch.optim.AdamW:
@@ -115,10 +116,10 @@ def train_adapter(
     for order in _batch_orders(
         len(data), cfg.batch_size, cfg.local_epochs, cfg.local_steps, rng
     ):
-        batch = data.batch(order)
+        batch = data.batch(order, model.device)
 
         def step(batch: Batch = batch) -> float:
-            with autocast(precision):
+            with autocast(precision, model.device):
                 logits = model(batch)
             loss = F.cross_entropy(logits, batch.labels)
             total = loss

@@ -23,9 +23,10 @@ def pooled_features(
     batch_size: int = 128,
     precision: str = "bf16",
 ) -> torch.Tensor:
-    """Features ``(n, dim)`` (float32) of ``model`` for every example of ``data``."""
+    """Features ``(n, dim)`` (float32, on the CPU) of ``model`` for every
+    example of ``data``."""
     dim = model.backbone.hidden_size
-    return map_pooled(model.features, data, dim, batch_size, precision)
+    return map_pooled(model.features, data, dim, batch_size, precision, model.device)
 
 
 def fit_linear_head(

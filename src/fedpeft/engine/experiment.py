@@ -20,6 +20,7 @@ from fedpeft.data import (
 from fedpeft.engine.seeding import stream, torch_generator
 from fedpeft.models import Backbone, load_backbone
 from fedpeft.models.backbone import resolve_backbone_path
+from fedpeft.models.device import resolve_device
 from fedpeft.models.embed import embed_dataset
 from fedpeft.models.tokenized import TokenizedDataset, tokenize
 from fedpeft.peft import PEFT_METHODS, AdapterClassifier, build_adapter
@@ -96,7 +97,8 @@ class Experiment:
 
 
 def check_names(cfg: RunConfig) -> None:
-    """Fail fast, before loading anything, on a name no registry knows.
+    """Fail fast, before loading anything, on a name no registry knows (or a
+    device this machine does not have).
 
     Raises:
         ConfigError: naming the key, the bad name and the choices.
@@ -118,6 +120,10 @@ def check_names(cfg: RunConfig) -> None:
         resolve_backbone_path(cfg.model.backbone)
     except (KeyError, FileNotFoundError) as err:
         raise ConfigError(f"model.backbone: {err.args[0]}") from None
+    try:
+        resolve_device(cfg.model.device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def build_experiment(cfg: RunConfig) -> Experiment:
@@ -134,7 +140,7 @@ def build_experiment(cfg: RunConfig) -> Experiment:
         max_test=d.max_test,
         max_chars=d.max_chars,
     )
-    backbone = load_backbone(cfg.model.backbone)
+    backbone = load_backbone(cfg.model.backbone, resolve_device(cfg.model.device))
     pool = tokenize(
         backbone, corpus.train.texts, corpus.train.labels, cfg.model.max_length
     )

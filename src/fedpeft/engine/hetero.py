@@ -178,7 +178,7 @@ class HeteroLoraRun:
     @staticmethod
     def _frozen_a(model: AdapterClassifier) -> Params:
         return {
-            n: p.detach().numpy().copy()
+            n: p.detach().cpu().numpy().copy()
             for n, p in model.named_parameters()
             if LORA_A in n and not p.requires_grad
         }

@@ -23,6 +23,7 @@ from fedpeft.config import ConfigError, RunConfig
 from fedpeft.engine.experiment import Experiment, build_experiment, check_names
 from fedpeft.engine.simulation import FederatedResult, FederatedRun
 from fedpeft.engine.sink import MetricsSink
+from fedpeft.models.device import describe_device
 from fedpeft.wire import payload_bytes, serialize
 
 logger = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ def run_device_experiment(
         },
         "baselines": {},
         "privacy": {},
-        "environment": environment(),
+        "environment": environment(exp.backbone.device),
     }
     (run_dir / "summary.json").write_text(
         json.dumps(summary, indent=2), encoding="utf-8"
@@ -356,7 +357,8 @@ def full_model_bytes(exp: Experiment) -> int:
     """Serialized size of the whole model's payload (backbone + head), the unit
     that FedAvg full fine-tuning sends each round."""
     arrays = {
-        n: p.detach().float().numpy() for n, p in exp.backbone.model.named_parameters()
+        n: p.detach().float().cpu().numpy()
+        for n, p in exp.backbone.model.named_parameters()
     }
     head = exp.num_classes * (exp.backbone.hidden_size + 1)
     arrays["head.weight"] = np.zeros(head, np.float32)  # shape does not change the size
@@ -414,7 +416,7 @@ def summarize(
         },
         "baselines": dict(baselines),
         "privacy": _privacy_summary(cfg, history),
-        "environment": environment(),
+        "environment": environment(exp.backbone.device),
     }
 
 
@@ -432,8 +434,9 @@ ENVIRONMENT_PACKAGES = (
 )
 
 
-def environment() -> dict[str, str]:
-    """Python and the versions of the packages that shape a run's numbers.
+def environment(device: torch.device) -> dict[str, str]:
+    """Python, the versions of the packages that shape a run's numbers and
+    the device it computed on.
 
     Dependencies are version ranges, so two fresh installs can differ; runs
     record what they ran on (a 20 Newsgroups result moved by 1.25 points
@@ -449,6 +452,7 @@ def environment() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = "not installed"
     out["torch_threads"] = str(torch.get_num_threads())
+    out["device"] = describe_device(device)
     return out
 
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -87,6 +87,11 @@ class Backbone:
     model: Any  # a transformers PreTrainedModel (untyped library)
     tokenizer: Any  # its PreTrainedTokenizerFast
     kind: str
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are, and so where every adapter computes."""
+        return next(self.model.parameters()).device  # type: ignore[no-any-return]
 
     @property
     def hidden_size(self) -> int:
@@ -319,13 +324,20 @@ def resolve_backbone_path(name: str) -> Path:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def load_backbone(name: str = "minilm-l6") -> Backbone:
-    """Load a backbone once per process, frozen and in eval mode.
+def load_backbone(
+    name: str = "minilm-l6", device: torch.device | str = "cpu"
+) -> Backbone:
+    """Load a backbone once per process and device, frozen and in eval mode.
 
     Args:
         name: A registered name (see ``fedpeft models``) or a local model directory.
+        device: Where its weights go (see :func:`fedpeft.models.device.resolve_device`).
     """
+    return _load_backbone(name, torch.device(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_backbone(name: str, device: torch.device) -> Backbone:
     # transformers is slow to import; keep it off the import path of the package.
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -343,11 +355,18 @@ def load_backbone(name: str = "minilm-l6") -> Backbone:
     model = loader.from_pretrained(path, local_files_only=True)
     model.eval()
     model.requires_grad_(False)
+    cast(nn.Module, model).to(device)  # transformers mistypes its `to` wrapper
     use_fast_attention(model)  # bf16 CPU attention in fp32: several times faster
     tokenizer = _with_pad_token(
         AutoTokenizer.from_pretrained(path, local_files_only=True), name
     )
-    logger.info("loaded backbone %s from %s (%s)", name, path, type(model).__name__)
+    logger.info(
+        "loaded backbone %s from %s (%s) on %s",
+        name,
+        path,
+        type(model).__name__,
+        device,
+    )
     return Backbone(
         name=name,
         model=model,

@@ -35,13 +35,15 @@ def map_pooled(
     dim: int,
     batch_size: int = 128,
     precision: str = "bf16",
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """``features(batch)`` for every example, ``(n, dim)`` float32 in the data
-    set's order, computed under inference mode on length-sorted batches."""
+    """``features(batch)`` for every example, ``(n, dim)`` float32 on the CPU
+    in the data set's order, computed on ``device`` under inference mode on
+    length-sorted batches."""
     out = torch.empty(len(data), dim)
-    with torch.inference_mode(), autocast(precision):
-        for idx, batch in data.length_sorted_batches(batch_size):
-            out[torch.from_numpy(idx)] = features(batch).float()
+    with torch.inference_mode(), autocast(precision, device):
+        for idx, batch in data.length_sorted_batches(batch_size, device):
+            out[torch.from_numpy(idx)] = features(batch).float().cpu()
     return out.clone()  # a normal tensor, usable under autograd
 
 
@@ -60,4 +62,6 @@ def embed_dataset(
         hidden = backbone.encode(embeds, batch.attention_mask)  # (batch, seq, dim)
         return backbone.pool(hidden, batch.attention_mask)  # (batch, dim)
 
-    return map_pooled(pooled, data, backbone.hidden_size, batch_size, precision)
+    return map_pooled(
+        pooled, data, backbone.hidden_size, batch_size, precision, backbone.device
+    )

@@ -28,6 +28,16 @@ class Batch:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def to(self, device: torch.device | str) -> Batch:
+        """This batch on ``device`` (itself when it is there already)."""
+        if self.input_ids.device == torch.device(device):
+            return self
+        return Batch(
+            self.input_ids.to(device, non_blocking=True),
+            self.attention_mask.to(device, non_blocking=True),
+            self.labels.to(device, non_blocking=True),
+        )
+
 
 @dataclass(frozen=True)
 class TokenizedDataset:
@@ -51,26 +61,31 @@ class TokenizedDataset:
             self.input_ids[indices], self.lengths[indices], self.labels[indices]
         )
 
-    def batch(self, indices: np.ndarray) -> Batch:
-        """Gather ``indices`` into a batch trimmed to its longest member."""
+    def batch(self, indices: np.ndarray, device: torch.device | str = "cpu") -> Batch:
+        """Gather ``indices`` into a batch trimmed to its longest member, on
+        ``device``."""
         width = int(self.lengths[indices].max())
         ids = torch.from_numpy(self.input_ids[indices, :width].astype(np.int64))
         mask = (
             torch.arange(width)[None, :]
             < torch.from_numpy(self.lengths[indices])[:, None]
         )
-        return Batch(ids, mask.long(), torch.from_numpy(self.labels[indices]))
+        batch = Batch(ids, mask.long(), torch.from_numpy(self.labels[indices]))
+        return batch.to(device)
 
     def batches(
-        self, batch_size: int, order: np.ndarray | None = None
+        self,
+        batch_size: int,
+        order: np.ndarray | None = None,
+        device: torch.device | str = "cpu",
     ) -> Iterator[Batch]:
         """Consecutive batches in ``order`` (default: stored order)."""
         order = np.arange(len(self)) if order is None else order
         for start in range(0, len(order), batch_size):
-            yield self.batch(order[start : start + batch_size])
+            yield self.batch(order[start : start + batch_size], device)
 
     def length_sorted_batches(
-        self, batch_size: int
+        self, batch_size: int, device: torch.device | str = "cpu"
     ) -> Iterator[tuple[np.ndarray, Batch]]:
         """Batches of similar length (least padding) for evaluation.
 
@@ -80,7 +95,7 @@ class TokenizedDataset:
         order = np.argsort(self.lengths, kind="stable")
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            yield idx, self.batch(idx)
+            yield idx, self.batch(idx, device)
 
 
 def tokenize(

@@ -59,6 +59,11 @@ class AdapterClassifier(nn.Module):
                 ids = backbone.verbalizer_ids(label_names)
                 self.head.weight.copy_(backbone.lm_head_rows(ids))
 
+    @property
+    def device(self) -> torch.device:
+        """Where it computes: the backbone's device (batches go there)."""
+        return self.backbone.device
+
     def features(self, batch: Batch) -> torch.Tensor:
         """Pooled features ``(batch, dim)`` fed to the head.
 
@@ -95,10 +100,13 @@ class AdapterClassifier(nn.Module):
         )
 
     def stack_states(self, states: Sequence[Params]) -> dict[str, torch.Tensor]:
-        """The trainable tensors of several states as ``(K, ...)`` fp32 tensors,
-        the stacks :meth:`per_example_logits` gathers each example's copy from."""
+        """The trainable tensors of several states as ``(K, ...)`` fp32 tensors
+        on :attr:`device`, the stacks :meth:`per_example_logits` gathers each
+        example's copy from."""
         return {
-            n: torch.stack([torch.from_numpy(np.asarray(s[n])) for s in states]).float()
+            n: torch.from_numpy(np.stack([np.asarray(s[n]) for s in states]))
+            .float()
+            .to(self.device)
             for n in self.trainable_parameters()
         }
 
@@ -151,7 +159,7 @@ class AdapterClassifier(nn.Module):
         check_params_like(self.trainable_state_like(), params, what="adapter state")
         with torch.no_grad():
             for name, tensor in self.trainable_parameters().items():
-                tensor.copy_(torch.from_numpy(np.asarray(params[name])))
+                tensor.copy_(torch.from_numpy(np.asarray(params[name])))  # to device
 
     def trainable_state_like(self) -> dict[str, np.ndarray]:
         """Zero-size stand-ins with the payload's keys and shapes (for validation)."""
@@ -181,11 +189,12 @@ def build_adapter(
     generator: torch.Generator,
     **options: Any,
 ) -> AdapterClassifier:
-    """Build a registered method's adapter on ``backbone``.
+    """Build a registered method's adapter on ``backbone``, on its device.
 
     Raises:
         KeyError: for an unknown method, listing the registered ones.
     """
-    return PEFT_METHODS.get(method)(
+    adapter = PEFT_METHODS.get(method)(
         backbone, num_classes, generator=generator, **options
     )
+    return adapter.to(backbone.device)

@@ -228,12 +228,10 @@ def _gaussian(
         raise ValueError(
             "DP-SGD noise needs an explicit torch.Generator or secure=True"
         )
-    return (
-        torch.randn(
-            like.shape, generator=generator, dtype=like.dtype, device=like.device
-        )
-        * std
-    )
+    seeded = torch.randn(
+        like.shape, generator=generator, dtype=like.dtype, device=generator.device
+    )  # on the generator's device (the CPU), so seeds mean the same anywhere
+    return seeded.to(like.device) * std
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,12 @@ class LoraClassifier(InjectedTunerClassifier):
             for name, tensor in self.trainable_parameters().items():
                 if "lora_A" in name:  # kaiming_uniform_(a=√5): bound = 1/√fan_in
                     bound = 1.0 / math.sqrt(tensor.shape[1])
-                    tensor.uniform_(-bound, bound, generator=generator)
+                    # Drawn on the CPU (the generator's device), then copied to
+                    # the backbone's device where peft put the factor.
+                    draw = torch.empty(tensor.shape).uniform_(
+                        -bound, bound, generator=generator
+                    )
+                    tensor.copy_(draw)
                 elif "lora_B" in name:
                     tensor.zero_()
 

@@ -168,6 +168,7 @@ def _vocab_prefix(
     vocab = backbone.word_embeddings.weight.shape[0]
     low = min(1000, vocab // 4)  # skip special/unused ids at the start
     ids = torch.randint(low, vocab, (1, length), generator=generator)
+    ids = ids.to(backbone.device)
     with torch.no_grad():
         if backbone.kind == "decoder":
             pairs = _decoder_kv(backbone, ids)
