@@ -96,7 +96,7 @@ def main() -> None:
         row["batched bf16 accuracy"] = bf16["accuracy"]
         row["batched bf16 train seconds"] = bf16["train_seconds"]
         rows[method] = row
-        print(method, json.dumps(row, indent=1), flush=True)
+        print(method, json.dumps(row, indent=1, ensure_ascii=False), flush=True)
     stored = {"device": describe_device(resolve_device(args.device)), "methods": rows}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(stored, indent=2))

@@ -1,12 +1,17 @@
-"""FlopMeter: one measurement per key, scaled by the number of sequences."""
+"""FlopMeter: one measurement per key, scaled by the number of sequences, and
+per-length families predicted once their parabola is checked."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from fedpeft.client.flops import FlopMeter
+from fedpeft.engine.experiment import Experiment
+from fedpeft.models.tokenized import Batch
 
 
 def _step(layer: torch.nn.Module, n: int, seq: int) -> torch.Tensor:
@@ -36,3 +41,67 @@ def test_later_steps_are_scaled_from_the_first_and_match_a_real_count() -> None:
     )
     with pytest.raises(ValueError, match="count must be"):
         meter.run(("s", 5), lambda: None, count=0)
+
+
+def test_a_checked_family_predicts_other_lengths_exactly() -> None:
+    """Attention is quadratic in the length and the projection linear: after
+    five measured lengths, every other length is computed, and equals a real
+    count exactly (including lengths outside the measured range)."""
+    layer = torch.nn.Linear(8, 3)
+    meter = FlopMeter()
+    for seq in (5, 9, 12, 17):
+        meter.run(("s", seq), lambda seq=seq: _step(layer, 3, seq), count=3)
+        assert not meter.known(("s", 40))
+    meter.run(("s", 20), lambda: _step(layer, 3, 20), count=3)
+    for seq in (1, 7, 40, 64):
+        assert meter.known(("s", seq))
+        before = meter.total
+        meter.add(("s", seq), 6)
+        assert meter.total - before == _exact(layer, 6, seq)
+    assert not meter.known(("other", 7)) and not meter.known("s")
+
+
+def test_a_family_off_the_parabola_keeps_being_measured() -> None:
+    def cubic(seq: int) -> torch.Tensor:
+        x = torch.ones(seq, seq)
+        return x @ x  # 2·seq³ FLOPs
+
+    meter = FlopMeter()
+    for seq in (2, 3, 4, 5, 6):
+        meter.run(("c", seq), lambda seq=seq: cubic(seq))
+    assert not meter.known(("c", 7))
+    meter.run(("c", 7), lambda: cubic(7))
+    assert meter.total == sum(2 * s**3 for s in (2, 3, 4, 5, 6, 7))
+    with pytest.raises(KeyError, match="have not been measured"):
+        meter.add(("c", 8), 1)
+
+
+def test_real_transformer_steps_follow_the_parabola(
+    tiny_experiment: Experiment,
+) -> None:
+    """The assumption on the real backbone and a method with quadratic terms
+    in its prompt: forward + backward of a soft-prompt step, predicted from
+    five lengths, equals the counted FLOPs at other lengths."""
+    model = tiny_experiment.new_adapter("prompt")
+    data = tiny_experiment.train
+    long = np.flatnonzero(data.lengths >= 30)[:4]
+
+    def step(width: int) -> None:
+        batch = data.batch(long)
+        batch = Batch(
+            batch.input_ids[:, :width],
+            batch.attention_mask[:, :width],
+            batch.labels,
+        )
+        F.cross_entropy(model(batch), batch.labels).backward()  # type: ignore[no-untyped-call]
+
+    meter = FlopMeter()
+    for width in (6, 10, 14, 22, 26):
+        meter.run(("train", width), lambda width=width: step(width), count=4)
+    for width in (3, 18, 30):
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step(width)
+        before = meter.total
+        meter.add(("train", width), 4)
+        assert meter.total - before == counter.get_total_flops()

@@ -6,57 +6,130 @@ step's FLOPs are linear in the number of sequences (every counted operator,
 matmuls and attention, scales with the batch), so a step is keyed by its
 sequence length and counted once *per sequence*: ``run(key, step, count=n)``
 measures the first step of each key and scales the per-sequence count by ``n``
-afterwards. Counting is slow (Python dispatch on every operator), so this keeps
-it to the first step of each distinct length.
+afterwards.
+
+Counting is slow (Python dispatch on every operator), and client-batched
+training meets a new padded length in almost every length bucket. A key
+``(family, length)`` therefore also learns its family: a transformer's
+per-sequence FLOPs are a polynomial of degree at most 2 in the sequence length
+(projections and MLPs are linear in it, attention scores quadratic), so once
+three lengths of a family are measured, two more measurements check the
+parabola through them *exactly* (rational arithmetic on integer counts), and
+from then on the family's other lengths are computed, not measured. A family
+the check refutes keeps being measured length by length.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from fractions import Fraction
 from typing import TypeVar
 
 from torch.utils.flop_counter import FlopCounterMode
 
 T = TypeVar("T")
 
+FIT_POINTS = 3  # a parabola
+CHECKS = 2  # further lengths it must predict exactly before it is trusted
+
 
 class FlopMeter:
-    """Accumulates FLOPs of steps, counting each distinct key once."""
+    """Accumulates FLOPs of steps, counting each distinct key once (and each
+    ``(family, length)`` family's lengths only until its parabola is checked)."""
 
     def __init__(self) -> None:
-        self._per_unit: dict[Hashable, float] = {}
+        self._per_unit: dict[Hashable, Fraction] = {}
+        self._lengths: dict[Hashable, dict[int, Fraction]] = {}
+        self._fitted: dict[Hashable, list[tuple[int, Fraction]]] = {}
+        self._refuted: set[Hashable] = set()
         self.total = 0.0
 
     def run(self, key: Hashable, step: Callable[[], T], count: int = 1) -> T:
         """Run ``step`` and add its FLOPs.
 
         Args:
-            key: What the FLOPs per unit depend on (e.g. the sequence length).
+            key: What the FLOPs per unit depend on; ``(family, length)`` for a
+                step over sequences of one padded ``length``.
             step: The work.
             count: Units in this step (e.g. sequences); the first step of a key
                 is measured and divided by its count, later ones are scaled.
         """
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
-        cached = self._per_unit.get(key)
-        if cached is not None:
-            self.total += cached * count
+        per_unit = self._known_per_unit(key)
+        if per_unit is not None:
+            self.total += float(per_unit * count)
             return step()
         counter = FlopCounterMode(display=False)
         with counter:
             result = step()
-        flops = float(counter.get_total_flops())
-        self._per_unit[key] = flops / count
+        flops = int(counter.get_total_flops())
+        self._learn(key, Fraction(flops, count))
         self.total += flops
         return result
 
     def known(self, key: Hashable) -> bool:
-        """Whether ``key`` has been measured."""
-        return key in self._per_unit
+        """Whether ``key``'s FLOPs are known without measuring it."""
+        return self._known_per_unit(key) is not None
 
     def add(self, key: Hashable, count: int) -> None:
-        """Count ``count`` units of an already measured ``key`` without running."""
-        self.total += self._per_unit[key] * count
+        """Count ``count`` units of a known ``key`` without running.
+
+        Raises:
+            KeyError: if ``key`` is not known (see :meth:`known`).
+        """
+        per_unit = self._known_per_unit(key)
+        if per_unit is None:
+            raise KeyError(f"FLOPs of {key!r} have not been measured")
+        self.total += float(per_unit * count)
 
     def reset(self) -> None:
         self.total = 0.0
+
+    def _known_per_unit(self, key: Hashable) -> Fraction | None:
+        if key in self._per_unit:
+            return self._per_unit[key]
+        family, length = _family(key)
+        points = self._fitted.get(family)
+        if points is None or length is None:
+            return None
+        return _through(points, length)
+
+    def _learn(self, key: Hashable, per_unit: Fraction) -> None:
+        self._per_unit[key] = per_unit
+        family, length = _family(key)
+        if length is None or family in self._refuted or family in self._fitted:
+            return
+        lengths = self._lengths.setdefault(family, {})
+        lengths[length] = per_unit
+        if len(lengths) < FIT_POINTS + CHECKS:
+            return
+        points = sorted(lengths.items())[:FIT_POINTS]
+        if all(_through(points, n) == f for n, f in lengths.items()):
+            self._fitted[family] = points
+        else:
+            self._refuted.add(family)
+
+
+def _family(key: Hashable) -> tuple[Hashable, int | None]:
+    """``(family, length)`` of a ``(family, length)`` key, else ``(key, None)``."""
+    if (
+        isinstance(key, tuple)
+        and len(key) == 2
+        and isinstance(key[1], int)
+        and not isinstance(key[1], bool)
+    ):
+        return key[0], key[1]
+    return key, None
+
+
+def _through(points: list[tuple[int, Fraction]], x: int) -> Fraction:
+    """The polynomial through ``points`` (Lagrange form), exactly, at ``x``."""
+    total = Fraction(0)
+    for i, (xi, yi) in enumerate(points):
+        term = yi
+        for j, (xj, _) in enumerate(points):
+            if i != j:
+                term *= Fraction(x - xj, xi - xj)
+        total += term
+    return total
