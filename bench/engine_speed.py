@@ -27,13 +27,17 @@ run at N = 10, 100, 1000 clients (each in a fresh process).
 ``--methods lora ia3 ...`` also times the four engine variants (sequential
 and batched, fp32 and bf16) for other PEFT methods on the same workload.
 
+``--local-only`` times the local-only baseline of the default main job
+(every client trains alone for the run's epochs) with its clients batched
+and one after another, interleaved, and compares the two results.
+
 ``--device cuda`` runs the speed comparison on a GPU (stored apart from the
 CPU figures) and adds, per variant, the GPU's mean utilisation while it
 trained (``nvidia-smi`` sampled every 50 ms) and the peak memory torch
 allocated on the GPU.
 
     python bench/engine_speed.py [--repeats 3] [--accuracy] [--memory]
-        [--methods METHOD ...] [--no-speed] [--device cpu|cuda]
+        [--methods METHOD ...] [--local-only] [--no-speed] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -305,6 +309,39 @@ def accuracy() -> dict[str, Any]:
     return out
 
 
+def local_only(repeats: int) -> dict[str, Any]:
+    """Seconds and results of the main job's local-only baseline, batched vs
+    one client after another (interleaved; medians)."""
+    from fedpeft.baselines.local_only import run_local_only
+
+    exp = build_experiment(load_config(None, ["baselines.run=[]"]))
+    variants = {}
+    for batched in (False, True):
+        cfg = exp.config.model_copy(
+            update={
+                "federation": exp.config.federation.model_copy(
+                    update={"batch_clients": batched}
+                )
+            }
+        )
+        variants["batched" if batched else "sequential"] = dataclasses.replace(
+            exp, config=cfg
+        )
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    results: dict[str, dict[str, Any]] = {}
+    for _ in range(repeats):
+        for name, variant in variants.items():
+            started = time.perf_counter()
+            results[name] = run_local_only(variant)
+            seconds[name].append(time.perf_counter() - started)
+            print(f"  local-only {name}: {seconds[name][-1]:.1f} s", flush=True)
+    return {
+        "median_seconds": {k: statistics.median(v) for k, v in seconds.items()},
+        "all_seconds": seconds,
+        "results": results,
+    }
+
+
 MEMORY_CODE = """
 import json, sys, threading, time
 from fedpeft.config import load_config
@@ -364,6 +401,7 @@ def main() -> None:
     parser.add_argument("--accuracy", action="store_true")
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--local-only", action="store_true")
     parser.add_argument(
         "--methods", nargs="*", default=[], help="also time these PEFT methods"
     )
@@ -379,6 +417,8 @@ def main() -> None:
         stored[key] = speed(args.repeats, args.device)
     if args.methods:
         stored["methods"] = per_method(args.repeats, args.methods)
+    if args.local_only:
+        stored["local_only"] = local_only(args.repeats)
     if args.accuracy:
         stored["accuracy"] = accuracy()
     if args.memory:
@@ -429,6 +469,22 @@ def render(stored: dict[str, Any]) -> str:
             ratio = med["sequential fp32"] / med["batched bf16"]
             cells = " | ".join(f"{v:.2f} s" for v in med.values())
             lines.append(f"| {method} | {cells} | {ratio:.2f}× |")
+    if "local_only" in stored:
+        lo = stored["local_only"]
+        med, res = lo["median_seconds"], lo["results"]
+        lines += [
+            "",
+            "| local-only baseline | s (median) | test accuracy (mean, min, max) |",
+            "|---|---|---|",
+        ]
+        for k in med:
+            r = res[k]
+            lines.append(
+                f"| {k} | {med[k]:.1f} | {r['test_accuracy']:.4f}, "
+                f"{r['test_accuracy_min']:.4f}, {r['test_accuracy_max']:.4f} |"
+            )
+        ratio = med["sequential"] / med["batched"]
+        lines.append(f"\nbatched vs sequential: {ratio:.2f}×")
     if "accuracy" in stored:
         lines.append("")
         for k, v in stored["accuracy"].items():

@@ -60,6 +60,11 @@ def test_a_checked_family_predicts_other_lengths_exactly() -> None:
         assert meter.total - before == _exact(layer, 6, seq)
     assert not meter.known(("other", 7)) and not meter.known("s")
 
+    measuring = FlopMeter(fit_lengths=False)
+    for seq in (5, 9, 12, 17, 20):
+        measuring.run(("s", seq), lambda seq=seq: _step(layer, 3, seq), count=3)
+    assert not measuring.known(("s", 40)) and measuring.known(("s", 20))
+
 
 def test_a_family_off_the_parabola_keeps_being_measured() -> None:
     def cubic(seq: int) -> torch.Tensor:

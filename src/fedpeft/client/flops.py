@@ -35,9 +35,15 @@ CHECKS = 2  # further lengths it must predict exactly before it is trusted
 
 class FlopMeter:
     """Accumulates FLOPs of steps, counting each distinct key once (and each
-    ``(family, length)`` family's lengths only until its parabola is checked)."""
+    ``(family, length)`` family's lengths only until its parabola is checked).
 
-    def __init__(self) -> None:
+    Args:
+        fit_lengths: Compute the lengths of a checked family instead of
+            measuring them (False: measure every length).
+    """
+
+    def __init__(self, fit_lengths: bool = True) -> None:
+        self.fit_lengths = fit_lengths
         self._per_unit: dict[Hashable, Fraction] = {}
         self._lengths: dict[Hashable, dict[int, Fraction]] = {}
         self._fitted: dict[Hashable, list[tuple[int, Fraction]]] = {}
@@ -98,7 +104,9 @@ class FlopMeter:
     def _learn(self, key: Hashable, per_unit: Fraction) -> None:
         self._per_unit[key] = per_unit
         family, length = _family(key)
-        if length is None or family in self._refuted or family in self._fitted:
+        if not self.fit_lengths or length is None:
+            return
+        if family in self._refuted or family in self._fitted:
             return
         lengths = self._lengths.setdefault(family, {})
         lengths[length] = per_unit
