@@ -416,7 +416,10 @@ def main() -> None:
         key = "speed" if args.device == "cpu" else "speed cuda"
         stored[key] = speed(args.repeats, args.device)
     if args.methods:
-        stored["methods"] = per_method(args.repeats, args.methods)
+        stored["methods"] = {  # a run of some methods updates their entries
+            **stored.get("methods", {}),
+            **per_method(args.repeats, args.methods),
+        }
     if args.local_only:
         stored["local_only"] = local_only(args.repeats)
     if args.accuracy:
