@@ -223,9 +223,13 @@ def describe_config(cfg: RunConfig) -> Text:
     p, fed = cfg.partition, cfg.federation
     skew = f"{p.method} α={p.alpha:g}" if p.method == "dirichlet" else p.method
     baselines = ", ".join(cfg.baselines.run) or "none"
+    m = cfg.model
+    compute = f"{m.device}, {m.precision}" + (
+        ", clients batched" if fed.batch_clients else ""
+    )
     return Text.assemble(
         (cfg.name, "bold cyan"),
-        f": {cfg.peft.method} on {cfg.model.backbone}, {cfg.data.corpus}; "
+        f": {cfg.peft.method} on {m.backbone} ({compute}), {cfg.data.corpus}; "
         f"{fed.num_clients} clients ({skew}), {cfg.strategy.name}, "
         f"{fed.rounds} rounds, {cfg.strategy.fraction_fit:.0%} of clients per round; "
         f"baselines: {baselines} "
