@@ -27,6 +27,9 @@ run at N = 10, 100, 1000 clients (each in a fresh process).
 ``--methods lora ia3 ...`` also times the four engine variants (sequential
 and batched, fp32 and bf16) for other PEFT methods on the same workload.
 
+``--record-dp`` times rounds of the same workload under record-level DP-SGD
+(σ = 1, C = 1): sequential fp32 against batched fp32 and bf16.
+
 ``--local-only`` times the local-only baseline of the default main job
 (every client trains alone for the run's epochs) with its clients batched
 and one after another, interleaved, and compares the two results.
@@ -37,7 +40,8 @@ trained (``nvidia-smi`` sampled every 50 ms) and the peak memory torch
 allocated on the GPU.
 
     python bench/engine_speed.py [--repeats 3] [--accuracy] [--memory]
-        [--methods METHOD ...] [--local-only] [--no-speed] [--device cpu|cuda]
+        [--methods METHOD ...] [--record-dp] [--local-only] [--no-speed]
+        [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -309,6 +313,24 @@ def accuracy() -> dict[str, Any]:
     return out
 
 
+def record_dp(repeats: int) -> dict[str, float]:
+    """Median round seconds under record-level DP-SGD, interleaved."""
+    dp = "privacy.record_dp={noise_multiplier=1.0, clip_norm=1.0}"
+    exp = build_experiment(load_config(None, [*WORKLOAD, dp]))
+    variants = {
+        "sequential fp32": engine_variant(exp, False, "fp32"),
+        "batched fp32": engine_variant(exp, True, "fp32"),
+        "batched bf16": engine_variant(exp, True, "bf16"),
+    }
+    params = next(iter(variants.values())).model.trainable_state()
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for rnd in range(1, repeats + 2):  # round 1 warms up
+        for name, run in variants.items():
+            seconds[name].append(run.run_round(rnd, params)[1]["train_seconds"])
+        print(f"  record-dp round {rnd}: {[v[-1] for v in seconds.values()]}")
+    return {k: statistics.median(v[1:]) for k, v in seconds.items()}
+
+
 def local_only(repeats: int) -> dict[str, Any]:
     """Seconds and results of the main job's local-only baseline, batched vs
     one client after another (interleaved; medians)."""
@@ -402,6 +424,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--no-speed", action="store_true")
     parser.add_argument("--local-only", action="store_true")
+    parser.add_argument("--record-dp", action="store_true")
     parser.add_argument(
         "--methods", nargs="*", default=[], help="also time these PEFT methods"
     )
@@ -420,6 +443,8 @@ def main() -> None:
             **stored.get("methods", {}),
             **per_method(args.repeats, args.methods),
         }
+    if args.record_dp:
+        stored["record_dp"] = record_dp(args.repeats)
     if args.local_only:
         stored["local_only"] = local_only(args.repeats)
     if args.accuracy:
@@ -472,6 +497,13 @@ def render(stored: dict[str, Any]) -> str:
             ratio = med["sequential fp32"] / med["batched bf16"]
             cells = " | ".join(f"{v:.2f} s" for v in med.values())
             lines.append(f"| {method} | {cells} | {ratio:.2f}× |")
+    if "record_dp" in stored:
+        med = stored["record_dp"]
+        base = med["sequential fp32"]
+        lines += ["", "| record-level DP-SGD | s / round | vs sequential fp32 |"]
+        lines.append("|---|---|---|")
+        for k, v in med.items():
+            lines.append(f"| {k} | {v:.2f} | {base / v:.2f}× |")
     if "local_only" in stored:
         lo = stored["local_only"]
         med, res = lo["median_seconds"], lo["results"]

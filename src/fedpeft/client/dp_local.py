@@ -13,20 +13,30 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedpeft.client.batched import (
+    ClientJob,
+    StackedAdamW,
+    concat_batches,
+    length_buckets,
+    sub_batch,
+    supports_batching,
+)
 from fedpeft.client.local import LocalTrainStats, build_optimizer
 from fedpeft.config import ClientSection
 from fedpeft.models.precision import autocast
-from fedpeft.models.tokenized import TokenizedDataset
+from fedpeft.models.tokenized import Batch, TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.privacy.dpsgd import clip_per_example
 from fedpeft.privacy.noise import secure_standard_normal
 from fedpeft.privacy.sampling import poisson_batches
+from fedpeft.types import Params
 
 
 @dataclass(frozen=True)
@@ -113,3 +123,132 @@ def _noise(shape: torch.Size, generator: torch.Generator, secure: bool) -> torch
         draws = secure_standard_normal(math.prod(shape))
         return torch.from_numpy(draws).float().reshape(shape)
     return torch.randn(shape, generator=generator)
+
+
+def dp_train_clients_batched(
+    model: AdapterClassifier,
+    jobs: Sequence[ClientJob],
+    generators: Sequence[torch.Generator],
+    cfg: ClientSection,
+    dp: RecordDP,
+    precision: str = "fp32",
+    bucket_size: int = 0,
+) -> list[tuple[Params, LocalTrainStats]]:
+    """:func:`dp_train_adapter` for several clients at once, as
+    :func:`~fedpeft.client.batched.train_clients_batched` does for plain
+    training: at step t every client still training draws its own Poisson
+    batch (from its own ``rng``), the batches run through one per-example
+    forward/backward (each example with its client's copy of the tensors, so
+    the gradient w.r.t. that copy is the example's own), each example's
+    gradient is clipped, each client sums its own and adds noise from its own
+    ``generators[k]`` (same draws, in the same order, as alone), and
+    :class:`~fedpeft.client.batched.StackedAdamW` steps every client that
+    took a step, an empty batch included (a noise-only step).
+
+    Returns:
+        Per job: the trained state and its statistics (no FLOP count, as
+        :func:`dp_train_adapter`; seconds split by examples).
+
+    Raises:
+        ValueError: if the model has no per-example forward, or a job has no
+            data or no generator.
+    """
+    if not supports_batching(model):
+        raise ValueError(
+            f"{type(model).__name__} has no per-example forward; train its "
+            "clients one after another"
+        )
+    if len(generators) != len(jobs):
+        raise ValueError(f"{len(generators)} noise generators for {len(jobs)} clients")
+    for job in jobs:
+        if len(job.data) == 0:
+            raise ValueError(f"client {job.client_id} has no training examples")
+    if not jobs:
+        return []
+    device, k_total = model.device, len(jobs)
+    names = list(model.trainable_parameters())
+    stacked = model.stack_states([j.start for j in jobs])
+    optimizer = StackedAdamW(
+        stacked,
+        {n: cfg.head_lr if n.startswith(model.head_prefix) else cfg.lr for n in names},
+        weight_decay=cfg.weight_decay,
+    )
+    plans = [dp_plan(len(j.data), cfg) for j in jobs]
+    draws = [
+        poisson_batches(len(j.data), q, steps, j.rng)
+        for j, (q, steps) in zip(jobs, plans, strict=True)
+    ]
+    std = dp.noise_multiplier * dp.clip_norm
+    examples = np.zeros(k_total)
+    started = time.perf_counter()
+    with model.per_example_session():
+        for t in range(max(steps for _, steps in plans)):
+            active = [k for k in range(k_total) if t < plans[k][1]]
+            picks = {k: next(draws[k]) for k in active}
+            summed = {n: torch.zeros_like(stacked[n]) for n in names}
+            drawn = [k for k in active if len(picks[k])]
+            if drawn:
+                parts = [jobs[k].data.batch(picks[k]) for k in drawn]
+                _add_clipped_grads(
+                    model, stacked, parts, drawn, summed, dp, precision, bucket_size
+                )
+            step = {n: torch.zeros_like(stacked[n]) for n in names}
+            for k in active:  # each client's noise, drawn as when it trains alone
+                q, n_k = plans[k][0], len(jobs[k].data)
+                for n in names:
+                    noise = _noise(stacked[n].shape[1:], generators[k], dp.secure)
+                    step[n][k] = (summed[n][k] + noise.to(device) * std) / (q * n_k)
+                examples[k] += len(picks[k])
+            mask = torch.zeros(k_total, dtype=torch.bool, device=device)
+            mask[active] = True
+            optimizer.step(step, mask)
+    seconds = time.perf_counter() - started
+    results = []
+    for k in range(k_total):
+        state = {
+            n: stacked[n][k].cpu().numpy().astype(np.float32, copy=True) for n in names
+        }
+        share = examples[k] / max(examples.sum(), 1)
+        stats = LocalTrainStats(
+            float("nan"), plans[k][1], int(examples[k]), 0, seconds * share
+        )
+        results.append((state, stats))
+    return results
+
+
+def _add_clipped_grads(
+    model: AdapterClassifier,
+    stacked: Mapping[str, torch.Tensor],
+    parts: Sequence[Batch],
+    owners: Sequence[int],
+    summed: dict[str, torch.Tensor],
+    dp: RecordDP,
+    precision: str,
+    bucket_size: int,
+) -> None:
+    """Add each example's clipped gradient to its client's row of ``summed``
+    (``parts[i]`` is client ``owners[i]``'s batch), one length bucket at a
+    time: per-example gradients do not depend on the grouping."""
+    device = model.device
+    batch = concat_batches(parts).to(device)
+    sizes = [len(p) for p in parts]
+    owner = torch.repeat_interleave(
+        torch.tensor(owners, device=device),
+        torch.tensor(sizes, device=device),
+        output_size=sum(sizes),
+    )  # (B,)
+    names = list(summed)
+    for idx in length_buckets(batch.attention_mask.sum(dim=1), bucket_size):
+        sub, who = sub_batch(batch, idx), owner[idx]
+        copies = {n: stacked[n][who].requires_grad_() for n in names}  # (b, ...)
+        with autocast(precision, device):
+            logits = model.per_example_logits(sub, copies)
+        loss = F.cross_entropy(logits.float(), sub.labels, reduction="sum")
+        grads = torch.autograd.grad(loss, list(copies.values()), allow_unused=True)
+        per_example = {
+            n: torch.zeros_like(c) if g is None else g
+            for (n, c), g in zip(copies.items(), grads, strict=True)
+        }
+        clipped, _ = clip_per_example(per_example, dp.clip_norm)
+        for n in names:
+            summed[n].index_add_(0, who, clipped[n])

@@ -21,6 +21,7 @@ import numpy as np
 from fedpeft.aggregation import example_weights, weighted_mean
 from fedpeft.client import evaluate_many, fit_head, local_update
 from fedpeft.client.batched import ClientJob, supports_batching, train_clients_batched
+from fedpeft.client.dp_local import dp_train_clients_batched
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.local import finish_update
 from fedpeft.config import ClientSection, RunConfig, StrategySection
@@ -90,12 +91,6 @@ class FederatedRun:
         self.batch_clients = cfg.federation.batch_clients and self._batchable()
 
     def _batchable(self) -> bool:
-        if self.record_dp is not None and self.record_dp.dp is not None:
-            logger.info(
-                "federation.batch_clients: record-level DP-SGD trains clients "
-                "one after another"
-            )
-            return False
         if not supports_batching(self.model):
             logger.info(
                 "federation.batch_clients: %s has no per-example forward; clients "
@@ -385,17 +380,34 @@ class FederatedRun:
             )
             for k in selected
         ]
+        dp = self.record_dp.dp if self.record_dp else None
         try:
-            trained = train_clients_batched(
-                self.model,
-                jobs,
-                c,
-                proximal_mu=float(extra.get("proximal_mu", 0.0)),
-                precision=cfg.model.precision,
-                flops=self.flops,
-                bucket_size=cfg.federation.bucket_size,
-                bucket_threads=cfg.federation.bucket_threads,
-            )
+            if dp is not None:  # record-level DP-SGD: each client its own noise
+                trained = dp_train_clients_batched(
+                    self.model,
+                    jobs,
+                    [
+                        torch_generator(
+                            stream(cfg.seed, "dp", rnd, 10**6 + j.client_id)
+                        )
+                        for j in jobs
+                    ],
+                    c,
+                    dp,
+                    precision=cfg.model.precision,
+                    bucket_size=cfg.federation.bucket_size,
+                )
+            else:
+                trained = train_clients_batched(
+                    self.model,
+                    jobs,
+                    c,
+                    proximal_mu=float(extra.get("proximal_mu", 0.0)),
+                    precision=cfg.model.precision,
+                    flops=self.flops,
+                    bucket_size=cfg.federation.bucket_size,
+                    bucket_threads=cfg.federation.bucket_threads,
+                )
         except (RuntimeError, ValueError, MemoryError) as err:
             logger.warning(
                 "round %d: batched local training failed (%s); training the "
