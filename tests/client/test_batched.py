@@ -17,6 +17,7 @@ from fedpeft.client.batched import (
 from fedpeft.client.local import train_adapter
 from fedpeft.engine.experiment import Experiment
 from fedpeft.engine.seeding import stream
+from tests.client.helpers import perturbed_starts
 
 pytestmark = pytest.mark.slow
 
@@ -56,15 +57,8 @@ def test_batched_clients_match_sequential_clients(
     exp = tiny_experiment
     cfg = exp.config.client.model_copy(update={"batch_size": 8, **options})
     model = exp.new_adapter(method)
-    rng = np.random.default_rng(3)
     base = model.trainable_state()
-    starts = [
-        {
-            n: (v + 0.01 * rng.normal(size=v.shape)).astype(np.float32)
-            for n, v in base.items()
-        }
-        for _ in range(3)
-    ]
+    starts = perturbed_starts(base, 3)
     batched = train_clients_batched(
         model,
         _jobs(exp, starts),

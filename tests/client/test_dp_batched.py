@@ -10,6 +10,7 @@ import torch
 from fedpeft.client.batched import ClientJob
 from fedpeft.client.dp_local import RecordDP, dp_train_adapter, dp_train_clients_batched
 from fedpeft.engine.experiment import Experiment
+from tests.client.helpers import perturbed_starts
 
 
 def _jobs(exp: Experiment, starts: list[dict[str, np.ndarray]]) -> list[ClientJob]:
@@ -32,15 +33,8 @@ def test_batched_dp_sgd_matches_each_client_alone(
     cfg = exp.config.client.model_copy(update={"batch_size": 8, "weight_decay": 0.01})
     dp = RecordDP(clip_norm=0.05, noise_multiplier=0.7, delta=1e-4)
     model = exp.new_adapter()
-    rng = np.random.default_rng(3)
     base = model.trainable_state()
-    starts = [
-        {
-            n: (v + 0.01 * rng.normal(size=v.shape)).astype(np.float32)
-            for n, v in base.items()
-        }
-        for _ in range(3)
-    ]
+    starts = perturbed_starts(base, 3)
     batched = dp_train_clients_batched(
         model, _jobs(exp, starts), _generators(3), cfg, dp, bucket_size=bucket_size
     )

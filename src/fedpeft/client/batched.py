@@ -93,6 +93,55 @@ def length_buckets(lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
     return [g for g in torch.tensor_split(order, math.ceil(n / size)) if len(g)]
 
 
+def shared_batch(
+    parts: Sequence[Batch], clients: Sequence[int], device: torch.device
+) -> tuple[Batch, list[int], torch.Tensor]:
+    """The clients' batches as one, concatenated on the host and copied to
+    ``device`` once; the batches' sizes; and each example's client ``(B,)``."""
+    batch = concat_batches(parts).to(device)
+    sizes = [len(p) for p in parts]
+    owner = torch.repeat_interleave(
+        torch.tensor(clients, device=device),
+        torch.tensor(sizes, device=device),
+        output_size=len(batch),  # no device-to-host sync to learn the length
+    )
+    return batch, sizes, owner
+
+
+def check_jobs(model: AdapterClassifier, jobs: Sequence[ClientJob]) -> None:
+    """Refuse what client batching cannot train.
+
+    Raises:
+        ValueError: if the model has no per-example forward, a job has no
+            data, or a start state does not have the model's tensors.
+    """
+    if not supports_batching(model):
+        raise ValueError(
+            f"{type(model).__name__} has no per-example forward; train its "
+            "clients one after another"
+        )
+    names = set(model.trainable_parameters())
+    for job in jobs:
+        if len(job.data) == 0:
+            raise ValueError(
+                f"client {job.client_id} has no training examples; raise "
+                "partition.min_size"
+            )
+        if set(job.start) != names:
+            raise ValueError(
+                f"client {job.client_id}'s start state has keys {sorted(job.start)}, "
+                f"expected {sorted(names)}"
+            )
+
+
+def unstack(stacked: Mapping[str, torch.Tensor], k: int) -> Params:
+    """Client ``k``'s slice of the stacked tensors, as a host payload."""
+    return {
+        n: t[k].detach().cpu().numpy().astype(np.float32, copy=True)
+        for n, t in stacked.items()
+    }
+
+
 BucketResult = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
 
 
@@ -207,6 +256,16 @@ class StackedAdamW:
             p.copy_(torch.where(on, updated, p))
 
 
+def stacked_adamw(
+    model: AdapterClassifier, stacked: Mapping[str, torch.Tensor], cfg: ClientSection
+) -> StackedAdamW:
+    """:class:`StackedAdamW` with :func:`~fedpeft.client.local.build_optimizer`'s
+    learning rates: ``head_lr`` for the head's tensors, ``lr`` for the rest."""
+    head = model.head_prefix
+    lrs = {n: cfg.head_lr if n.startswith(head) else cfg.lr for n in stacked}
+    return StackedAdamW(stacked, lrs, weight_decay=cfg.weight_decay)
+
+
 def _clip_per_client(
     grads: dict[str, torch.Tensor], max_norm: float, num_clients: int
 ) -> None:
@@ -257,25 +316,10 @@ def train_clients_batched(
         ValueError: if the model has no per-example forward, a job has no
             data, or the start states do not fit the model.
     """
-    if not supports_batching(model):
-        raise ValueError(
-            f"{type(model).__name__} has no per-example forward; train its "
-            "clients one after another"
-        )
+    check_jobs(model, jobs)
     if not jobs:
         return []
     names = list(model.trainable_parameters())
-    for job in jobs:
-        if len(job.data) == 0:
-            raise ValueError(
-                f"client {job.client_id} has no training examples; raise "
-                "partition.min_size"
-            )
-        if set(job.start) != set(names):
-            raise ValueError(
-                f"client {job.client_id}'s start state has keys {sorted(job.start)}, "
-                f"expected {sorted(names)}"
-            )
     k_total = len(jobs)
     stacked = {
         n: t.requires_grad_(True)
@@ -283,12 +327,7 @@ def train_clients_batched(
     }
     leaves = [stacked[n] for n in names]
     anchor = {n: t.detach().clone() for n, t in stacked.items()}
-    head = set(n for n in names if n.startswith(model.head_prefix))
-    optimizer = StackedAdamW(
-        stacked,
-        {n: cfg.head_lr if n in head else cfg.lr for n in names},
-        weight_decay=cfg.weight_decay,
-    )
+    optimizer = stacked_adamw(model, stacked, cfg)
     orders = [
         list(
             _batch_orders(
@@ -308,16 +347,10 @@ def train_clients_batched(
         for t in range(max(len(o) for o in orders)):
             active = [k for k in range(k_total) if t < len(orders[k])]
             parts = [jobs[k].data.batch(orders[k][t]) for k in active]
-            batch = concat_batches(parts).to(device)  # one copy to the device
-            sizes = [len(p) for p in parts]
+            batch, sizes, owner = shared_batch(parts, active, device)
             counts = torch.tensor(sizes, device=device)
-            # output_size: no device-to-host sync to learn the length
-            total = sum(sizes)
-            owner = torch.repeat_interleave(
-                torch.tensor(active, device=device), counts, output_size=total
-            )  # (B,)
             inv_count = torch.repeat_interleave(
-                1.0 / counts.double(), counts, output_size=total
+                1.0 / counts.double(), counts, output_size=len(batch)
             ).float()
             mask = torch.zeros(k_total, dtype=torch.bool, device=device)
             mask[active] = True
@@ -375,10 +408,7 @@ def train_clients_batched(
         pool.shutdown()
     results = []
     for k in range(k_total):
-        state = {
-            n: stacked[n][k].detach().cpu().numpy().astype(np.float32, copy=True)
-            for n in names
-        }
+        state = unstack(stacked, k)
         stats = LocalTrainStats(
             loss=float(np.mean(losses[k])) if losses[k] else math.nan,
             steps=len(losses[k]),

@@ -22,11 +22,12 @@ import torch.nn.functional as F
 
 from fedpeft.client.batched import (
     ClientJob,
-    StackedAdamW,
-    concat_batches,
+    check_jobs,
     length_buckets,
+    shared_batch,
+    stacked_adamw,
     sub_batch,
-    supports_batching,
+    unstack,
 )
 from fedpeft.client.local import LocalTrainStats, build_optimizer
 from fedpeft.config import ClientSection
@@ -153,26 +154,15 @@ def dp_train_clients_batched(
         ValueError: if the model has no per-example forward, or a job has no
             data or no generator.
     """
-    if not supports_batching(model):
-        raise ValueError(
-            f"{type(model).__name__} has no per-example forward; train its "
-            "clients one after another"
-        )
+    check_jobs(model, jobs)
     if len(generators) != len(jobs):
         raise ValueError(f"{len(generators)} noise generators for {len(jobs)} clients")
-    for job in jobs:
-        if len(job.data) == 0:
-            raise ValueError(f"client {job.client_id} has no training examples")
     if not jobs:
         return []
     device, k_total = model.device, len(jobs)
     names = list(model.trainable_parameters())
     stacked = model.stack_states([j.start for j in jobs])
-    optimizer = StackedAdamW(
-        stacked,
-        {n: cfg.head_lr if n.startswith(model.head_prefix) else cfg.lr for n in names},
-        weight_decay=cfg.weight_decay,
-    )
+    optimizer = stacked_adamw(model, stacked, cfg)
     plans = [dp_plan(len(j.data), cfg) for j in jobs]
     draws = [
         poisson_batches(len(j.data), q, steps, j.rng)
@@ -205,9 +195,7 @@ def dp_train_clients_batched(
     seconds = time.perf_counter() - started
     results = []
     for k in range(k_total):
-        state = {
-            n: stacked[n][k].cpu().numpy().astype(np.float32, copy=True) for n in names
-        }
+        state = unstack(stacked, k)
         share = examples[k] / max(examples.sum(), 1)
         stats = LocalTrainStats(
             float("nan"), plans[k][1], int(examples[k]), 0, seconds * share
@@ -230,13 +218,7 @@ def _add_clipped_grads(
     (``parts[i]`` is client ``owners[i]``'s batch), one length bucket at a
     time: per-example gradients do not depend on the grouping."""
     device = model.device
-    batch = concat_batches(parts).to(device)
-    sizes = [len(p) for p in parts]
-    owner = torch.repeat_interleave(
-        torch.tensor(owners, device=device),
-        torch.tensor(sizes, device=device),
-        output_size=sum(sizes),
-    )  # (B,)
+    batch, _, owner = shared_batch(parts, owners, device)
     names = list(summed)
     for idx in length_buckets(batch.attention_mask.sum(dim=1), bucket_size):
         sub, who = sub_batch(batch, idx), owner[idx]

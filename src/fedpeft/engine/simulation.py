@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from fedpeft.aggregation import example_weights, weighted_mean
 from fedpeft.client import evaluate_many, fit_head, local_update
@@ -355,9 +356,13 @@ class FederatedRun:
             eval_precision=cfg.model.eval_precision,
             eval_batch_size=cfg.federation.eval_batch_size,
             record_dp=self.record_dp.dp if self.record_dp else None,
-            dp_generator=torch_generator(stream(cfg.seed, "dp", rnd, 10**6 + k)),
+            dp_generator=self._dp_generator(rnd, k),
             flops=self.flops,
         )
+
+    def _dp_generator(self, rnd: int, k: int) -> torch.Generator:
+        """Client k's DP-SGD noise stream in round ``rnd`` (batched or not)."""
+        return torch_generator(stream(self.cfg.seed, "dp", rnd, 10**6 + k))
 
     def _train_batched(
         self,
@@ -386,12 +391,7 @@ class FederatedRun:
                 trained = dp_train_clients_batched(
                     self.model,
                     jobs,
-                    [
-                        torch_generator(
-                            stream(cfg.seed, "dp", rnd, 10**6 + j.client_id)
-                        )
-                        for j in jobs
-                    ],
+                    [self._dp_generator(rnd, j.client_id) for j in jobs],
                     c,
                     dp,
                     precision=cfg.model.precision,
