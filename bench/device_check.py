@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from fedpeft.config import load_config
-from fedpeft.engine.experiment import build_experiment
+from fedpeft.experiment import build_experiment
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.models.device import describe_device, resolve_device
 

@@ -66,8 +66,8 @@ import torch.nn.functional as F
 from fedpeft.client.batched import concat_batches, length_buckets, sub_batch
 from fedpeft.client.local import _batch_orders
 from fedpeft.config import load_config
-from fedpeft.engine.experiment import Experiment, build_experiment
-from fedpeft.engine.seeding import stream
+from fedpeft.experiment import Experiment, build_experiment
+from fedpeft.seeding import stream
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.models.device import describe_device
 from fedpeft.models.precision import autocast
@@ -367,7 +367,7 @@ def local_only(repeats: int) -> dict[str, Any]:
 MEMORY_CODE = """
 import json, sys, threading, time
 from fedpeft.config import load_config
-from fedpeft.engine.experiment import build_experiment
+from fedpeft.experiment import build_experiment
 from fedpeft.engine.simulation import FederatedRun
 def rss():
     with open('/proc/self/statm') as f:

@@ -30,7 +30,7 @@ from timing import interleaved_medians  # bench/timing.py
 
 from fedpeft.client.evaluate import evaluate, evaluate_many
 from fedpeft.config import load_config
-from fedpeft.engine.experiment import build_experiment
+from fedpeft.experiment import build_experiment
 
 RESULTS = Path("bench/results/evaluation.json")
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from fedpeft.config import load_config
 from fedpeft.engine.runner import rounds_to_reach, run_experiment
-from fedpeft.engine.sink import read_metrics
+from fedpeft.rundir.sink import read_metrics
 
 BASE = [
     "federation.num_clients=20",

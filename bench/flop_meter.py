@@ -21,7 +21,7 @@ import torch
 
 from fedpeft.client.flops import FlopMeter
 from fedpeft.config import load_config
-from fedpeft.engine.experiment import build_experiment
+from fedpeft.experiment import build_experiment
 from fedpeft.engine.simulation import FederatedRun
 
 RESULTS = Path("bench/results/flop_meter.json")

@@ -120,7 +120,7 @@ def _experiment(rounds: int) -> Any:
     """One experiment per Ray actor process (backbone + data loaded once)."""
     global _EXPERIMENT
     if _EXPERIMENT is None:
-        from fedpeft.engine.experiment import build_experiment
+        from fedpeft.experiment import build_experiment
 
         _EXPERIMENT = build_experiment(_config(rounds, []))
     return _EXPERIMENT
@@ -134,7 +134,7 @@ def run_flower(rounds: int, cpus: int, precision: str) -> dict[str, Any]:
     from flwr.simulation import run_simulation
 
     from fedpeft.client.local import train_adapter
-    from fedpeft.engine.seeding import stream
+    from fedpeft.seeding import stream
 
     memory = TreeMemory()
     launched = time.perf_counter()
@@ -221,7 +221,7 @@ def run_flower(rounds: int, cpus: int, precision: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------- fedpeft
 def run_fedpeft(rounds: int, precision: str, batched: bool) -> dict[str, Any]:
-    from fedpeft.engine.experiment import build_experiment
+    from fedpeft.experiment import build_experiment
     from fedpeft.engine.simulation import FederatedRun
 
     memory = TreeMemory()

@@ -44,7 +44,7 @@ from federated import BASE
 
 from fedpeft.config import load_config
 from fedpeft.devices.profiles import GIB
-from fedpeft.engine.experiment import build_experiment
+from fedpeft.experiment import build_experiment
 from fedpeft.engine.hetero import DevicePlan, HeteroLoraRun, LoraSize, plan_devices
 
 MENU = (LoraSize(2, 1), LoraSize(4, 2), LoraSize(8, 4), LoraSize(16, 0))

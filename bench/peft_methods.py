@@ -63,7 +63,7 @@ def measure_memory(corpus: str, method: str) -> dict[str, float]:
     code = f"""
 import gc, json, threading, time, numpy as np
 from fedpeft.config import load_config
-from fedpeft.engine.experiment import build_experiment
+from fedpeft.experiment import build_experiment
 from fedpeft.client.local import train_adapter
 cfg = load_config(None, {overrides!r})
 exp = build_experiment(cfg)

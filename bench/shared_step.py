@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from fedpeft.client.batched import concat_batches, length_buckets, sub_batch
 from fedpeft.config import load_config
-from fedpeft.engine.experiment import build_experiment
+from fedpeft.experiment import build_experiment
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import Batch

@@ -15,8 +15,8 @@ import time
 
 from fedpeft.client import evaluate, train_adapter
 from fedpeft.config import load_config
-from fedpeft.engine.experiment import build_experiment
-from fedpeft.engine.seeding import stream
+from fedpeft.experiment import build_experiment
+from fedpeft.seeding import stream
 
 
 def main() -> None:

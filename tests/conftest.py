@@ -8,7 +8,7 @@ import pytest
 from hypothesis import settings
 
 from fedpeft.config import RunConfig, load_config
-from fedpeft.engine.experiment import Experiment, build_experiment
+from fedpeft.experiment import Experiment, build_experiment
 from fedpeft.models.backbone import Backbone
 
 # Property tests draw the same examples on every run, so CI is reproducible

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fedpeft.config import ConfigError, load_config, parse_override
-from fedpeft.engine.experiment import check_names
+from fedpeft.experiment import check_names
 
 
 def test_defaults_are_the_main_job() -> None:

@@ -117,7 +117,7 @@ def _ui(ctx: typer.Context) -> Ui:
 
 def _user_error_types() -> tuple[type[Exception], ...]:
     from fedpeft.data import PartitionError
-    from fedpeft.engine.checkpoint import CheckpointError
+    from fedpeft.rundir.checkpoint import CheckpointError
 
     return ConfigError, PartitionError, CheckpointError, FileNotFoundError
 
@@ -201,7 +201,7 @@ def run(
         _setup_logging(ui.err, verbose=True)
     with _user_errors(ui):
         cfg = load_config(config, overrides or [])
-        from fedpeft.engine.experiment import check_names
+        from fedpeft.experiment import check_names
 
         check_names(cfg)
     if not quiet:
@@ -391,7 +391,7 @@ def partition(
         plot_partition,
         render_partition_table,
     )
-    from fedpeft.engine.experiment import build_experiment
+    from fedpeft.experiment import build_experiment
 
     ui = _ui(ctx)
     with _user_errors(ui):
@@ -431,7 +431,7 @@ def config_show(
     with _user_errors(ui):
         cfg = load_config(config, overrides or [])
         if check:
-            from fedpeft.engine.experiment import check_names
+            from fedpeft.experiment import check_names
 
             check_names(cfg)
     text = tomli_w.dumps(cfg.to_dict())

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from fedpeft.baselines.local_only import local_models, run_local_only
-from fedpeft.engine.experiment import Experiment
+from fedpeft.experiment import Experiment
 
 
 def _with(exp: Experiment, *, batch_clients: bool, head_init: str) -> Experiment:

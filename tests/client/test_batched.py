@@ -15,8 +15,8 @@ from fedpeft.client.batched import (
     train_clients_batched,
 )
 from fedpeft.client.local import train_adapter
-from fedpeft.engine.experiment import Experiment
-from fedpeft.engine.seeding import stream
+from fedpeft.experiment import Experiment
+from fedpeft.seeding import stream
 from tests.client.helpers import perturbed_starts
 
 pytestmark = pytest.mark.slow

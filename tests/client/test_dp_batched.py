@@ -9,7 +9,7 @@ import torch
 
 from fedpeft.client.batched import ClientJob
 from fedpeft.client.dp_local import RecordDP, dp_train_adapter, dp_train_clients_batched
-from fedpeft.engine.experiment import Experiment
+from fedpeft.experiment import Experiment
 from tests.client.helpers import perturbed_starts
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fedpeft.client.evaluate import concat_datasets, evaluate, evaluate_many
-from fedpeft.engine.experiment import Experiment
+from fedpeft.experiment import Experiment
 
 
 def _assert_same(got: list, expected: list) -> None:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from fedpeft.client.flops import FlopMeter
-from fedpeft.engine.experiment import Experiment
+from fedpeft.experiment import Experiment
 from fedpeft.models.tokenized import Batch
 
 

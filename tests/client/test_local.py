@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedpeft.client.local import _batch_orders, _proximal_term, local_update
-from fedpeft.engine.seeding import stream
+from fedpeft.seeding import stream
 
 pytestmark = pytest.mark.slow
 

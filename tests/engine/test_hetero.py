@@ -7,7 +7,7 @@ import pytest
 
 from fedpeft.aggregation.lora import lora_pairs, lora_products
 from fedpeft.aggregation.mean import weighted_mean
-from fedpeft.engine.experiment import Experiment
+from fedpeft.experiment import Experiment
 from fedpeft.engine.hetero import HeteroLoraRun, LoraSize
 from fedpeft.types import Params
 

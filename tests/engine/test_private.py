@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fedpeft.config import ConfigError
-from fedpeft.engine.experiment import build_experiment
+from fedpeft.experiment import build_experiment
 from fedpeft.engine.private import PrivateAggregator
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.privacy import PrivacyAccountant, client_level_event

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedpeft.cli import app
-from fedpeft.engine.sink import read_metrics
+from fedpeft.rundir.sink import read_metrics
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import fedpeft.engine.simulation as simulation
-from fedpeft.engine.checkpoint import CheckpointError
-from fedpeft.engine.experiment import build_experiment
+from fedpeft.rundir.checkpoint import CheckpointError
+from fedpeft.experiment import build_experiment
 from fedpeft.engine.simulation import FederatedRun
-from fedpeft.engine.sink import read_metrics
+from fedpeft.rundir.sink import read_metrics
 from fedpeft.types import ClientUpdate
 from fedpeft.wire import serialize
 from tests.conftest import tiny_config

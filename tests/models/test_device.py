@@ -18,7 +18,7 @@ import torch
 
 from fedpeft.client.batched import StackedAdamW, _clip_per_client
 from fedpeft.config import ConfigError, load_config
-from fedpeft.engine.experiment import Experiment, check_names
+from fedpeft.experiment import Experiment, check_names
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.device import describe_device, resolve_device
 from fedpeft.models.precision import autocast

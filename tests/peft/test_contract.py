@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from fedpeft.engine.experiment import Experiment
+from fedpeft.experiment import Experiment
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch, tokenize
 from fedpeft.peft import PEFT_METHODS, AdapterClassifier, build_adapter

@@ -12,8 +12,8 @@ from typing import Any
 
 from fedpeft.client import evaluate, fit_head, train_adapter
 from fedpeft.client.local import build_optimizer
-from fedpeft.engine.experiment import Experiment
-from fedpeft.engine.seeding import stream
+from fedpeft.experiment import Experiment
+from fedpeft.seeding import stream
 
 
 def run_centralized(

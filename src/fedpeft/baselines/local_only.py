@@ -21,8 +21,8 @@ import numpy as np
 from fedpeft.client import evaluate, fit_head, train_adapter
 from fedpeft.client.batched import ClientJob, supports_batching, train_clients_batched
 from fedpeft.config import ClientSection
-from fedpeft.engine.experiment import Experiment
-from fedpeft.engine.seeding import stream
+from fedpeft.experiment import Experiment
+from fedpeft.seeding import stream
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.types import Params
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from fedpeft.client.probe import fit_linear_head
-from fedpeft.engine.experiment import Experiment
+from fedpeft.experiment import Experiment
 from fedpeft.metrics import accuracy, macro_f1
 from fedpeft.models.embed import embed_dataset
 from fedpeft.models.tokenized import tokenize

@@ -70,8 +70,8 @@ from fedpeft.devices import (
     lora_option,
     round_time,
 )
-from fedpeft.engine.experiment import Experiment
-from fedpeft.engine.seeding import stream
+from fedpeft.experiment import Experiment
+from fedpeft.seeding import stream
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.strategies import sample_size
 from fedpeft.types import Params, check_params_like

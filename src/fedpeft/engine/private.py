@@ -35,7 +35,7 @@ from dp_accounting import DpEvent
 from fedpeft.aggregation import flatten
 from fedpeft.client.dp_local import RecordDP, dp_plan
 from fedpeft.config import ConfigError, RunConfig
-from fedpeft.engine.seeding import stream
+from fedpeft.seeding import stream
 from fedpeft.privacy import (
     PrivacyAccountant,
     PrivacyBudget,

@@ -20,9 +20,9 @@ from fedpeft.baselines import (
     run_zero_shot,
 )
 from fedpeft.config import ConfigError, RunConfig
-from fedpeft.engine.experiment import Experiment, build_experiment, check_names
+from fedpeft.experiment import Experiment, build_experiment, check_names
 from fedpeft.engine.simulation import FederatedResult, FederatedRun
-from fedpeft.engine.sink import MetricsSink
+from fedpeft.rundir.sink import MetricsSink
 from fedpeft.models.device import describe_device
 from fedpeft.wire import payload_bytes, serialize
 

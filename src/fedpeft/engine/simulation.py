@@ -26,11 +26,11 @@ from fedpeft.client.dp_local import dp_train_clients_batched
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.local import finish_update
 from fedpeft.config import ClientSection, RunConfig, StrategySection
-from fedpeft.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from fedpeft.engine.experiment import Experiment
+from fedpeft.rundir.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from fedpeft.experiment import Experiment
 from fedpeft.engine.private import PrivateAggregator, RecordDPLedger
-from fedpeft.engine.seeding import stream, torch_generator
-from fedpeft.engine.sink import MetricsSink
+from fedpeft.seeding import stream, torch_generator
+from fedpeft.rundir.sink import MetricsSink
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.privacy.sampling import poisson_subsample
 from fedpeft.strategies import Strategy, build_strategy, sample_clients

@@ -19,7 +19,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from fedpeft.engine.sink import read_metrics
+from fedpeft.rundir.sink import read_metrics
 
 SUMMARY_FILE = "summary.json"
 METRICS_FILE = "metrics.jsonl"

@@ -17,7 +17,7 @@ from fedpeft.data import (
     partition_indices,
     split_train_val,
 )
-from fedpeft.engine.seeding import stream, torch_generator
+from fedpeft.seeding import stream, torch_generator
 from fedpeft.models import Backbone, load_backbone
 from fedpeft.models.backbone import resolve_backbone_path
 from fedpeft.models.device import resolve_device
