@@ -318,7 +318,7 @@ class DevicesSection(Section):
 class RunConfig(Section):
     """Everything one experiment needs. Each component receives only its section."""
 
-    name: str = Field("default", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field("default", description="the run directory: output_dir/name")
     seed: int = Field(0, ge=0)
     output_dir: str = "runs"
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = all cores)")
@@ -332,6 +332,17 @@ class RunConfig(Section):
     baselines: BaselinesSection = Field(default_factory=BaselinesSection)
     privacy: PrivacySection = Field(default_factory=PrivacySection)
     devices: DevicesSection = Field(default_factory=DevicesSection)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        # One path segment: "." or ".." would write into or beside output_dir.
+        if re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}", value) is None:
+            raise ValueError(
+                "must be one directory name (output_dir/name): 1 to 200 letters, "
+                "digits, '_', '-' or '.', not starting with '.'; e.g. name=my-run"
+            )
+        return value
 
     @property
     def run_dir(self) -> Path:
