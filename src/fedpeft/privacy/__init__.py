@@ -30,8 +30,6 @@ from fedpeft.privacy.calibration import (
 )
 from fedpeft.privacy.clipping import clip_factor, clip_update
 from fedpeft.privacy.compatibility import (
-    ALLOWED,
-    REFUSED,
     DpStrategyRule,
     check_strategy_compatible,
 )
@@ -57,9 +55,7 @@ from fedpeft.privacy.sampling import poisson_batches, poisson_subsample
 
 __all__ = [
     "ACCOUNTANT_KINDS",
-    "ALLOWED",
     "MODES",
-    "REFUSED",
     "SAMPLINGS",
     "AccountantKind",
     "ClientDPConfig",

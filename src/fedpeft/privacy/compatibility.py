@@ -17,13 +17,14 @@ released quantity is that DP mean, or post-processing of it:
   them the noised mean, not the per-client updates (their own mean is
   example-weighted).
 
-The table below is explicit: a new strategy is refused until someone adds a row.
+Every strategy declares its role (``dp_role``) or the reason it is refused
+(``dp_refusal``); a strategy without a role is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 Role = Literal["uniform_mean", "server_optimizer"]
 
@@ -43,47 +44,31 @@ class DpStrategyRule:
     role: Role
 
 
-ALLOWED: dict[str, DpStrategyRule] = {
-    "fedprompt": DpStrategyRule("fedprompt", "uniform_mean"),
-    "fedadam": DpStrategyRule("fedadam", "server_optimizer"),
-    "fedyogi": DpStrategyRule("fedyogi", "server_optimizer"),
-}
-"""Strategies compatible with client-level DP, and how."""
+class DpDeclaring(Protocol):
+    """What a strategy declares about client-level DP (its own class attributes)."""
 
-REFUSED: dict[str, str] = {
-    "fedavg": "its weights n_k / Σn are example counts: data-dependent and "
-    "unbounded, so one client can move the mean by more than C / m",
-    "fedprox": "it aggregates like FedAvg (example-weighted mean)",
-    "dynamic": "its weights depend on every client's update, so one client "
-    "changes all weights and the sensitivity is not bounded by C",
-}
-"""Known strategies that break the DP-FedAvg sensitivity, with the reason."""
+    name: str
+    dp_role: Role | None
+    dp_refusal: str
 
 
-def _allowed_text() -> str:
-    return (
-        "allowed with client-level DP: 'fedprompt' (uniform mean), or 'fedadam' / "
-        "'fedyogi' as server optimizers fed the DP mean"
-    )
+def check_strategy_compatible(strategy: DpDeclaring) -> DpStrategyRule:
+    """Return how ``strategy`` may run under client-level DP, or refuse it.
 
-
-def check_strategy_compatible(strategy_name: str) -> DpStrategyRule:
-    """Return how ``strategy_name`` may run under client-level DP, or refuse it.
-
-    Record-level DP (DP-SGD inside clients) puts no constraint on the strategy.
+    Each strategy declares its ``dp_role`` (``None`` when the analysis above
+    refuses it) and the reason in ``dp_refusal``, so a new strategy states its
+    own case. Record-level DP (DP-SGD inside clients) puts no constraint on the
+    strategy.
 
     Raises:
-        ValueError: for a strategy in :data:`REFUSED` (the message says why and
-            which strategies are allowed) or one not in the table.
+        ValueError: for a strategy whose ``dp_role`` is ``None`` (the message
+            says why, and which roles are allowed).
     """
-    if strategy_name in ALLOWED:
-        return ALLOWED[strategy_name]
-    if strategy_name in REFUSED:
-        reason = REFUSED[strategy_name]
-        raise ValueError(
-            f"strategy {strategy_name!r} cannot be used with client-level DP: "
-            f"{reason}. {_allowed_text()}"
-        )
+    if strategy.dp_role is not None:
+        return DpStrategyRule(strategy.name, strategy.dp_role)
+    reason = strategy.dp_refusal or "it declares no client-level DP role"
     raise ValueError(
-        f"strategy {strategy_name!r} has no client-level DP rule; {_allowed_text()}"
+        f"strategy {strategy.name!r} cannot be used with client-level DP: {reason}. "
+        "Allowed: a uniform mean (e.g. 'fedprompt'), or a server optimizer fed "
+        "the DP mean (e.g. 'fedadam', 'fedyogi')"
     )

@@ -9,7 +9,7 @@ from fedpeft.strategies.fedavg import FedAvg
 from fedpeft.strategies.fedopt import FedAdam, FedOpt, FedYogi
 from fedpeft.strategies.fedprompt import FedPrompt
 from fedpeft.strategies.fedprox import FedProx
-from fedpeft.strategies.sampling import sample_clients, sample_size
+from fedpeft.strategies.sampling import sample_clients, sample_size, select_clients
 
 __all__ = [
     "STRATEGIES",
@@ -24,4 +24,5 @@ __all__ = [
     "build_strategy",
     "sample_clients",
     "sample_size",
+    "select_clients",
 ]

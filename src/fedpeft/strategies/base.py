@@ -8,12 +8,14 @@ the round's client updates into new global parameters.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from fedpeft.aggregation import ParamsLike, global_norm
+from fedpeft.aggregation.mean import Float64Array
 from fedpeft.registry import Registry
 from fedpeft.types import ClientUpdate, Params, check_params_like
 
@@ -21,14 +23,82 @@ STRATEGIES: Registry[type] = Registry("strategy")
 """Strategy classes by name; each strategy module registers its own class."""
 
 
+SumFn = Callable[[Sequence[Params]], Params]
+"""A sum of per-client arrays that the server may see: plain, or a secure sum
+whose individual terms stay hidden (:mod:`fedpeft.secagg`)."""
+
+DpRole = Literal["uniform_mean", "server_optimizer"]
+"""How a strategy may run under client-level DP (:mod:`fedpeft.privacy.compatibility`)."""
+
+
+@dataclass(frozen=True)
+class RoundStats:
+    """What every client may know when it computes its own aggregation weight
+    under secure aggregation: public counts and securely summed statistics.
+
+    Attributes:
+        total_examples: Σ n_k over all clients of the federation (public).
+        mean_delta: The uniform mean of the round's deltas (Dynamic's first
+            secure pass), broadcast back to the clients; ``None`` if unused.
+        distance_scale: The public divisor of Dynamic's distances.
+    """
+
+    total_examples: int
+    mean_delta: Params | None = None
+    distance_scale: float = 1.0
+
+
 @runtime_checkable
 class Strategy(Protocol):
-    """What the engines need from a server-side aggregation strategy."""
+    """What the round loop needs from a server-side aggregation strategy.
+
+    The merge is split in two so that any way of computing a weighted mean
+    (plain, secure sum, clipped and noised) serves every strategy:
+
+    * :meth:`weights` — the normalised client weights when the server sees
+      every update; :meth:`client_weight` — one client's unnormalised weight
+      from its own update and the public :class:`RoundStats`, for secure
+      aggregation, where the server only sees sums;
+    * :meth:`step` — the server update from the round's weighted mean delta.
+
+    :meth:`aggregate` composes them for the plain case.
+    """
 
     name: str
+    needs_mean: bool
+    """Its weights depend on the round's mean delta (a second secure pass)."""
+    dp_role: DpRole | None
+    """Its role under client-level DP, or ``None`` when the analysis refuses it."""
+    dp_refusal: str
+    """Why client-level DP refuses it (when ``dp_role`` is ``None``)."""
 
     def client_config(self, server_round: int) -> dict[str, float]:
         """Extra local-training settings for this round, e.g. ``proximal_mu``."""
+        ...
+
+    def weights(self, updates: Sequence[ClientUpdate]) -> Float64Array:
+        """Normalised aggregation weights of the round's updates (sum to 1)."""
+        ...
+
+    def round_stats(
+        self, updates: Sequence[ClientUpdate], total_examples: int, secure_sum: SumFn
+    ) -> RoundStats:
+        """The public statistics :meth:`client_weight` needs, computed through
+        ``secure_sum`` only (the server never sees one client's update)."""
+        ...
+
+    def client_weight(self, update: ClientUpdate, stats: RoundStats) -> float:
+        """Client k's unnormalised weight, computable by client k alone."""
+        ...
+
+    def check_secure(self) -> None:
+        """Raise ``ValueError`` for settings secure aggregation cannot compute."""
+        ...
+
+    def step(
+        self, server_round: int, global_params: Params, mean_delta: Params
+    ) -> tuple[Params, dict[str, float]]:
+        """New global parameters from the round's weighted mean delta."""
         ...
 
     def aggregate(

@@ -20,15 +20,23 @@ from fedpeft.aggregation import (
     DynamicWeights,
     add_params,
     dynamic_weights,
+    flatten,
     weighted_mean,
 )
+from fedpeft.aggregation.mean import Float64Array
 from fedpeft.strategies.base import (
     STRATEGIES,
+    DpRole,
+    RoundStats,
+    SumFn,
     check_empty_state,
     validate_updates,
     weight_metrics,
 )
 from fedpeft.types import ClientUpdate, Params
+
+COUNT_KEY = "__count__"
+"""Extra entry of the first secure pass: each client adds 1 to the count."""
 
 QUALITY_METRIC = "val_loss"
 """Client metric used as ℓ_k by the quality factor."""
@@ -51,6 +59,12 @@ class Dynamic:
     """
 
     name = "dynamic"
+    needs_mean = True
+    dp_role: DpRole | None = None
+    dp_refusal = (
+        "its weights depend on every client's update, so one client changes all "
+        "weights and the sensitivity is not bounded by C"
+    )
 
     def __init__(
         self,
@@ -96,6 +110,70 @@ class Dynamic:
             quality_beta=self.quality_beta,
             losses=self._losses(updates),
         )
+
+    def weights(self, updates: Sequence[ClientUpdate]) -> Float64Array:
+        """The normalised dynamic weights (eq. 2) of this round's updates."""
+        return self.compute_weights(updates).weights
+
+    def round_stats(
+        self, updates: Sequence[ClientUpdate], total_examples: int, secure_sum: SumFn
+    ) -> RoundStats:
+        """Two secure sums: Σ ΔP_k with the count (the uniform mean, broadcast
+        back), then, for ``distance_scale = "mean"``, the 1-value sum of the
+        clients' own distances d_k; no individual d_k is revealed.
+
+        Raises:
+            ValueError: for ``distance_scale = "median"``, which needs every
+                client's distance.
+        """
+        self.check_secure()
+        packed = [{**u.delta, COUNT_KEY: np.ones(1, np.float32)} for u in updates]
+        total = secure_sum(packed)
+        count = float(total.pop(COUNT_KEY)[0])
+        mean = {k: (v / count).astype(np.float32) for k, v in total.items()}
+        scale = 1.0
+        if self.distance_scale == "mean":
+            flat_mean = flatten(mean)
+            dist = [
+                {"d": np.array([np.linalg.norm(flatten(u.delta) - flat_mean)])}
+                for u in updates
+            ]
+            scale = float(secure_sum(dist)["d"][0]) / count or 1.0
+        return RoundStats(total_examples, mean, scale)
+
+    def client_weight(self, update: ClientUpdate, stats: RoundStats) -> float:
+        """``(n_k/n_total) · exp(−γ d_k / s) · exp(−β ℓ_k)`` from client k's own
+        delta and the broadcast mean. Clients cannot normalise by the largest
+        weight without revealing it, so the log weight is clamped at −60:
+        weights underflow to ~0 only for clients far beyond the others."""
+        if stats.mean_delta is None:
+            raise ValueError("dynamic client weights need the round's mean delta")
+        d = float(np.linalg.norm(flatten(update.delta) - flatten(stats.mean_delta)))
+        log_w = (
+            math.log(max(update.num_examples, 1) / stats.total_examples)
+            - self.gamma * d / stats.distance_scale
+            - self.quality_beta * float(update.metrics.get(QUALITY_METRIC, 0.0))
+        )
+        return math.exp(max(log_w, -60.0))
+
+    def check_secure(self) -> None:
+        """Refuse settings that secure aggregation cannot compute.
+
+        Raises:
+            ValueError: for ``distance_scale = "median"``.
+        """
+        if self.distance_scale == "median":
+            raise ValueError(
+                "strategy.distance_scale = 'median' needs every client's distance, "
+                "which secure aggregation hides; use 'mean' or 'none' with "
+                "privacy.secagg = true"
+            )
+
+    def step(
+        self, server_round: int, global_params: Params, mean_delta: Params
+    ) -> tuple[Params, dict[str, float]]:
+        """``P + Σ_k w_k ΔP_k / Σ_k w_k`` (eq. 3)."""
+        return add_params(global_params, mean_delta), {}
 
     def aggregate(
         self,

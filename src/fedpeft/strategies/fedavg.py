@@ -15,6 +15,9 @@ from fedpeft.aggregation import add_params, example_weights, weighted_mean
 from fedpeft.aggregation.mean import Float64Array
 from fedpeft.strategies.base import (
     STRATEGIES,
+    DpRole,
+    RoundStats,
+    SumFn,
     check_empty_state,
     validate_updates,
     weight_metrics,
@@ -27,6 +30,12 @@ class FedAvg:
     """Example-weighted mean of client deltas (McMahan et al. 2017, Alg. 1)."""
 
     name = "fedavg"
+    needs_mean = False
+    dp_role: DpRole | None = None
+    dp_refusal = (
+        "its weights n_k / Σn are example counts: data-dependent and unbounded, "
+        "so one client can move the mean by more than C / m"
+    )
 
     def client_config(self, server_round: int) -> dict[str, float]:
         """No extra local-training settings."""
@@ -36,21 +45,43 @@ class FedAvg:
         """Aggregation weights ``n_k / Σn``; subclasses override this only."""
         return example_weights([u.num_examples for u in updates])
 
+    def round_stats(
+        self, updates: Sequence[ClientUpdate], total_examples: int, secure_sum: SumFn
+    ) -> RoundStats:
+        """Only the public total Σn: the weights need nothing secret."""
+        return RoundStats(total_examples)
+
+    def client_weight(self, update: ClientUpdate, stats: RoundStats) -> float:
+        """``n_k / n_total``: in [0, 1], inside the secure quantizer's range."""
+        return update.num_examples / stats.total_examples
+
+    def check_secure(self) -> None:
+        """Its weights need nothing but public counts: always computable."""
+
+    def step(
+        self, server_round: int, global_params: Params, mean_delta: Params
+    ) -> tuple[Params, dict[str, float]]:
+        """``P + mean ΔP`` (no server optimizer)."""
+        return add_params(global_params, mean_delta), {}
+
     def aggregate(
         self,
         server_round: int,
         global_params: Params,
         updates: Sequence[ClientUpdate],
     ) -> tuple[Params, dict[str, float]]:
-        """``P + Σ_k w_k ΔP_k`` with :meth:`weights`; inputs are not mutated.
+        """:meth:`step` by ``Σ_k w_k ΔP_k`` with :meth:`weights`; inputs are not
+        mutated.
 
         Raises:
             ValueError: see :func:`fedpeft.strategies.base.validate_updates`.
         """
         validate_updates(server_round, global_params, updates)
         w = self.weights(updates)
-        step = weighted_mean([u.delta for u in updates], w)
-        return add_params(global_params, step), weight_metrics(w, step)
+        mean = weighted_mean([u.delta for u in updates], w)
+        new, metrics = self.step(server_round, global_params, mean)
+        applied = {k: new[k] - global_params[k] for k in global_params}
+        return new, {**weight_metrics(w, applied), **metrics}
 
     def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
         """Stateless: ``{}``."""

@@ -27,7 +27,14 @@ from fedpeft.aggregation import (
     yogi_second_moment,
 )
 from fedpeft.aggregation.mean import Float64Array
-from fedpeft.strategies.base import STRATEGIES, validate_updates, weight_metrics
+from fedpeft.strategies.base import (
+    STRATEGIES,
+    DpRole,
+    RoundStats,
+    SumFn,
+    validate_updates,
+    weight_metrics,
+)
 from fedpeft.types import ClientUpdate, Params
 
 
@@ -54,6 +61,9 @@ class FedOpt:
     """
 
     name = "fedopt"
+    needs_mean = False
+    dp_role: DpRole | None = "server_optimizer"
+    dp_refusal = ""
 
     def __init__(
         self,
@@ -75,6 +85,38 @@ class FedOpt:
         """``(v_{t−1}, Δ_t², β2) -> v_t``; defined by FedAdam and FedYogi."""
         raise NotImplementedError(f"{type(self).__name__} defines no v update")
 
+    def weights(self, updates: Sequence[ClientUpdate]) -> Float64Array:
+        """``n_k / Σn``: the pseudo-gradient is the example-weighted mean."""
+        return example_weights([u.num_examples for u in updates])
+
+    def round_stats(
+        self, updates: Sequence[ClientUpdate], total_examples: int, secure_sum: SumFn
+    ) -> RoundStats:
+        """Only the public total Σn."""
+        return RoundStats(total_examples)
+
+    def client_weight(self, update: ClientUpdate, stats: RoundStats) -> float:
+        """``n_k / n_total``."""
+        return update.num_examples / stats.total_examples
+
+    def check_secure(self) -> None:
+        """Its weights need nothing but public counts: always computable."""
+
+    def step(
+        self, server_round: int, global_params: Params, mean_delta: Params
+    ) -> tuple[Params, dict[str, float]]:
+        """One server-optimizer step with ``mean_delta`` as the pseudo-gradient
+        Δ_t; metrics: ``pseudo_grad_norm`` (‖Δ_t‖).
+
+        Raises:
+            ValueError: if a loaded state's layout differs from ``global_params``.
+        """
+        state = self._state or init_state(global_params, self.config.tau)
+        new_params, self._state = adaptive_step(
+            global_params, mean_delta, state, self.config, self.second_moment
+        )
+        return new_params, {"pseudo_grad_norm": global_norm(mean_delta)}
+
     def aggregate(
         self,
         server_round: int,
@@ -91,16 +133,11 @@ class FedOpt:
                 whose layout differs from ``global_params``.
         """
         validate_updates(server_round, global_params, updates)
-        w = example_weights([u.num_examples for u in updates])
+        w = self.weights(updates)
         pseudo_grad = weighted_mean([u.delta for u in updates], w)
-        state = self._state or init_state(global_params, self.config.tau)
-        new_params, self._state = adaptive_step(
-            global_params, pseudo_grad, state, self.config, self.second_moment
-        )
+        new_params, metrics = self.step(server_round, global_params, pseudo_grad)
         applied = {k: new_params[k] - global_params[k] for k in global_params}
-        metrics = weight_metrics(w, applied)
-        metrics["pseudo_grad_norm"] = global_norm(pseudo_grad)
-        return new_params, metrics
+        return new_params, {**weight_metrics(w, applied), **metrics}
 
     def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
         """Copies of m and v as ``m/<name>``, ``v/<name>``; ``{}`` before round 1."""

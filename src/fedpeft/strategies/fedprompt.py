@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from fedpeft.aggregation import uniform_weights
 from fedpeft.aggregation.mean import Float64Array
-from fedpeft.strategies.base import STRATEGIES
+from fedpeft.strategies.base import STRATEGIES, DpRole, RoundStats
 from fedpeft.strategies.fedavg import FedAvg
 from fedpeft.types import ClientUpdate
 
@@ -21,7 +21,13 @@ class FedPrompt(FedAvg):
     """Uniform mean of client deltas (FedPrompt, Zhao et al. 2022)."""
 
     name = "fedprompt"
+    dp_role: DpRole | None = "uniform_mean"
+    dp_refusal = ""
 
     def weights(self, updates: Sequence[ClientUpdate]) -> Float64Array:
         """Equal weights ``1/K``, whatever the clients' example counts."""
         return uniform_weights(len(updates))
+
+    def client_weight(self, update: ClientUpdate, stats: RoundStats) -> float:
+        """1 for every client."""
+        return 1.0

@@ -26,6 +26,7 @@ class FedProx(FedAvg):
     """
 
     name = "fedprox"
+    dp_refusal = "it aggregates like FedAvg (example-weighted mean)"
 
     def __init__(self, proximal_mu: float = 0.01) -> None:
         if not (math.isfinite(proximal_mu) and proximal_mu >= 0):

@@ -7,9 +7,12 @@ the round), never the global RNG, so a run is reproducible bit for bit.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
+
+from fedpeft.privacy.sampling import poisson_subsample
 
 
 def _is_int(value: object) -> bool:
@@ -56,3 +59,29 @@ def sample_clients(
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng)}")
     chosen = rng.choice(num_clients, size=count, replace=False)
     return np.sort(chosen).astype(np.int64)
+
+
+def select_clients(
+    eligible: Sequence[int],
+    num_clients: int,
+    fraction: float,
+    min_clients: int,
+    rng: np.random.Generator,
+    poisson: bool = False,
+) -> list[int]:
+    """One round's participants among the ``eligible`` client ids.
+
+    Fixed-size sampling draws ``min(sample_size(N, ...), len(eligible))``
+    eligible clients without replacement (with every client eligible this is
+    :func:`sample_clients`); Poisson sampling takes each eligible client with
+    probability ``fraction`` (the draw the client-level DP accounting assumes).
+
+    Returns:
+        Sorted client ids.
+    """
+    pool = np.asarray(eligible, dtype=np.int64)
+    if poisson:
+        return [int(k) for k in pool[poisson_subsample(len(pool), fraction, rng)]]
+    count = min(sample_size(num_clients, fraction, min_clients), len(pool))
+    chosen = np.sort(rng.choice(len(pool), size=count, replace=False))
+    return [int(k) for k in pool[chosen]]

@@ -1,0 +1,186 @@
+"""Client algorithms: what a client does with an :class:`Instruction`.
+
+A client algorithm turns the server's instruction into a reply update; the
+runtime decides where it runs (this process, a Flower ClientApp). The gradient
+client trains by backprop (optionally with FedProx's proximal term, or as
+record-level DP-SGD) and can train many clients together on the shared
+backbone (:meth:`GradientClient.fit_many`, the embedded runtime's fast path).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from fedpeft.client.batched import ClientJob, supports_batching, train_clients_batched
+from fedpeft.client.dp_local import RecordDP, dp_train_clients_batched
+from fedpeft.client.flops import FlopMeter
+from fedpeft.client.local import finish_update, local_update
+from fedpeft.client.probe import fit_head
+from fedpeft.config import ClientSection
+from fedpeft.messages import Instruction
+from fedpeft.models.tokenized import TokenizedDataset
+from fedpeft.peft.base import AdapterClassifier
+from fedpeft.seeding import stream, torch_generator
+from fedpeft.types import ClientUpdate
+
+logger = logging.getLogger(__name__)
+
+
+class ClientData(Protocol):
+    """One client's shard, split into train and validation."""
+
+    @property
+    def train(self) -> TokenizedDataset: ...
+
+    @property
+    def val(self) -> TokenizedDataset: ...
+
+
+class ClientAlgorithm(Protocol):
+    """What a runtime needs from a client algorithm."""
+
+    def fit(self, ins: Instruction) -> ClientUpdate:
+        """Train from ``ins.payload``; return ΔP, n_k and metrics."""
+        ...
+
+    def probe(self, ins: Instruction) -> ClientUpdate:
+        """Fit the head as a linear probe on the client's features (warm start)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How local training runs (from the run config's client/model sections)."""
+
+    client: ClientSection
+    seed: int
+    precision: str = "fp32"
+    eval_precision: str = "bf16"
+    eval_batch_size: int = 128
+    bucket_size: int = 16
+    bucket_threads: int = 2
+
+
+@dataclass
+class GradientClient:
+    """Local training by backprop on the shared frozen backbone.
+
+    Attributes:
+        model_for: The adapter of a shape (``None``: the run's configured one);
+            see :class:`fedpeft.client.pool.AdapterPool`.
+        data_for: Client k's train/validation data.
+        settings: Local-training settings.
+        record_dp: Record-level DP-SGD of every client, or ``None``.
+        flops: One FLOP meter for the process (each step shape counted once).
+    """
+
+    model_for: Callable[[tuple[int, int] | None], AdapterClassifier]
+    data_for: Callable[[int], ClientData]
+    settings: TrainSettings
+    record_dp: RecordDP | None = None
+    flops: FlopMeter | None = None
+
+    def dp_generator(self, ins: Instruction) -> torch.Generator:
+        """Client k's DP-SGD noise stream in this round (batched or not)."""
+        return torch_generator(
+            stream(self.settings.seed, "dp", ins.round, 10**6 + ins.client_id)
+        )
+
+    def fit(self, ins: Instruction) -> ClientUpdate:
+        s = self.settings
+        data = self.data_for(ins.client_id)
+        return local_update(
+            ins.client_id,
+            self.model_for(ins.shape),
+            ins.payload,
+            data.train,
+            data.val,
+            s.client,
+            stream(s.seed, "client", ins.round, ins.client_id),
+            proximal_mu=float(ins.config.get("proximal_mu", 0.0)),
+            precision=s.precision,
+            eval_precision=s.eval_precision,
+            eval_batch_size=s.eval_batch_size,
+            record_dp=self.record_dp,
+            dp_generator=self.dp_generator(ins),
+            flops=self.flops,
+        )
+
+    def can_batch(self, shape: tuple[int, int] | None) -> bool:
+        """Whether clients of ``shape`` can train together (per-example forward)."""
+        return supports_batching(self.model_for(shape))
+
+    def fit_many(self, group: Sequence[Instruction]) -> list[ClientUpdate]:
+        """Train clients of one shape together: one forward/backward over the
+        shared backbone per step for all of them, each with its own data order,
+        AdamW state (and DP-SGD noise); equal to :meth:`fit` one by one within
+        float tolerance.
+
+        Raises:
+            ValueError: if the group mixes shapes.
+        """
+        shapes = {ins.shape for ins in group}
+        if len(shapes) != 1:
+            raise ValueError(f"fit_many needs one adapter shape, got {shapes}")
+        s, model = self.settings, self.model_for(group[0].shape)
+        jobs = [
+            ClientJob(
+                ins.client_id,
+                ins.payload,
+                self.data_for(ins.client_id).train,
+                stream(s.seed, "client", ins.round, ins.client_id),
+            )
+            for ins in group
+        ]
+        if self.record_dp is not None:
+            trained = dp_train_clients_batched(
+                model,
+                jobs,
+                [self.dp_generator(ins) for ins in group],
+                s.client,
+                self.record_dp,
+                precision=s.precision,
+                bucket_size=s.bucket_size,
+            )
+        else:
+            trained = train_clients_batched(
+                model,
+                jobs,
+                s.client,
+                proximal_mu=float(group[0].config.get("proximal_mu", 0.0)),
+                precision=s.precision,
+                flops=self.flops,
+                bucket_size=s.bucket_size,
+                bucket_threads=s.bucket_threads,
+            )
+        out = []
+        for job, (state, stats) in zip(jobs, trained, strict=True):
+            model.load_trainable_state(state)
+            out.append(
+                finish_update(
+                    job.client_id,
+                    model,
+                    job.start,
+                    stats,
+                    len(job.data),
+                    self.data_for(job.client_id).val,
+                    s.eval_batch_size,
+                    s.eval_precision,
+                )
+            )
+        return out
+
+    def probe(self, ins: Instruction) -> ClientUpdate:
+        s = self.settings
+        model = self.model_for(ins.shape)
+        model.load_trainable_state(ins.payload)
+        train = self.data_for(ins.client_id).train
+        head = fit_head(
+            model, train, s.client.probe_iters, s.client.probe_l2, s.eval_precision
+        )
+        return ClientUpdate(ins.client_id, head, len(train))

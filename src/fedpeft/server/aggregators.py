@@ -1,0 +1,332 @@
+"""How the round's mean of client updates is computed: in the clear, as a
+secure sum, or clipped and noised (DP-FedAvg).
+
+Every aggregator merges with the same strategy contract
+(:class:`~fedpeft.strategies.Strategy`): the strategy says how much each client
+weighs and how the server steps by the weighted mean; the aggregator decides
+what the server gets to see while that mean is computed.
+
+* :class:`PlainAggregator`: the server sees every update; ``strategy.aggregate``.
+* :class:`SecureAggregator`: the server sees only sums (Bonawitz et al. 2017):
+  each client computes its own weight w_k from public statistics
+  (``strategy.round_stats``, themselves secure sums), then one secure sum of
+  ``(w_k ΔP_k, w_k)`` gives the weighted mean.
+* :class:`DpAggregator`: DP-FedAvg (McMahan et al. 2018): clip to C, equal
+  weights, Gaussian noise σC on the sum (central, by the server; or
+  distributed, N(0, σ²C²/m) per client before a secure sum), divided by the
+  public m̄; the result feeds ``strategy.step``. Each round composes one DP
+  event in the accountant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from fedpeft.aggregation import example_weights, weighted_mean
+from fedpeft.privacy import clip_update, gaussian_noise_like
+from fedpeft.privacy.dpfedavg import dp_mean, mean_from_noisy_sum, privatize_update
+from fedpeft.privacy.noise import add_noise, central_noise_std
+from fedpeft.secagg import SecAggConfig, secure_sum
+from fedpeft.seeding import stream
+from fedpeft.server.client_dp import ClientDP
+from fedpeft.strategies import Strategy
+from fedpeft.types import ClientUpdate, Params
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_KEY = "__weight__"
+PROBE_RANGE = 64.0
+"""Quantizer range of the warm start's (absolute, n_k/n-weighted) head values;
+at b = 32 bits the resolution stays below 1e-6 for up to ~100 clients."""
+
+Metrics = dict[str, Any]
+
+
+class Aggregator(Protocol):
+    """Turns a round's validated updates into new global parameters."""
+
+    releases_when_empty: bool
+    """Whether a round with no valid update still merges (DP releases noise)."""
+
+    def merge(
+        self,
+        rnd: int,
+        params: Params,
+        updates: Sequence[ClientUpdate],
+        strategy: Strategy,
+    ) -> tuple[Params, Metrics]:
+        """New global parameters and the round's aggregation metrics."""
+        ...
+
+    def weighted_mean(
+        self, rnd: int, arrays: Sequence[Params], num_examples: Sequence[int]
+    ) -> tuple[Params, Metrics]:
+        """The n_k-weighted mean of absolute arrays (the warm start's heads)."""
+        ...
+
+    def replay(self, rounds: int) -> None:
+        """Re-compose the privacy loss of ``rounds`` finished rounds (resume)."""
+        ...
+
+    def budget_exhausted(self) -> bool:
+        """True when one more round would exceed the privacy budget."""
+        ...
+
+
+class PlainAggregator:
+    """The server sees every update: the strategy merges them itself."""
+
+    releases_when_empty = False
+
+    def merge(
+        self,
+        rnd: int,
+        params: Params,
+        updates: Sequence[ClientUpdate],
+        strategy: Strategy,
+    ) -> tuple[Params, Metrics]:
+        new, metrics = strategy.aggregate(rnd, params, updates)
+        return new, {f"agg_{k}": v for k, v in metrics.items()}
+
+    def weighted_mean(
+        self, rnd: int, arrays: Sequence[Params], num_examples: Sequence[int]
+    ) -> tuple[Params, Metrics]:
+        return weighted_mean(arrays, example_weights(num_examples)), {}
+
+    def replay(self, rounds: int) -> None:
+        """Nothing to re-account."""
+
+    def budget_exhausted(self) -> bool:
+        return False
+
+
+@dataclass
+class SecureSum:
+    """Σ of per-client arrays through the in-process SecAgg protocol, with its
+    bytes and times added to :attr:`stats` (one entry per round).
+
+    Attributes:
+        config: The protocol's parameters.
+        seed: Run seed of the INSECURE reproducible mode (``config.secure``
+            False); ignored in secure mode, which draws from OS entropy.
+        total_examples: Σ n_k over the federation (public).
+    """
+
+    config: SecAggConfig
+    seed: int
+    stats: Metrics = field(default_factory=dict)
+    _passes: int = 0
+
+    def reset(self) -> None:
+        self.stats, self._passes = {}, 0
+
+    def __call__(
+        self, rnd: int, vectors: Sequence[Params], clip_range: float = 0.0
+    ) -> Params:
+        """Σ vectors; ``clip_range`` widens the quantizer's [-r, r] for this sum
+        (the warm start's heads are absolute values, not small deltas)."""
+        config = self.config
+        if clip_range > config.clip_range:
+            config = dataclasses.replace(config, clip_range=clip_range)
+        for v in vectors:  # each client checks its own vector
+            peak = max(float(np.abs(a).max()) for a in v.values())
+            if peak > config.clip_range:
+                logger.warning(
+                    "round %d: a client's value %.3g exceeds the secure-aggregation "
+                    "range ±%g and is clipped; raise privacy.secagg_clip_range",
+                    rnd,
+                    peak,
+                    config.clip_range,
+                )
+        rng = None if config.secure else stream(self.seed, "secagg", rnd, self._passes)
+        total, stats = secure_sum(list(vectors), config, rng=rng)
+        self._passes += 1
+        acc = self.stats
+        for key, value in (
+            ("secagg_bytes_up", float(np.sum(stats.sent_total()))),
+            ("secagg_bytes_down", float(np.sum(stats.received_total()))),
+            ("secagg_client_seconds_mean", float(np.mean(stats.client_seconds))),
+            ("secagg_server_seconds", stats.server_seconds),
+            ("secagg_passes", 1),
+        ):
+            acc[key] = acc.get(key, 0.0) + value
+        acc["secagg_error_bound"] = max(
+            acc.get("secagg_error_bound", 0.0), stats.error_bound
+        )
+        return total
+
+    def weighted_mean(
+        self,
+        rnd: int,
+        arrays: Sequence[Params],
+        weights: Sequence[float],
+        clip_range: float = 0.0,
+    ) -> Params:
+        """Σ w_k x_k / Σ w_k with both sums in one secure sum."""
+        packed = [
+            {
+                **{k: (w * v).astype(np.float32) for k, v in x.items()},
+                WEIGHT_KEY: np.array([w], np.float32),
+            }
+            for x, w in zip(arrays, weights, strict=True)
+        ]
+        total = self(rnd, packed, clip_range)
+        denom = float(total.pop(WEIGHT_KEY)[0])
+        if denom <= 0:
+            raise ValueError(f"round {rnd}: the securely summed weights are {denom}")
+        return {k: (v / denom).astype(np.float32) for k, v in total.items()}
+
+
+@dataclass
+class SecureAggregator:
+    """The server sees only secure sums; weights are computed by the clients."""
+
+    releases_when_empty = False
+
+    secure: SecureSum
+    total_examples: int
+
+    def merge(
+        self,
+        rnd: int,
+        params: Params,
+        updates: Sequence[ClientUpdate],
+        strategy: Strategy,
+    ) -> tuple[Params, Metrics]:
+        self.secure.reset()
+        stats = strategy.round_stats(
+            updates, self.total_examples, lambda vs: self.secure(rnd, vs)
+        )
+        weights = [strategy.client_weight(u, stats) for u in updates]
+        mean = self.secure.weighted_mean(rnd, [u.delta for u in updates], weights)
+        new, metrics = strategy.step(rnd, params, mean)
+        return new, {**{f"agg_{k}": v for k, v in metrics.items()}, **self.secure.stats}
+
+    def weighted_mean(
+        self, rnd: int, arrays: Sequence[Params], num_examples: Sequence[int]
+    ) -> tuple[Params, Metrics]:
+        self.secure.reset()
+        weights = [n / self.total_examples for n in num_examples]
+        mean = self.secure.weighted_mean(rnd, arrays, weights, PROBE_RANGE)
+        return mean, dict(self.secure.stats)
+
+    def replay(self, rounds: int) -> None:
+        """Nothing to re-account."""
+
+    def budget_exhausted(self) -> bool:
+        return False
+
+
+@dataclass
+class DpAggregator:
+    """DP-FedAvg: the strategy steps by the clipped, noised, equal-weight mean.
+
+    Attributes:
+        dp: σ, C, m̄, the event and the accountant of the run.
+        seed: Run seed of the reproducible noise (``secure_noise`` False).
+        secure: The secure sum, when ``privacy.secagg`` is on (needed by
+            distributed noise).
+        secure_noise: Draw the noise from OS entropy.
+    """
+
+    dp: ClientDP
+    seed: int
+    secure: SecureSum | None = None
+    secure_noise: bool = False
+    releases_when_empty = True
+    """A round without updates still releases noise / m̄ (and is accounted)."""
+
+    def merge(
+        self,
+        rnd: int,
+        params: Params,
+        updates: Sequence[ClientUpdate],
+        strategy: Strategy,
+    ) -> tuple[Params, Metrics]:
+        dp = self.dp
+        deltas = [u.delta for u in updates]
+        norms = [clip_update(d, dp.clip_norm)[1] for d in deltas]
+        if self.secure is None:  # central noise, added by the trusted server
+            mean, _ = dp_mean(
+                params,
+                deltas,
+                clip_norm=dp.clip_norm,
+                noise_multiplier=dp.noise_multiplier,
+                expected_clients=dp.expected_clients,
+                rng=self._rng(rnd, 10**9),
+                secure=self.secure_noise,
+            )
+            stats: Metrics = {}
+        else:
+            mean, stats = self._secure_mean(rnd, params, updates)
+        new, metrics = strategy.step(rnd, params, mean)
+        dp.accountant.compose(dp.event)
+        return new, {
+            **{f"agg_{k}": v for k, v in metrics.items()},
+            **stats,
+            "dp_clipped_fraction": float(np.mean([n > dp.clip_norm for n in norms]))
+            if norms
+            else 0.0,
+            "epsilon": dp.accountant.epsilon(dp.delta),
+            "delta": dp.delta,
+            "noise_multiplier": dp.noise_multiplier,
+        }
+
+    def _secure_mean(
+        self, rnd: int, params: Params, updates: Sequence[ClientUpdate]
+    ) -> tuple[Params, Metrics]:
+        """Clipped (and, distributed, noised by each client) updates summed
+        securely; central noise is added to the sum by the server."""
+        assert self.secure is not None
+        dp = self.dp
+        self.secure.reset()
+        shares = []
+        for u in updates:
+            if dp.mode == "distributed":
+                share, _ = privatize_update(
+                    u.delta,
+                    clip_norm=dp.clip_norm,
+                    noise_multiplier=dp.noise_multiplier,
+                    num_clients=max(1, int(dp.expected_clients)),  # floor: more noise
+                    rng=self._rng(rnd, u.client_id),
+                    secure=self.secure_noise,
+                )
+            else:
+                share, _ = clip_update(u.delta, dp.clip_norm)
+            shares.append(share)
+        total = (
+            self.secure(rnd, shares)
+            if shares
+            else {k: np.zeros_like(v) for k, v in params.items()}
+        )
+        if dp.mode == "central":
+            std = central_noise_std(dp.noise_multiplier, dp.clip_norm)
+            noise = gaussian_noise_like(
+                total, std, self._rng(rnd, 10**9), self.secure_noise
+            )
+            total = add_noise(total, noise)
+        return mean_from_noisy_sum(total, dp.expected_clients), dict(self.secure.stats)
+
+    def _rng(self, rnd: int, key: int) -> np.random.Generator | None:
+        return None if self.secure_noise else stream(self.seed, "dp", rnd, key)
+
+    def weighted_mean(
+        self, rnd: int, arrays: Sequence[Params], num_examples: Sequence[int]
+    ) -> tuple[Params, Metrics]:
+        raise ValueError(
+            "a warm start from the clients' raw data is outside the DP accounting; "
+            "use peft.head_init = 'zeros' (or 'random') with privacy.client_dp"
+        )
+
+    def replay(self, rounds: int) -> None:
+        if rounds > 0:
+            self.dp.accountant.compose(self.dp.event, count=rounds)
+
+    def budget_exhausted(self) -> bool:
+        return self.dp.would_exceed()

@@ -1,0 +1,71 @@
+"""The server's pieces from a run configuration: the strategy and the way its
+mean is computed (plain, secure, differentially private)."""
+
+from __future__ import annotations
+
+from fedpeft.config import ConfigError, RunConfig
+from fedpeft.privacy import check_strategy_compatible
+from fedpeft.secagg import SecAggConfig
+from fedpeft.server.aggregators import (
+    Aggregator,
+    DpAggregator,
+    PlainAggregator,
+    SecureAggregator,
+    SecureSum,
+)
+from fedpeft.server.client_dp import client_dp_plan
+from fedpeft.strategies import Strategy, build_strategy
+
+
+def strategy_from_config(cfg: RunConfig) -> Strategy:
+    """The configured strategy with the options it takes."""
+    section = cfg.strategy
+    return build_strategy(section.name, **section.model_dump(exclude={"name"}))
+
+
+def build_aggregator(
+    cfg: RunConfig, strategy: Strategy, total_examples: int
+) -> Aggregator:
+    """How the round's mean is computed under ``cfg.privacy``.
+
+    Raises:
+        ConfigError: for a strategy or setting the privacy analysis or the
+            secure sum cannot serve, naming the setting to change.
+    """
+    p = cfg.privacy
+    secure = None
+    if p.secagg:
+        try:
+            strategy.check_secure()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        config = SecAggConfig(
+            bits=p.secagg_bits,
+            clip_range=p.secagg_clip_range,
+            threshold=p.secagg_threshold,
+            neighbours=p.secagg_neighbours,
+            secure=p.secure,
+        )
+        secure = SecureSum(config, cfg.seed)
+    dp = client_dp_plan(cfg)
+    if dp is None:
+        if secure is None:
+            return PlainAggregator()
+        return SecureAggregator(secure, total_examples)
+    try:
+        check_strategy_compatible(strategy)
+    except ValueError as err:
+        raise ConfigError(f"privacy.client_dp: {err}") from None
+    if cfg.peft.head_init == "probe":
+        raise ConfigError(
+            "peft.head_init = 'probe' fits the head on each client's raw data "
+            "outside the DP accounting; use peft.head_init = 'zeros' (or 'random') "
+            "with privacy.client_dp"
+        )
+    if dp.mode == "distributed" and secure is None:
+        raise ConfigError(
+            "privacy.client_dp.mode = 'distributed' adds only σ·C/√m noise per "
+            "client and relies on secure aggregation to hide each share; set "
+            "privacy.secagg = true or use mode = 'central'"
+        )
+    return DpAggregator(dp, cfg.seed, secure, p.secure)
