@@ -211,6 +211,7 @@ def fake_run_experiment(tmp_path: Path) -> Callable[..., dict[str, Any]]:
         cfg: RunConfig,
         *,
         resume: bool = False,
+        overwrite: bool = False,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         emit = on_event or (lambda kind, payload: None)

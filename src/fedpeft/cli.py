@@ -178,6 +178,13 @@ def run(
             "checkpoint (same config required).",
         ),
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Delete the run already in the run directory and start again.",
+        ),
+    ] = False,
     quiet: Annotated[
         bool,
         typer.Option(
@@ -194,7 +201,8 @@ def run(
     """Run a federated experiment and its baselines; write results to the run directory.
 
     The run directory (output_dir/name) receives config.toml, metrics.jsonl,
-    summary.json, the final adapter and plots.
+    summary.json, the final adapter and plots. A directory that already holds a
+    run is refused unless --resume or --overwrite says what to do with it.
     """
     ui = _ui(ctx)
     if verbose:
@@ -210,6 +218,7 @@ def run(
         cfg,
         ui,
         resume=resume,
+        overwrite=overwrite,
         quiet=quiet,
         verbose=verbose,
         again=_resume_command(config, overrides or []),
@@ -245,7 +254,14 @@ def _resume_command(config: Path | None, overrides: list[str]) -> str:
 
 
 def _execute(
-    cfg: RunConfig, ui: Ui, *, resume: bool, quiet: bool, verbose: bool, again: str
+    cfg: RunConfig,
+    ui: Ui,
+    *,
+    resume: bool,
+    overwrite: bool,
+    quiet: bool,
+    verbose: bool,
+    again: str,
 ) -> dict[str, Any]:
     """run_experiment with a live view; failures become messages and exit codes."""
     from fedpeft.engine.runner import run_experiment
@@ -253,9 +269,11 @@ def _execute(
     try:
         with _user_errors(ui):
             if quiet:
-                return run_experiment(cfg, resume=resume)
+                return run_experiment(cfg, resume=resume, overwrite=overwrite)
             with RunView(ui.err) as view:
-                return run_experiment(cfg, resume=resume, on_event=view)
+                return run_experiment(
+                    cfg, resume=resume, overwrite=overwrite, on_event=view
+                )
     except typer.Exit:
         raise
     except KeyboardInterrupt:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomli_w
 import torch
 
 from fedpeft.baselines import (
@@ -22,6 +21,7 @@ from fedpeft.baselines import (
 from fedpeft.config import ConfigError, RunConfig
 from fedpeft.experiment import Experiment, build_experiment, check_names
 from fedpeft.engine.simulation import FederatedResult, FederatedRun
+from fedpeft.rundir.directory import open_run_dir
 from fedpeft.rundir.sink import MetricsSink
 from fedpeft.models.device import describe_device
 from fedpeft.wire import payload_bytes, serialize
@@ -35,39 +35,35 @@ def _ignore(kind: str, payload: dict[str, Any]) -> None:
     del kind, payload
 
 
-def prepare_run_dir(cfg: RunConfig, resume: bool) -> Path:
-    """Create the run directory and write the resolved config.
-
-    Raises:
-        ConfigError: when resuming a directory whose config differs from ``cfg``.
-    """
-    run_dir = cfg.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.toml"
-    text = tomli_w.dumps(cfg.to_dict())
-    if resume and path.exists() and path.read_text(encoding="utf-8") != text:
-        raise ConfigError(
-            f"{run_dir} holds a run with a different config; resume it with the same "
-            f"config ({path}), or choose another name with --set name=..."
-        )
-    path.write_text(text, encoding="utf-8")
-    return run_dir
-
-
 def run_experiment(
-    cfg: RunConfig, *, resume: bool = False, on_event: EventCallback | None = None
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_event: EventCallback | None = None,
 ) -> dict[str, Any]:
     """Run the federated experiment of ``cfg`` and its baselines.
 
     Writes config.toml, metrics.jsonl, baselines.json, summary.json, the final
-    adapter and plots to ``cfg.run_dir``; returns the summary.
+    adapter and plots to ``cfg.run_dir``, holding its lock throughout (see
+    :class:`~fedpeft.rundir.directory.RunDirectory`); returns the summary.
+
+    Raises:
+        RunDirError: the run directory holds another run (pass ``resume`` or
+            ``overwrite``), a different config on resume, or is in use.
     """
-    emit = on_event or _ignore
     check_names(cfg)
     check_devices(cfg)
+    with open_run_dir(cfg, resume=resume, overwrite=overwrite) as run_dir:
+        return _run(cfg, run_dir, resume=resume, on_event=on_event)
+
+
+def _run(
+    cfg: RunConfig, run_dir: Path, *, resume: bool, on_event: EventCallback | None
+) -> dict[str, Any]:
+    emit = on_event or _ignore
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run_dir = prepare_run_dir(cfg, resume)
     exp = build_experiment(cfg)
     write_partition_report(exp, run_dir)
     emit(
