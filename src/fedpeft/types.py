@@ -1,4 +1,4 @@
-"""The wire types shared by every layer.
+"""The wire types and array aliases shared by every layer.
 
 What travels between a client and the server is a :data:`Params` mapping of plain
 numpy arrays plus small metadata. Strategies, privacy and secure aggregation only
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +17,12 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float32]
 Params = dict[str, FloatArray]
 """Named float32 arrays: an adapter's trainable state or an update to it."""
+
+ParamsLike = Mapping[str, npt.NDArray[Any]]
+"""Any mapping of names to arrays (read-only input form of :data:`Params`)."""
+
+Float64Array = npt.NDArray[np.float64]
+"""Float64 arrays: aggregation weights, flat parameter vectors, accumulators."""
 
 
 @dataclass(frozen=True)

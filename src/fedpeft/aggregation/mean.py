@@ -6,18 +6,16 @@ and never mutates its arguments.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
 
+# Float64Array and ParamsLike live in fedpeft.types; re-exported (``X as X``)
+# until aggregation/, strategies/, privacy/ and secagg/ import them from there.
+from fedpeft.types import Float64Array as Float64Array
 from fedpeft.types import Params, check_params_like
-
-ParamsLike = Mapping[str, npt.NDArray[Any]]
-"""Any mapping of names to arrays (read-only input form of :data:`Params`)."""
-
-Float64Array = npt.NDArray[np.float64]
+from fedpeft.types import ParamsLike as ParamsLike
 
 
 def check_weights(weights: npt.ArrayLike, count: int) -> Float64Array:
