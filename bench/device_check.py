@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from fedpeft.config import load_config
-from fedpeft.experiment import build_experiment
 from fedpeft.engine.simulation import FederatedRun
+from fedpeft.experiment import build_experiment
 from fedpeft.models.device import describe_device, resolve_device
 
 WORKLOAD = [
@@ -36,9 +36,9 @@ WORKLOAD = [
     "federation.rounds=2",
     "strategy.fraction_fit=0.5",
     "partition.method=iid",
-    "peft.prompt_length=8",
     "baselines.run=[]",
 ]
+METHOD_OPTIONS = {"prompt": ["peft.prompt_length=8"]}  # each method's own keys
 RESULTS = Path("bench/results/device_check.json")
 
 
@@ -48,6 +48,7 @@ def run(method: str, device: str, batched: bool, precision: str) -> dict[str, An
         [
             *WORKLOAD,
             f"peft.method={method}",
+            *METHOD_OPTIONS.get(method, []),
             f"model.device={device}",
             f"federation.batch_clients={str(batched).lower()}",
             f"model.precision={precision}",

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
 
-from fedpeft.config import ConfigError, load_config, parse_override
+from fedpeft.config import (
+    ConfigError,
+    RunConfig,
+    build_config,
+    load_config,
+    parse_override,
+)
 from fedpeft.experiment import check_names
+from fedpeft.peft import PEFT_METHODS, PeftConfig, peft_config
+from fedpeft.registry import ConfigRegistry
 
 
 def test_defaults_are_the_main_job() -> None:
@@ -76,3 +86,112 @@ def test_config_is_frozen() -> None:
     cfg = load_config()
     with pytest.raises(Exception):  # noqa: B017  (pydantic's frozen-instance error)
         cfg.seed = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("method", sorted(PEFT_METHODS))
+def test_every_peft_method_round_trips_through_toml(method: str) -> None:
+    options = PEFT_METHODS.options(method)()
+    tree = RunConfig(peft=options).to_dict()
+
+    again = build_config(tomllib.loads(tomli_w.dumps(tree)))
+
+    assert type(again.peft) is type(options)
+    assert again.peft == options
+    assert again.to_dict() == tree
+
+
+def test_non_default_options_survive_the_round_trip() -> None:
+    cfg = load_config(
+        None,
+        [
+            "peft.method=lora",
+            "peft.rank=4",
+            'peft.target_modules=["query"]',
+            "partition.method=quantity",
+            "partition.quantity_distribution=log-normal",
+        ],
+    )
+
+    again = build_config(cfg.to_dict())
+
+    assert again == cfg
+    assert again.to_dict()["peft"]["rank"] == 4
+    assert again.to_dict()["partition"]["quantity_distribution"] == "log-normal"
+
+
+def test_a_method_keeps_todays_keys_and_defaults() -> None:
+    lora = load_config(None, ["peft.method=lora", "peft.rank=16"]).peft
+
+    assert lora.model_dump() == {
+        "method": "lora",
+        "head_init": "probe",
+        "rank": 16,
+        "alpha": 16.0,
+        "rank_scaling": "standard",
+        "target_modules": (),
+        "layers": 0,
+    }
+    assert load_config().peft.model_dump() == {
+        "method": "prompt",
+        "head_init": "probe",
+        "prompt_length": 20,
+        "prompt_init": "vocab",
+    }
+
+
+def test_a_key_of_another_method_names_the_method_and_its_options() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["peft.rank=8"])
+
+    assert (
+        "peft.rank is not an option of peft.method='prompt'; its options: "
+        "prompt_length, prompt_init, head_init; rank is an option of "
+        "peft.method='lora'"
+    ) in str(err.value)
+
+
+def test_a_key_no_method_has_gets_a_spelling_hint() -> None:
+    with pytest.raises(ConfigError, match="Did you mean 'prompt_length'"):
+        load_config(None, ["peft.prompt_lenght=8"])
+
+
+def test_an_unknown_method_fails_when_the_config_is_read() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["peft.method=lorra"])
+
+    assert (
+        "peft.method = 'lorra': unknown PEFT method 'lorra'. Did you mean 'lora'?"
+    ) in str(err.value)
+
+
+def test_peft_config_validates_through_the_registry() -> None:
+    full = peft_config("full", head_init="zeros")
+
+    assert (full.method, full.head_init) == ("full", "zeros")
+    assert peft_config().method == "prompt"
+    with pytest.raises(ConfigError, match=r"peft.rank = 0"):
+        peft_config("lora", rank=0)
+
+
+def test_replace_is_a_validated_copy() -> None:
+    lora = peft_config("lora", rank=8)
+
+    smaller = lora.replace(rank=4, layers=2)
+
+    assert (smaller.rank, smaller.layers, lora.rank) == (4, 2, 8)
+    with pytest.raises(ConfigError, match="rank = 0"):
+        lora.replace(rank=0)
+    with pytest.raises(ConfigError, match="prompt_length"):
+        lora.replace(prompt_length=3)
+
+
+def test_a_registry_refuses_options_tagged_with_another_name() -> None:
+    registry: ConfigRegistry[PeftConfig, object] = ConfigRegistry(
+        "PEFT method", section="peft", default="prompt"
+    )
+
+    with pytest.raises(ValueError, match="must default to 'other'"):
+        registry.add_component("other", PEFT_METHODS.options("lora"), object())
+    registry.add_component("lora", PEFT_METHODS.options("lora"), object())
+    registry.remove("lora")
+    assert "lora" not in registry

@@ -230,7 +230,7 @@ def run(
 def describe_config(cfg: RunConfig) -> Text:
     """One line saying what a run will do and where it writes."""
     p, fed = cfg.partition, cfg.federation
-    skew = f"{p.method} α={p.alpha:g}" if p.method == "dirichlet" else p.method
+    skew = p.summary()
     baselines = ", ".join(cfg.baselines.run) or "none"
     m = cfg.model
     compute = f"{m.device}, {m.precision}" + (

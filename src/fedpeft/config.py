@@ -16,13 +16,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fedpeft.registry import ConfigError as ConfigError
+from fedpeft.registry import describe_error
+
+# isort: split
+# After ConfigError is bound: a module of fedpeft.data that imports it from here
+# is loaded by the next line, while this module is still loading.
+from fedpeft.data.partition.config import PARTITIONERS, PartitionField
+from fedpeft.peft.config import PEFT_METHODS, PeftField
+
 DEVICES = "cpu, cuda, cuda:N or auto"
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 BASELINES = ("centralized", "local-only", "linear-probe", "zero-shot", "full-finetune")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message says which key and why."""
 
 
 class Section(BaseModel):
@@ -71,54 +76,18 @@ class DataSection(Section):
     )
     max_test: int | None = Field(600, ge=10, description="subsample of the test set")
     max_chars: int | None = Field(2000, ge=16)
-
-
-class PartitionSection(Section):
-    method: str = Field(
-        "dirichlet", description="iid, dirichlet, quantity, feature, pathological"
-    )
-    alpha: float = Field(
-        0.5, gt=0.0, description="Dirichlet concentration (smaller = more skew)"
-    )
-    min_size: int = Field(10, ge=1, description="minimum examples per client")
-    classes_per_client: int = Field(2, ge=1)
-    quantity_distribution: Literal["power-law", "log-normal"] = "power-law"
-    quantity_exponent: float = Field(1.5, gt=0.0)
-    quantity_sigma: float = Field(1.0, gt=0.0)
-    group_column: str | None = Field(
-        None, description="metadata column for feature skew"
-    )
-    num_clusters: int | None = Field(None, ge=2)
-    val_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="share of each shard for validation"
+    encoding: str = Field(
+        "utf-8", description="text encoding of a csv/jsonl file, e.g. latin-1"
     )
 
 
-class PeftSection(Section):
-    method: str = Field("prompt", description="registered PEFT method")
-    prompt_length: int = Field(20, ge=1, le=256)
-    prompt_init: Literal["vocab", "random", "labels"] = "vocab"
-    head_init: Literal["probe", "zeros", "random"] = Field(
-        "probe",
-        description="probe: a federated linear probe fits the head before round 1",
-    )
-    rank: int = Field(8, ge=1, le=1024, description="LoRA rank r")
-    alpha: float = Field(16.0, gt=0.0, description="LoRA alpha (scaling alpha/r)")
-    rank_scaling: Literal["standard", "rslora"] = Field(
-        "standard", description="LoRA scaling: alpha/r or alpha/sqrt(r) (rsLoRA)"
-    )
-    target_modules: tuple[str, ...] = Field(
-        (), description="LoRA/IA3 target module names; empty = peft's default"
-    )
-    layers: int = Field(
-        0, ge=0, description="LoRA/IA3/BitFit: tune only the top k layers (0 = all)"
-    )
-    prefix_length: int = Field(10, ge=1, le=256, description="prefix positions")
-    prefix_init: Literal["vocab", "random"] = "vocab"
-    prefix_projection: bool = Field(
-        False, description="reparameterise the prefix through an MLP"
-    )
-    projection_dim: int = Field(128, ge=1, description="width of that MLP")
+PartitionSection = PartitionField
+"""The ``[partition]`` section: the options of the partitioner named by
+``partition.method`` (see :mod:`fedpeft.data.partition.config`)."""
+
+PeftSection = PeftField
+"""The ``[peft]`` section: the options of the method named by ``peft.method``
+(see :mod:`fedpeft.peft.config`)."""
 
 
 class ClientSection(Section):
@@ -324,8 +293,8 @@ class RunConfig(Section):
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = all cores)")
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
-    partition: PartitionSection = Field(default_factory=PartitionSection)
-    peft: PeftSection = Field(default_factory=PeftSection)
+    partition: PartitionSection = Field(default_factory=PARTITIONERS.default)
+    peft: PeftSection = Field(default_factory=PEFT_METHODS.default)
     client: ClientSection = Field(default_factory=ClientSection)
     strategy: StrategySection = Field(default_factory=StrategySection)
     federation: FederationSection = Field(default_factory=FederationSection)
@@ -416,7 +385,7 @@ def _describe_error(error: Mapping[str, Any]) -> str:
         close = difflib.get_close_matches(loc[-1], allowed, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         return f"unknown key {key!r}.{hint} Allowed here: {', '.join(allowed)}"
-    return f"{key} = {error.get('input')!r}: {error['msg']}"
+    return describe_error(error)
 
 
 def _allowed_keys(section_path: Sequence[str]) -> list[str]:

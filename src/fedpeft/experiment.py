@@ -9,22 +9,16 @@ from typing import Any
 import numpy as np
 
 from fedpeft.config import ConfigError, RunConfig
-from fedpeft.data import (
-    CORPORA,
-    PARTITIONERS,
-    Corpus,
-    load_corpus,
-    partition_indices,
-    split_train_val,
-)
-from fedpeft.seeding import stream, torch_generator
+from fedpeft.data import CORPORA, Corpus, load_corpus, split_train_val
+from fedpeft.data.partition import PartitionInputs, partition_indices
 from fedpeft.models import Backbone, load_backbone
 from fedpeft.models.backbone import resolve_backbone_path
 from fedpeft.models.device import resolve_device
 from fedpeft.models.embed import embed_dataset
 from fedpeft.models.tokenized import TokenizedDataset, tokenize
-from fedpeft.peft import PEFT_METHODS, AdapterClassifier, build_adapter
+from fedpeft.peft import AdapterClassifier, PeftConfig, build_adapter, peft_config
 from fedpeft.registry import Registry
+from fedpeft.seeding import stream, torch_generator
 from fedpeft.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
@@ -62,37 +56,34 @@ class Experiment:
         return self.corpus.train.num_classes
 
     def new_adapter(
-        self, method: str | None = None, **overrides: Any
+        self, peft: PeftConfig | str | None = None, **options: Any
     ) -> AdapterClassifier:
-        """A fresh adapter of the configured method, seeded by the init stream.
+        """A fresh adapter, seeded by the init stream.
 
         Args:
-            method: Another registered method than the configured one.
-            **overrides: Method options that replace the config's (e.g. a
-                per-client ``rank`` chosen by device allocation).
+            peft: The method's options (default: the config's ``peft``), e.g.
+                ``cfg.peft.replace(rank=4, layers=2)`` for a per-client LoRA
+                size, or a registered method's name (its default options).
+            **options: Options that replace ``peft``'s, validated.
+
+        Raises:
+            ConfigError: for an unknown method or a bad or foreign option.
         """
-        peft = self.config.peft
-        generator = torch_generator(stream(self.config.seed, "init"))
-        options: dict[str, Any] = {
-            "prompt_length": peft.prompt_length,
-            "prompt_init": peft.prompt_init,
-            "label_names": self.corpus.label_names,
-            "rank": peft.rank,
-            "alpha": peft.alpha,
-            "rank_scaling": peft.rank_scaling,
-            "target_modules": peft.target_modules,
-            "layers": peft.layers,
-            "prefix_length": peft.prefix_length,
-            "prefix_init": peft.prefix_init,
-            "projection": peft.prefix_projection,
-            "projection_dim": peft.projection_dim,
-        }
+        if peft is None:
+            peft = self.config.peft
+        elif isinstance(peft, str):
+            peft = (
+                self.config.peft
+                if peft == self.config.peft.method
+                else peft_config(peft, head_init=self.config.peft.head_init)
+            )
         return build_adapter(
-            method or peft.method,
+            peft,
             self.backbone,
             self.num_classes,
-            generator,
-            **{**options, **overrides},
+            torch_generator(stream(self.config.seed, "init")),
+            self.corpus.label_names,
+            **options,
         )
 
 
@@ -103,10 +94,9 @@ def check_names(cfg: RunConfig) -> None:
     Raises:
         ConfigError: naming the key, the bad name and the choices.
     """
+    # peft.method and partition.method were resolved when the config was read.
     checks: list[tuple[str, str, Registry[Any]]] = [
-        ("peft.method", cfg.peft.method, PEFT_METHODS),
         ("strategy.name", cfg.strategy.name, STRATEGIES),
-        ("partition.method", cfg.partition.method, PARTITIONERS),
     ]
     for key, name, registry in checks:
         if name not in registry:
@@ -177,34 +167,14 @@ def build_experiment(cfg: RunConfig) -> Experiment:
 def _partition(
     cfg: RunConfig, corpus: Corpus, backbone: Backbone, pool: TokenizedDataset
 ) -> list[np.ndarray]:
-    p = cfg.partition
-    groups = features = None
-    if p.method == "feature":
-        if p.group_column is not None:
-            if p.group_column not in corpus.train.metadata:
-                raise ConfigError(
-                    f"partition.group_column = {p.group_column!r}: "
-                    f"corpus {corpus.name!r} "
-                    f"has metadata columns {sorted(corpus.train.metadata)}"
-                )
-            groups = np.asarray(corpus.train.metadata[p.group_column])
-        else:
-            features = embed_dataset(
-                backbone, pool, precision=cfg.model.eval_precision
-            ).numpy()
+    def features() -> np.ndarray:
+        return embed_dataset(backbone, pool, precision=cfg.model.eval_precision).numpy()
+
     seed = int(stream(cfg.seed, "partition").integers(0, 2**31 - 1))
     return partition_indices(
         corpus.train.labels,
         cfg.federation.num_clients,
-        p.method,
+        cfg.partition,
         seed=seed,
-        min_size=p.min_size,
-        alpha=p.alpha,
-        classes_per_client=p.classes_per_client,
-        quantity_distribution=p.quantity_distribution,
-        quantity_exponent=p.quantity_exponent,
-        quantity_sigma=p.quantity_sigma,
-        groups=groups,
-        features=features,
-        num_clusters=p.num_clusters,
+        inputs=PartitionInputs(corpus.train.metadata, features),
     )

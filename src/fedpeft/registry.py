@@ -1,12 +1,44 @@
-"""Name-to-factory registries: one per kind of component, duplicates refused."""
+"""Name-to-component registries: one per kind of component, duplicates refused.
+
+:class:`Registry` maps names to objects. :class:`ConfigRegistry` maps names to
+:class:`Component` entries, each an options class (a frozen pydantic model
+beside the component) and a factory, and validates a config section into the
+options class registered under the section's tag: a tagged union resolved
+through the registry at validation time, so a component registered later (a
+plugin, a test) needs no edit to :mod:`fedpeft.config`.
+
+A tagged-union config section for a new kind of component (as ``peft`` and
+``partition`` do it)::
+
+    class StrategyOptions(Options):
+        name: str = "fedavg"  # the tag; each subclass narrows it to its own name
+
+    STRATEGIES = ConfigRegistry[StrategyOptions, Factory](
+        "strategy", section="strategy", tag="name", default="fedavg"
+    )
+    StrategyField = Annotated[
+        SerializeAsAny[StrategyOptions], BeforeValidator(STRATEGIES.validate)
+    ]
+    # in RunConfig:  strategy: StrategyField = Field(default_factory=STRATEGIES.default)
+"""
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+import importlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Self, TypeVar, cast
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 T = TypeVar("T")
+F = TypeVar("F")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message says which key and why."""
 
 
 class Registry(Generic[T]):
@@ -46,8 +78,16 @@ class Registry(Generic[T]):
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = obj
-        doc = help or (getattr(obj, "__doc__", None) or "").strip().splitlines()
-        self._help[name] = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        self._help[name] = help or _first_line(obj)
+
+    def remove(self, name: str) -> None:
+        """Unregister ``name`` (for tests that register a component of their own).
+
+        Raises:
+            KeyError: naming the unknown entry and the choices.
+        """
+        self.get(name)
+        del self._entries[name], self._help[name]
 
     def get(self, name: str) -> T:
         """Return the entry for ``name``.
@@ -77,3 +117,208 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _first_line(obj: object) -> str:
+    lines = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+class Options(BaseModel):
+    """Base of a registered component's options: frozen, unknown keys refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    def replace(self, **changes: Any) -> Self:
+        """A validated copy with ``changes`` applied (``model_copy`` validates
+        nothing).
+
+        Raises:
+            ConfigError: naming each bad or unknown option.
+        """
+        try:
+            return type(self).model_validate({**self.model_dump(), **changes})
+        except ValidationError as err:
+            raise ConfigError(_error_lines(type(self).__name__, err, ())) from None
+
+
+Opt = TypeVar("Opt", bound=Options)
+ErrorLine = tuple[tuple[str | int, ...], str, str, Any]
+"""One error: (location, type, message, input)."""
+
+
+@dataclass(frozen=True)
+class Component(Generic[Opt, F]):
+    """A registry entry: the options class and the factory of one component.
+
+    Attributes:
+        options: The component's options model; its tag field's default is the
+            name it is registered under.
+        factory: The factory itself, or ``"module:attribute"`` imported on
+            first :meth:`load` (so that reading a config does not import the
+            component's heavy dependencies).
+    """
+
+    options: type[Opt]
+    factory: F | str
+
+    def load(self) -> F:
+        """The factory, importing its module if it was given by name."""
+        if not isinstance(self.factory, str):
+            return self.factory
+        module, _, attr = self.factory.partition(":")
+        return cast(F, getattr(importlib.import_module(module), attr))
+
+
+class ConfigRegistry(Registry[Component[Opt, F]]):
+    """Components of one kind, each an options class plus a factory.
+
+    Args:
+        kind: What an entry is, for messages (``"PEFT method"``).
+        section: The config section the options fill (``"peft"``).
+        tag: The options key that names the component (``"method"``).
+        default: The component a section without the tag selects.
+    """
+
+    def __init__(
+        self, kind: str, *, section: str, default: str, tag: str = "method"
+    ) -> None:
+        super().__init__(kind)
+        self.section, self.tag, self.default_name = section, tag, default
+
+    def add_component(
+        self, name: str, options: type[Opt], factory: F | str, help: str = ""
+    ) -> None:
+        """Register ``options`` and ``factory`` under ``name``.
+
+        Raises:
+            ValueError: if ``name`` is taken, or ``options``' tag field does
+                not default to ``name``.
+        """
+        field = options.model_fields.get(self.tag)
+        if field is None or field.default != name:
+            raise ValueError(
+                f"{options.__name__}.{self.tag} must default to {name!r}, the name "
+                f"it is registered under as a {self.kind}"
+            )
+        self.add(name, Component(options, factory), help or _first_line(options))
+
+    def options(self, name: str) -> type[Opt]:
+        """The options class registered under ``name``."""
+        return self.get(name).options
+
+    def factory(self, name: str) -> F:
+        """The factory registered under ``name`` (imported on first use)."""
+        return self.get(name).load()
+
+    def default(self) -> Opt:
+        """The default component's options, every one at its default."""
+        return self.options(self.default_name)()
+
+    def create(self, name: str | None = None, /, **options: Any) -> Opt:
+        """Validate ``options`` into the options of ``name`` (default: the
+        registry's default component).
+
+        Raises:
+            ConfigError: for an unknown name or a bad or foreign option.
+        """
+        try:
+            return self.validate({self.tag: name or self.default_name, **options})
+        except ValidationError as err:
+            raise ConfigError(
+                _error_lines(self.section, err, (self.section,))
+            ) from None
+
+    def validate(self, value: object) -> Opt:
+        """The section's options, in the class registered under its tag (the
+        pydantic validator of the section's field).
+
+        Raises:
+            ValidationError: for an unknown tag (with the closest names), an
+                option of another component (with this one's options) or a
+                bad value.
+        """
+        if isinstance(value, Options):
+            name = getattr(value, self.tag, None)
+            if name in self and isinstance(value, self.options(str(name))):
+                return value
+            value = value.model_dump()
+        if not isinstance(value, Mapping):
+            raise ValueError(
+                f"must be a table of options, e.g. {self.tag} = {self.default_name!r}"
+            )
+        name = value.get(self.tag, self.default_name)
+        if not isinstance(name, str) or name not in self:
+            message = self.unknown_message(str(name))
+            raise _validation_error(
+                self.section, [((self.tag,), "unknown_choice", message, name)]
+            )
+        cls = self.options(name)
+        try:
+            return cls.model_validate(dict(value))
+        except ValidationError as err:
+            raise self._explained(err, name, cls) from None
+
+    def _explained(
+        self, err: ValidationError, name: str, cls: type[Opt]
+    ) -> ValidationError:
+        """``err`` with each foreign key's message naming this component's options
+        and the components that do have the key."""
+        lines: list[ErrorLine] = []
+        for e in err.errors():
+            if e["type"] == "extra_forbidden" and len(e["loc"]) == 1:
+                key = str(e["loc"][0])
+                message = self._foreign(key, name, cls)
+                lines.append((e["loc"], "not_an_option", message, e["input"]))
+            else:
+                lines.append((e["loc"], e["type"], e["msg"], e["input"]))
+        return _validation_error(cls.__name__, lines)
+
+    def _foreign(self, key: str, name: str, cls: type[Opt]) -> str:
+        tagged = f"{self.section}.{self.tag}"
+        own = [f for f in cls.model_fields if f != self.tag]
+        parent = cls.__mro__[1]
+        inherited = set(getattr(parent, "model_fields", {}))
+        allowed = [f for f in own if f not in inherited] + [
+            f for f in own if f in inherited
+        ]
+        holders = [n for n in self if key in self.options(n).model_fields]
+        close = difflib.get_close_matches(key, allowed, n=1)
+        message = (
+            f"{self.section}.{key} is not an option of {tagged}={name!r}; its "
+            f"options: {', '.join(allowed) or '(none)'}"
+        )
+        if holders:
+            owners = ", ".join(repr(n) for n in holders)
+            return f"{message}; {key} is an option of {tagged}={owners}"
+        return f"{message}. Did you mean {close[0]!r}?" if close else message
+
+
+def _validation_error(title: str, lines: Sequence[ErrorLine]) -> ValidationError:
+    """A pydantic error whose lines keep their messages verbatim."""
+    details: list[InitErrorDetails] = [
+        {
+            "type": PydanticCustomError(kind, message),
+            "loc": loc,
+            "input": value,
+        }
+        for loc, kind, message, value in lines
+    ]
+    return ValidationError.from_exception_data(title, details)
+
+
+SELF_DESCRIBING = ("not_an_option",)
+"""Error types whose message already names the full key."""
+
+
+def describe_error(error: Mapping[str, Any], prefix: Sequence[str] = ()) -> str:
+    """One line for one pydantic error: ``key = value: what is wrong``."""
+    if error["type"] in SELF_DESCRIBING:
+        return str(error["msg"])
+    key = ".".join([*prefix, *(str(p) for p in error["loc"])])
+    return f"{key} = {error.get('input')!r}: {error['msg']}"
+
+
+def _error_lines(what: str, err: ValidationError, prefix: Sequence[str]) -> str:
+    lines = [describe_error(e, prefix) for e in err.errors()]
+    return f"invalid {what} options:\n  " + "\n  ".join(lines)

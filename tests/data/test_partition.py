@@ -7,9 +7,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fedpeft.config import ConfigError
 from fedpeft.data.partition import (
     PARTITIONERS,
     PartitionError,
+    PartitionInputs,
     allocate_proportional,
     label_distribution,
     label_skew,
@@ -30,7 +32,20 @@ def _balanced_labels(num_classes: int = 10, per_class: int = 100) -> np.ndarray:
 def _method_kwargs(method: str, n: int, rng: np.random.Generator) -> dict[str, object]:
     """Inputs the feature method needs; nothing for the others."""
     if method == "feature":
-        return {"groups": rng.integers(0, max(n // 5, 1), n)}
+        groups = rng.integers(0, max(n // 5, 1), n)
+        return {"group_column": "g", "inputs": PartitionInputs({"g": groups})}
+    return {}
+
+
+def _drawn_options(draw: st.DrawFn, method: str, num_classes: int) -> dict[str, object]:
+    """Random values of the method's own options (each method refuses others')."""
+    if method.startswith("dirichlet"):
+        return {"alpha": draw(st.sampled_from([0.1, 0.5, 5.0]))}
+    if method == "pathological":
+        return {"classes_per_client": draw(st.integers(1, num_classes))}
+    if method == "quantity":
+        distribution = draw(st.sampled_from(["power-law", "log-normal"]))
+        return {"quantity_distribution": distribution}
     return {}
 
 
@@ -52,9 +67,7 @@ def _problems(draw: st.DrawFn) -> dict[str, object]:
         "method": method,
         "seed": draw(st.integers(0, 2**16)),
         "min_size": draw(st.integers(1, 5)),
-        "alpha": draw(st.sampled_from([0.1, 0.5, 5.0])),
-        "classes_per_client": draw(st.integers(1, num_classes)),
-        "quantity_distribution": draw(st.sampled_from(["power-law", "log-normal"])),
+        **_drawn_options(draw, method, num_classes),
         **_method_kwargs(method, n, rng),
     }
 
@@ -167,7 +180,14 @@ def test_feature_groups_stay_whole_and_balance_sizes() -> None:
     groups = np.array([f"movie{g}" for g in rng.integers(0, 60, 1000)])
     labels = rng.integers(0, 2, 1000)
 
-    parts = partition_indices(labels, 5, "feature", seed=0, groups=groups)
+    parts = partition_indices(
+        labels,
+        5,
+        "feature",
+        seed=0,
+        group_column="movie",
+        inputs=PartitionInputs({"movie": groups}),
+    )
 
     owners = [set(groups[p]) for p in parts]
     assert sum(len(o) for o in owners) == len(set(groups))  # no group split
@@ -181,21 +201,44 @@ def test_feature_clusters_separate_embedding_blobs() -> None:
     blob = np.repeat(np.arange(3), 40)
     features = centers[blob] + rng.normal(0, 0.5, (120, 2))
 
-    parts = partition_indices(blob, 3, "feature", seed=0, features=features)
+    parts = partition_indices(
+        blob, 3, "feature", seed=0, inputs=PartitionInputs(features=lambda: features)
+    )
 
     assert sorted(len(set(blob[p])) for p in parts) == [1, 1, 1]
 
 
 def test_feature_needs_groups_or_features() -> None:
-    with pytest.raises(PartitionError, match=r"groups= .* or features="):
+    with pytest.raises(PartitionError, match=r"group_column .* or embeddings"):
         partition_indices(_balanced_labels(), 4, "feature", seed=0)
+
+
+def test_feature_names_the_missing_group_column() -> None:
+    inputs = PartitionInputs({"movie_name": np.zeros(1000)})
+
+    with pytest.raises(PartitionError, match=r"'genre' .* columns: \['movie_name'\]"):
+        partition_indices(
+            _balanced_labels(),
+            4,
+            "feature",
+            seed=0,
+            group_column="genre",
+            inputs=inputs,
+        )
 
 
 def test_feature_with_fewer_groups_than_clients_raises() -> None:
     groups = np.repeat(np.arange(3), 100)
 
     with pytest.raises(PartitionError, match="only 3 groups"):
-        partition_indices(_balanced_labels(3, 100), 4, "feature", seed=0, groups=groups)
+        partition_indices(
+            _balanced_labels(3, 100),
+            4,
+            "feature",
+            seed=0,
+            group_column="g",
+            inputs=PartitionInputs({"g": groups}),
+        )
 
 
 @pytest.mark.parametrize("distribution", ["power-law", "log-normal"])
@@ -215,11 +258,24 @@ def test_quantity_skew_gives_unequal_sizes_above_min_size(distribution: str) -> 
     ("kwargs", "message"),
     [
         ({"num_clients": 0}, "num_clients=0"),
-        ({"alpha": 0.0}, "alpha=0.0"),
-        ({"min_size": 0}, "min_size=0"),
+        ({"method": "dirichlet", "alpha": 0.0}, "partition.alpha = 0.0"),
+        ({"min_size": 0}, "partition.min_size = 0"),
         ({"seed": -1}, "seed=-1"),
-        ({"quantity_distribution": "zipf"}, "zipf"),
-        ({"groups": np.zeros(3)}, "groups has shape"),
+        ({"method": "quantity", "quantity_distribution": "zipf"}, "zipf"),
+        (
+            {
+                "method": "feature",
+                "group_column": "g",
+                "inputs": PartitionInputs({"g": np.zeros(3)}),
+            },
+            r"'g' has shape \(3,\)",
+        ),
+        (
+            {"alpha": 0.5},
+            "partition.alpha is not an option of partition.method='iid'; "
+            "its options: min_size, val_fraction; alpha is an option of "
+            "partition.method='dirichlet', 'dirichlet-balanced'",
+        ),
     ],
 )
 def test_bad_arguments_name_the_value(kwargs: dict[str, object], message: str) -> None:
@@ -230,7 +286,7 @@ def test_bad_arguments_name_the_value(kwargs: dict[str, object], message: str) -
 
 
 def test_unknown_method_lists_the_choices() -> None:
-    with pytest.raises(KeyError, match="Did you mean 'dirichlet'"):
+    with pytest.raises(ConfigError, match="Did you mean 'dirichlet'"):
         partition_indices(_balanced_labels(), 2, "dirichlett", seed=0)
 
 
@@ -292,3 +348,28 @@ def test_too_few_examples_for_min_size_is_refused_even_for_iid() -> None:
     labels = np.zeros(20, dtype=np.int64)
     with pytest.raises(PartitionError, match="num_clients <= 4 or min_size <= 4"):
         partition_indices(labels, num_clients=5, method="iid", seed=0, min_size=5)
+
+
+def test_too_few_examples_for_any_client_gives_advice_that_can_be_followed() -> None:
+    labels = np.zeros(20, dtype=np.int64)
+
+    with pytest.raises(PartitionError) as err:
+        partition_indices(labels, num_clients=5, method="iid", seed=0, min_size=30)
+
+    assert "num_clients <= 0" not in str(err.value)  # no client would be left
+    assert "min_size <= 4 or at least 150 training examples" in str(err.value)
+    assert "data.max_train" in str(err.value)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_options_round_trip_through_a_config(method: str) -> None:
+    from fedpeft.config import RunConfig, build_config
+
+    options = PARTITIONERS.options(method)()
+    tree = RunConfig(partition=options).to_dict()
+
+    again = build_config(tree)
+
+    assert type(again.partition) is type(options)
+    assert again.partition == options
+    assert again.to_dict() == tree

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from fedpeft.config import ConfigError
 from fedpeft.experiment import Experiment
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch, tokenize
@@ -21,12 +22,20 @@ from fedpeft.wire import serialize
 
 METHODS = sorted(PEFT_METHODS)
 PEFT_NATIVE = ["prompt", "prefix", "lora", "ia3"]
-SMALL = {"prompt_length": 3, "prefix_length": 3, "rank": 2}
+SMALL: dict[str, dict[str, object]] = {  # each method takes only its own options
+    "prompt": {"prompt_length": 3},
+    "prefix": {"prefix_length": 3},
+    "lora": {"rank": 2},
+}
 
 
 def make(method: str, backbone: Backbone, seed: int = 0) -> AdapterClassifier:
     return build_adapter(
-        method, backbone, 3, torch.Generator().manual_seed(seed), **SMALL
+        method,
+        backbone,
+        3,
+        torch.Generator().manual_seed(seed),
+        **SMALL.get(method, {}),
     )
 
 
@@ -200,7 +209,7 @@ def test_methods_train_on_a_decoder(method: str, tiny_decoder: Backbone) -> None
         2,
         torch.Generator().manual_seed(0),
         label_names=("positive", "negative"),
-        **SMALL,
+        **SMALL.get(method, {}),
     )
     logits = adapter(batch)
     loss = F.cross_entropy(logits, batch.labels)
@@ -235,3 +244,24 @@ def test_decoder_head_starts_as_the_verbalizer(tiny_decoder: Backbone) -> None:
 def test_bitfit_refuses_a_model_without_biases(tiny_decoder: Backbone) -> None:
     with pytest.raises(ValueError, match="no bias terms"):
         build_adapter("bitfit", tiny_decoder, 2, torch.Generator().manual_seed(0))
+
+
+def test_an_option_of_another_method_is_refused(tiny_experiment: Experiment) -> None:
+    with pytest.raises(ConfigError, match=r"peft\.rank is not an option of peft\.m"):
+        build_adapter("ia3", tiny_experiment.backbone, 2, torch.Generator(), rank=2)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_adapter_classes_take_only_their_own_options(
+    method: str, tiny_experiment: Experiment
+) -> None:
+    """The constructors no longer swallow unknown options: the registry's
+    config class is the only way in."""
+    factory = PEFT_METHODS.factory(method)
+    with pytest.raises(TypeError, match="not_an_option"):
+        factory(
+            tiny_experiment.backbone,
+            2,
+            generator=torch.Generator(),
+            not_an_option=1,
+        )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedpeft.config import ConfigError
 from fedpeft.models.embed import mean_pool
 from fedpeft.peft import build_adapter
 
@@ -70,5 +71,5 @@ def test_prompt_init_from_label_words(tiny_experiment) -> None:  # type: ignore[
 
 
 def test_unknown_method_lists_the_choices(tiny_experiment) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(KeyError, match="prompt"):
+    with pytest.raises(ConfigError, match=r"Did you mean 'lora'.*prompt"):
         build_adapter("lora-x", tiny_experiment.backbone, 2, torch.Generator())

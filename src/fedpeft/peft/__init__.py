@@ -1,13 +1,43 @@
 """Parameter-efficient methods: each wraps the shared frozen backbone with a small
-trainable state that is the federated payload. Importing this package registers
-every method in :data:`PEFT_METHODS`."""
+trainable state that is the federated payload.
 
-from fedpeft.peft import bitfit as _bitfit  # noqa: F401  (registers "bitfit")
-from fedpeft.peft import full as _full  # noqa: F401  (registers "full")
-from fedpeft.peft import ia3 as _ia3  # noqa: F401  (registers "ia3")
-from fedpeft.peft import lora as _lora  # noqa: F401  (registers "lora")
-from fedpeft.peft import prefix as _prefix  # noqa: F401  (registers "prefix")
-from fedpeft.peft import prompt as _prompt  # noqa: F401  (registers "prompt")
-from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier, build_adapter
+Importing this package registers every shipped method in :data:`PEFT_METHODS`
+(options class + adapter class) without importing torch: the adapter modules
+load on the first build. A new method is one folder here (``config.py``,
+``model.py`` and an ``__init__`` that registers them), found and imported
+below with no edit elsewhere; a method defined outside the package registers
+itself the same way.
+"""
 
-__all__ = ["PEFT_METHODS", "AdapterClassifier", "build_adapter"]
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import TYPE_CHECKING, Any
+
+from fedpeft.peft.config import PEFT_METHODS, PeftConfig, peft_config
+
+for _method in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg):
+    importlib.import_module(f"{__name__}.{_method}")  # each registers itself
+
+if TYPE_CHECKING:
+    from fedpeft.peft.base import AdapterClassifier, build_adapter
+
+__all__ = [
+    "PEFT_METHODS",
+    "AdapterClassifier",
+    "PeftConfig",
+    "build_adapter",
+    "peft_config",
+]
+
+_LAZY = {"AdapterClassifier", "build_adapter"}
+
+
+def __getattr__(name: str) -> Any:
+    """The torch-backed names, imported on first access."""
+    if name in _LAZY:
+        from fedpeft.peft import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ exchanged as :data:`fedpeft.types.Params`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,12 +18,11 @@ from torch import nn
 
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
-from fedpeft.registry import Registry
+from fedpeft.peft.config import PEFT_METHODS, PeftConfig, peft_config
 from fedpeft.types import Params, check_params_like
 from fedpeft.wire import payload_bytes
 
-AdapterFactory = Callable[..., "AdapterClassifier"]
-PEFT_METHODS: Registry[AdapterFactory] = Registry("PEFT method")
+__all__ = ["PEFT_METHODS", "AdapterClassifier", "build_adapter"]
 
 
 class AdapterClassifier(nn.Module):
@@ -183,18 +182,36 @@ class AdapterClassifier(nn.Module):
 
 
 def build_adapter(
-    method: str,
+    peft: PeftConfig | str,
     backbone: Backbone,
     num_classes: int,
     generator: torch.Generator,
+    label_names: tuple[str, ...] = (),
     **options: Any,
 ) -> AdapterClassifier:
     """Build a registered method's adapter on ``backbone``, on its device.
 
+    Args:
+        peft: The method's options, or its registered name (then ``options``
+            are validated into its config class, defaults for the rest).
+        label_names: The class names (a decoder's verbalizer head; prompt's
+            ``"labels"`` init).
+        **options: Options that replace ``peft``'s (validated).
+
     Raises:
-        KeyError: for an unknown method, listing the registered ones.
+        ConfigError: for an unknown method or a bad or foreign option (the
+            message lists the method's options).
     """
-    adapter = PEFT_METHODS.get(method)(
-        backbone, num_classes, generator=generator, **options
+    if isinstance(peft, str):
+        peft = peft_config(peft, **options)
+    elif options:
+        peft = peft.replace(**options)
+    factory = PEFT_METHODS.factory(peft.method)
+    adapter = factory(
+        backbone,
+        num_classes,
+        generator=generator,
+        label_names=label_names,
+        **peft.adapter_options(),
     )
     return adapter.to(backbone.device)

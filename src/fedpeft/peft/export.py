@@ -65,22 +65,12 @@ def load_run_adapter(run_dir: Path) -> AdapterClassifier:
             )
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     cfg = load_config(config_path)
-    peft = cfg.peft
     adapter = build_adapter(
-        meta["method"],
+        cfg.peft,
         load_backbone(meta["backbone"]),
         int(meta["num_classes"]),
         torch.Generator().manual_seed(0),  # every tensor is overwritten below
-        prompt_length=peft.prompt_length,
-        label_names=tuple(meta["label_names"]),
-        rank=peft.rank,
-        alpha=peft.alpha,
-        rank_scaling=peft.rank_scaling,
-        target_modules=peft.target_modules,
-        layers=peft.layers,
-        prefix_length=peft.prefix_length,
-        projection=peft.prefix_projection,
-        projection_dim=peft.projection_dim,
+        tuple(meta["label_names"]),
     )
     adapter.load_trainable_state(deserialize(blob_path.read_bytes()))
     return adapter

@@ -8,12 +8,14 @@ from a ``numpy.random.Generator`` seeded with ``seed``, so the same labels, opti
 and seed give the same partition. The order of indices inside a client is a
 seeded shuffle, never grouped by class.
 
-Methods (choose by name from :data:`PARTITIONERS`):
+Methods (choose by name from :data:`PARTITIONERS`; each has its own options
+class beside it, selected by ``partition.method``):
 
 * ``iid``: a uniform random split into near-equal shards.
 * ``dirichlet``: label skew; each class is split across clients in proportions
   drawn from Dir(alpha) (Hsu et al. 2019, arXiv:1909.06335; Yurochkin et al. 2019),
   via flwr-datasets' ``DirichletPartitioner``.
+* ``dirichlet-balanced``: label skew at equal client sizes.
 * ``quantity``: quantity skew; client sizes drawn from a power law or a
   log-normal, labels IID inside each client.
 * ``feature``: feature skew; whole natural groups (e.g. one movie's reviews) or
@@ -21,30 +23,31 @@ Methods (choose by name from :data:`PARTITIONERS`):
 * ``pathological``: each client holds exactly ``classes_per_client`` classes
   (McMahan et al. 2017, sec. 3; Li et al. 2022, arXiv:2102.02079).
 
-Layout: :mod:`.base` holds the registry, :func:`partition_indices` and its checks;
-one module per method family (:mod:`.iid`, :mod:`.dirichlet`, :mod:`.quantity`,
-:mod:`.feature`, :mod:`.pathological`) registers itself on import, which this
-package does below; :mod:`.stats` holds per-client splits and statistics.
+Layout: :mod:`.config` holds the options base class and the registry (pydantic
+only); :mod:`.base` holds :func:`partition_indices`, its checks and
+:func:`register_partitioner`; one module per method family (:mod:`.iid`,
+:mod:`.dirichlet`, :mod:`.quantity`, :mod:`.feature`, :mod:`.pathological`)
+holds its options class and registers itself on import, which this package
+does below for every module in it (a new partitioner is one new module);
+:mod:`.stats` holds per-client splits and statistics.
 """
 
-from fedpeft.data.partition import (  # noqa: F401  (each registers its methods)
-    dirichlet,
-    feature,
-    iid,
-    pathological,
-    quantity,
-)
+import importlib
+import pkgutil
+
 from fedpeft.data.partition.base import (
     PARTITIONERS,
-    QUANTITY_DISTRIBUTIONS,
     FloatArray,
     IntArray,
+    PartitionConfig,
     Partitioner,
     PartitionError,
     PartitionFn,
-    PartitionSpec,
+    PartitionInputs,
     partition_indices,
+    register_partitioner,
 )
+from fedpeft.data.partition.config import partition_config
 from fedpeft.data.partition.stats import (
     allocate_proportional,
     label_distribution,
@@ -52,18 +55,23 @@ from fedpeft.data.partition.stats import (
     split_train_val,
 )
 
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")  # partitioners register
+
 __all__ = [
     "PARTITIONERS",
-    "QUANTITY_DISTRIBUTIONS",
     "FloatArray",
     "IntArray",
+    "PartitionConfig",
     "PartitionError",
     "PartitionFn",
-    "PartitionSpec",
+    "PartitionInputs",
     "Partitioner",
     "allocate_proportional",
     "label_distribution",
     "label_skew",
+    "partition_config",
     "partition_indices",
+    "register_partitioner",
     "split_train_val",
 ]

@@ -9,20 +9,51 @@ each client's class mix from Dir(alpha) (after Acar et al. 2021, FedDyn).
 from __future__ import annotations
 
 import warnings
+from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from fedpeft.data.partition.base import (
     IntArray,
+    PartitionConfig,
     PartitionError,
-    PartitionSpec,
-    _register,
+    PartitionInputs,
+    register_partitioner,
 )
 
 
-@_register("dirichlet", "use fewer clients, a larger alpha or a smaller min_size")
+class DirichletConfig(PartitionConfig):
+    """Label skew by Dir(alpha) proportions per class."""
+
+    headline: ClassVar[tuple[str, ...]] = ("alpha",)
+    method: Literal["dirichlet"] = "dirichlet"
+    alpha: float = Field(
+        0.5, gt=0.0, description="Dirichlet concentration (smaller = more skew)"
+    )
+
+
+class DirichletBalancedConfig(PartitionConfig):
+    """Label skew at equal client sizes, each client's mix ~ Dir(alpha)."""
+
+    headline: ClassVar[tuple[str, ...]] = ("alpha",)
+    method: Literal["dirichlet-balanced"] = "dirichlet-balanced"
+    alpha: float = Field(
+        0.5, gt=0.0, description="Dirichlet concentration (smaller = more skew)"
+    )
+
+
+@register_partitioner(
+    "dirichlet",
+    DirichletConfig,
+    "use fewer clients, a larger alpha or a smaller min_size",
+)
 def _dirichlet(
-    labels: IntArray, num_clients: int, seed: int, spec: PartitionSpec
+    labels: IntArray,
+    num_clients: int,
+    seed: int,
+    spec: DirichletConfig,
+    inputs: PartitionInputs,
 ) -> list[IntArray]:
     """Label skew: each class split across clients by Dir(alpha) proportions."""
     # Imported here: datasets + flwr-datasets take seconds to import.
@@ -58,9 +89,15 @@ def _dirichlet(
             ) from err
 
 
-@_register("dirichlet-balanced", "use fewer clients")
+@register_partitioner(
+    "dirichlet-balanced", DirichletBalancedConfig, "use fewer clients"
+)
 def _dirichlet_balanced(
-    labels: IntArray, num_clients: int, seed: int, spec: PartitionSpec
+    labels: IntArray,
+    num_clients: int,
+    seed: int,
+    spec: DirichletBalancedConfig,
+    inputs: PartitionInputs,
 ) -> list[IntArray]:
     """Label skew at equal client sizes: each client's class mix ~ Dir(alpha).
 

@@ -6,24 +6,40 @@ After McMahan et al. 2017, sec. 3, and Li et al. 2022, arXiv:2102.02079.
 from __future__ import annotations
 
 import math
+from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from fedpeft.data.partition.base import (
     IntArray,
+    PartitionConfig,
     PartitionError,
-    PartitionSpec,
-    _register,
+    PartitionInputs,
     _split_by_owner,
+    register_partitioner,
 )
 
 
-@_register(
+class PathologicalConfig(PartitionConfig):
+    """Each client holds exactly ``classes_per_client`` classes."""
+
+    headline: ClassVar[tuple[str, ...]] = ("classes_per_client",)
+    method: Literal["pathological"] = "pathological"
+    classes_per_client: int = Field(2, ge=1, description="classes per client")
+
+
+@register_partitioner(
     "pathological",
+    PathologicalConfig,
     "raise classes_per_client, lower num_clients or lower min_size",
 )
 def _pathological(
-    labels: IntArray, num_clients: int, seed: int, spec: PartitionSpec
+    labels: IntArray,
+    num_clients: int,
+    seed: int,
+    spec: PathologicalConfig,
+    inputs: PartitionInputs,
 ) -> list[IntArray]:
     """Pathological label skew: each client holds exactly k classes.
 

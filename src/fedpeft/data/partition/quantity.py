@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from fedpeft.data.partition.base import (
     FloatArray,
     IntArray,
-    PartitionSpec,
-    _register,
+    PartitionConfig,
+    PartitionInputs,
+    register_partitioner,
 )
 from fedpeft.data.partition.stats import allocate_proportional
 
+
+class QuantityConfig(PartitionConfig):
+    """Client sizes from a power law or a log-normal, labels IID within."""
+
+    headline: ClassVar[tuple[str, ...]] = ("quantity_distribution",)
+    method: Literal["quantity"] = "quantity"
+    quantity_distribution: Literal["power-law", "log-normal"] = "power-law"
+    quantity_exponent: float = Field(
+        1.5,
+        gt=0.0,
+        description="Pareto shape of power-law sizes (smaller = heavier tail)",
+    )
+    quantity_sigma: float = Field(1.0, gt=0.0, description="sigma of log-normal sizes")
+
+
 _SIZE_WEIGHTS: dict[
-    str, Callable[[np.random.Generator, int, PartitionSpec], FloatArray]
+    str, Callable[[np.random.Generator, int, QuantityConfig], FloatArray]
 ] = {
     # Pareto type I with x_m = 1: density proportional to x^-(a+1).
     "power-law": lambda rng, k, spec: 1.0 + rng.pareto(spec.quantity_exponent, k),
@@ -23,9 +41,13 @@ _SIZE_WEIGHTS: dict[
 }
 
 
-@_register("quantity", "lower num_clients or min_size")
+@register_partitioner("quantity", QuantityConfig, "lower num_clients or min_size")
 def _quantity(
-    labels: IntArray, num_clients: int, seed: int, spec: PartitionSpec
+    labels: IntArray,
+    num_clients: int,
+    seed: int,
+    spec: QuantityConfig,
+    inputs: PartitionInputs,
 ) -> list[IntArray]:
     """Quantity skew: power-law or log-normal client sizes, labels IID within.
 

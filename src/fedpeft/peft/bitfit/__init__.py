@@ -1,5 +1,14 @@
-"""BitFit: bias-only fine-tuning."""
+"""BitFit, bias-only fine-tuning: options in :mod:`.config`, the adapter in
+:mod:`.model` (imported on first build)."""
 
-from fedpeft.peft.bitfit.model import BitFitClassifier
+from fedpeft.peft.bitfit.config import BitFitConfig
+from fedpeft.peft.config import PEFT_METHODS
 
-__all__ = ["BitFitClassifier"]
+PEFT_METHODS.add_component(
+    "bitfit",
+    BitFitConfig,
+    "fedpeft.peft.bitfit.model:BitFitClassifier",
+    help="BitFit: train only the backbone's biases",
+)
+
+__all__ = ["BitFitConfig"]

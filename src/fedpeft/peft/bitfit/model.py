@@ -20,7 +20,6 @@ from torch import nn
 
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
-from fedpeft.peft.base import PEFT_METHODS
 from fedpeft.peft.hooked import HookedAdapterClassifier
 from fedpeft.peft.lora.model import lora_layers
 from fedpeft.peft.shared import shared_copy
@@ -28,7 +27,6 @@ from fedpeft.peft.shared import shared_copy
 _LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
 
-@PEFT_METHODS.register("bitfit", help="BitFit: train only the backbone's biases")
 class BitFitClassifier(HookedAdapterClassifier):
     """Backbone with trainable biases + pooling + linear head.
 
@@ -48,7 +46,6 @@ class BitFitClassifier(HookedAdapterClassifier):
         generator: torch.Generator,
         layers: int = 0,
         label_names: tuple[str, ...] = (),
-        **_: object,
     ) -> None:
         super().__init__(backbone, num_classes, generator, label_names)
         top = lora_layers(backbone, layers)

@@ -1,5 +1,15 @@
-"""Full fine-tuning of the backbone: the baseline every PEFT method is compared to."""
+"""Full fine-tuning of the backbone, the baseline every PEFT method is compared
+to: options in :mod:`.config`, the model in :mod:`.model` (imported on first
+build)."""
 
-from fedpeft.peft.full.model import FullFineTuneClassifier
+from fedpeft.peft.config import PEFT_METHODS
+from fedpeft.peft.full.config import FullConfig
 
-__all__ = ["FullFineTuneClassifier"]
+PEFT_METHODS.add_component(
+    "full",
+    FullConfig,
+    "fedpeft.peft.full.model:FullFineTuneClassifier",
+    help="full fine-tuning of the backbone (baseline)",
+)
+
+__all__ = ["FullConfig"]

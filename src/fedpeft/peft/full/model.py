@@ -13,10 +13,9 @@ import torch
 
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
-from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier
+from fedpeft.peft.base import AdapterClassifier
 
 
-@PEFT_METHODS.register("full", help="full fine-tuning of the backbone (baseline)")
 class FullFineTuneClassifier(AdapterClassifier):
     """All backbone weights + mean pooling + linear head are trainable."""
 
@@ -27,7 +26,6 @@ class FullFineTuneClassifier(AdapterClassifier):
         *,
         generator: torch.Generator,
         label_names: tuple[str, ...] = (),
-        **_: object,
     ) -> None:
         super().__init__(backbone, num_classes, generator, label_names)
         self.encoder = copy.deepcopy(backbone.body)

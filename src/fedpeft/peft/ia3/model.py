@@ -15,12 +15,10 @@ from typing import Any
 import torch
 
 from fedpeft.models.backbone import Backbone
-from fedpeft.peft.base import PEFT_METHODS
 from fedpeft.peft.injected import InjectedTunerClassifier
 from fedpeft.peft.lora.model import lora_layers
 
 
-@PEFT_METHODS.register("ia3", help="IA3 (HF peft): learned rescaling of K, V, FFN")
 class IA3Classifier(InjectedTunerClassifier):
     """IA3 + pooling + linear head.
 
@@ -43,7 +41,6 @@ class IA3Classifier(InjectedTunerClassifier):
         feedforward_modules: Sequence[str] = (),
         layers: int = 0,
         label_names: tuple[str, ...] = (),
-        **_: object,
     ) -> None:
         from peft.utils.constants import (
             TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FF_DEFAULTS,

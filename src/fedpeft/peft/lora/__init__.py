@@ -1,5 +1,14 @@
-"""LoRA through HF peft."""
+"""LoRA through HF peft: options in :mod:`.config`, the adapter in :mod:`.model`
+(imported on first build)."""
 
-from fedpeft.peft.lora.model import LoraClassifier
+from fedpeft.peft.config import PEFT_METHODS
+from fedpeft.peft.lora.config import LoraConfig
 
-__all__ = ["LoraClassifier"]
+PEFT_METHODS.add_component(
+    "lora",
+    LoraConfig,
+    "fedpeft.peft.lora.model:LoraClassifier",
+    help="LoRA (HF peft): W + (α/r)·B·A on target layers",
+)
+
+__all__ = ["LoraConfig"]

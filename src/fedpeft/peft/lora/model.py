@@ -16,7 +16,6 @@ from typing import Any, cast
 import torch
 
 from fedpeft.models.backbone import Backbone
-from fedpeft.peft.base import PEFT_METHODS
 from fedpeft.peft.injected import InjectedTunerClassifier
 
 
@@ -32,7 +31,6 @@ def lora_layers(backbone: Backbone, top_layers: int) -> list[int] | None:
     return list(range(backbone.num_layers - top_layers, backbone.num_layers))
 
 
-@PEFT_METHODS.register("lora", help="LoRA (HF peft): W + (α/r)·B·A on target layers")
 class LoraClassifier(InjectedTunerClassifier):
     """LoRA on the backbone's attention projections + pooling + linear head.
 
@@ -57,7 +55,6 @@ class LoraClassifier(InjectedTunerClassifier):
         layers: int = 0,
         rank_scaling: str = "standard",
         label_names: tuple[str, ...] = (),
-        **_: object,
     ) -> None:
         from peft import LoraConfig
 

@@ -3,7 +3,7 @@
 
 Every layer attends to L trainable key/value vectors placed before the input,
 ``prefix`` of shape ``(layers, 2, kv_heads, L, head_dim)``; the real tokens'
-final states are pooled as for the other methods. With ``projection`` the
+final states are pooled as for the other methods. With ``prefix_projection`` the
 prefix is reparameterised as in Li & Liang (§4.3): L embeddings ``(L, dim)``
 pass through a two-layer tanh MLP to ``(L, layers·2·kv_heads·head_dim)``; the
 MLP is then part of the payload. Initialisation ``"vocab"`` uses the keys and
@@ -21,15 +21,12 @@ from torch import nn
 
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
-from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier
+from fedpeft.peft.base import AdapterClassifier
 from fedpeft.peft.shared import shared_copy
 
 PREFIX_INITS = ("vocab", "random")
 
 
-@PEFT_METHODS.register(
-    "prefix", help="prefix / deep prompt tuning: trainable keys and values per layer"
-)
 class PrefixClassifier(AdapterClassifier):
     """Per-layer key/value prefixes + pooling + linear head.
 
@@ -37,7 +34,8 @@ class PrefixClassifier(AdapterClassifier):
         prefix_length: L, the number of prefix positions per layer.
         prefix_init: ``"vocab"`` (backbone keys/values of random vocabulary
             tokens) or ``"random"`` (normal, std 0.02·√head_dim).
-        projection: Reparameterise through an MLP of width ``projection_dim``.
+        prefix_projection: Reparameterise through an MLP of width
+            ``projection_dim``.
         projection_dim: Hidden width of that MLP.
     """
 
@@ -49,10 +47,9 @@ class PrefixClassifier(AdapterClassifier):
         generator: torch.Generator,
         prefix_length: int = 10,
         prefix_init: str = "vocab",
-        projection: bool = False,
+        prefix_projection: bool = False,
         projection_dim: int = 128,
         label_names: tuple[str, ...] = (),
-        **_: object,
     ) -> None:
         super().__init__(backbone, num_classes, generator, label_names)
         if prefix_length < 1:
@@ -64,8 +61,8 @@ class PrefixClassifier(AdapterClassifier):
             )
         b = backbone
         self.shape = (b.num_layers, 2, b.num_kv_heads, prefix_length, b.head_dim)
-        self.projection = projection
-        if projection:
+        self.projection = prefix_projection
+        if prefix_projection:
             self._init_projection(prefix_length, projection_dim, generator)
         else:
             initial = (

@@ -16,15 +16,12 @@ from torch import nn
 
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
-from fedpeft.peft.base import PEFT_METHODS, AdapterClassifier
+from fedpeft.peft.base import AdapterClassifier
 from fedpeft.peft.shared import shared_copy
 
 PROMPT_INITS = ("vocab", "random", "labels")
 
 
-@PEFT_METHODS.register(
-    "prompt", help="soft prompt tuning: L vectors prepended to the input"
-)
 class SoftPromptClassifier(AdapterClassifier):
     """Soft prompt ``(L, dim)`` + mean pooling + linear head.
 
@@ -48,7 +45,6 @@ class SoftPromptClassifier(AdapterClassifier):
         prompt_length: int = 20,
         prompt_init: str = "vocab",
         label_names: tuple[str, ...] = (),
-        **_: object,
     ) -> None:
         super().__init__(backbone, num_classes, generator, label_names)
         if prompt_length < 1:
