@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -34,6 +34,9 @@ from fedpeft.reporting.compare import (
     render_run_summary,
 )
 from fedpeft.reporting.live import RunView
+
+if TYPE_CHECKING:
+    from fedpeft.experiment import Experiment
 
 app = typer.Typer(
     name="fedpeft",
@@ -130,6 +133,26 @@ def _user_errors(ui: Ui, *extra: type[Exception]) -> Iterator[None]:
     except (*_user_error_types(), *extra) as err:
         ui.error(str(err))
         raise typer.Exit(2) from None
+
+
+@contextmanager
+def _failures(ui: Ui, *, verbose: bool, title: str) -> Iterator[None]:
+    """Turn any other error into a red message and exit code 1.
+
+    The message is ``Type: message``; the traceback is printed only with
+    ``verbose`` (otherwise the message says how to see it). ``typer.Exit``
+    (from :func:`_user_errors` inside) passes through.
+    """
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except Exception as err:
+        if verbose:
+            ui.err.print_exception(show_locals=False)
+        hint = "" if verbose else "\n(run again with --verbose for the traceback)"
+        ui.error(f"{type(err).__name__}: {err}{hint}", title=title)
+        raise typer.Exit(1) from None
 
 
 def _version(value: bool) -> None:
@@ -401,20 +424,39 @@ def partition(
         Path | None,
         typer.Option("--plot", help="Write the label-mix chart to this PNG file."),
     ] = None,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Log at INFO level; show tracebacks of failures."
+        ),
+    ] = False,
 ) -> None:
-    """Show how the configured partitioner splits the data across clients."""
+    """Show how the configured partitioner splits the data across clients.
+
+    Errors are reported as by [bold]fedpeft run[/]: a configuration error exits
+    with code 2, any other failure with code 1, without a traceback unless
+    --verbose.
+    """
+    from fedpeft.experiment import build_experiment
+
+    ui = _ui(ctx)
+    if verbose:
+        _setup_logging(ui.err, verbose=True)
+    with _failures(ui, verbose=verbose, title="partition failed"), _user_errors(ui):
+        cfg = load_config(config, overrides or [])
+        _show_partition(build_experiment(cfg), ui, plot)
+
+
+def _show_partition(exp: Experiment, ui: Ui, plot: Path | None) -> None:
+    """Print the per-client table and the mean label skew; write the chart."""
     from fedpeft.data import (
         label_skew,
         partition_table,
         plot_partition,
         render_partition_table,
     )
-    from fedpeft.experiment import build_experiment
 
-    ui = _ui(ctx)
-    with _user_errors(ui):
-        cfg = load_config(config, overrides or [])
-        exp = build_experiment(cfg)
+    cfg = exp.config
     labels = exp.corpus.train.labels
     rows = partition_table(labels, exp.partition, exp.corpus.label_names)
     render_partition_table(rows, ui.out)

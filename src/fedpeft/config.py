@@ -415,8 +415,16 @@ def load_config(
         file = Path(path)
         if not file.is_file():
             raise ConfigError(f"config file {file} does not exist")
+        data = file.read_bytes()
         try:
-            tree = tomllib.loads(file.read_text(encoding="utf-8"))
+            tree = tomllib.loads(data.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            line = data[: err.start].decode("utf-8").count("\n") + 1
+            raise ConfigError(
+                f"config file {file} is not UTF-8: byte 0x{data[err.start]:02x} at "
+                f"offset {err.start} (line {line}); config files must be UTF-8, "
+                "save it in that encoding"
+            ) from None
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(f"config file {file} is not valid TOML: {err}") from None
     return build_config(apply_overrides(tree, overrides))

@@ -4,18 +4,23 @@ Shipped corpora are read from the data files of pip packages installed with
 ``--no-deps``. Those packages are located with :func:`importlib.util.find_spec`
 and never imported (their imports pull heavy dependencies). Each source is
 parsed once per process (``functools.cache``); files named by path are cached by
-path and modification time.
+path, modification time, columns and encoding.
+
+This module imports :mod:`fedpeft.data.corpus` (never the reverse); the package
+``__init__`` imports this module, which registers the corpora.
 """
 
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import functools
 import importlib.util
 import json
 import logging
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -23,11 +28,16 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
-from fedpeft.data.corpus import RawCorpus, RawSplit, register_corpus
+from fedpeft.data.corpus import FileFormat, RawCorpus, RawSplit, register_corpus
+from fedpeft.registry import ConfigError
 
 logger = logging.getLogger(__name__)
 
 Row = Mapping[str, Any]
+
+# csv's default cap on one cell (128 KiB) rejects long documents. The cap is
+# process-wide; this is the largest value a C long holds on every platform.
+_CSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
 
 def _shipped(
@@ -37,7 +47,7 @@ def _shipped(
 
     def decorator(parse: Callable[[], RawCorpus]) -> Callable[[], RawCorpus]:
         cached = functools.cache(parse)
-        register_corpus(name, description)(lambda _path, _text, _label: cached())
+        register_corpus(name, description)(lambda _path, _fmt: cached())
         return cached
 
     return decorator
@@ -150,18 +160,65 @@ def _parse_numeric(cells: list[str]) -> npt.NDArray[Any] | None:
 
 
 def _read_csv(handle: IO[str], source: str) -> tuple[list[str], list[dict[str, Any]]]:
-    reader = csv.DictReader(handle)
-    columns = list(reader.fieldnames or [])
-    if not columns:
-        raise ValueError(f"{source} is empty; expected a header row of column names")
-    rows = list(reader)
-    for row in rows:
-        if None in row or None in row.values():
+    """Read the header row and the data rows (one dict each); skip blank lines.
+
+    Raises:
+        ValueError: No header, malformed CSV, or a row whose number of fields
+            differs from the header's (the message names the row's first line).
+    """
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    reader = csv.reader(handle)
+    rows: list[dict[str, Any]] = []
+    try:
+        columns = next(reader, [])
+        if not columns:
             raise ValueError(
-                f"{source} line {reader.line_num}: expected {len(columns)} fields "
-                f"({', '.join(columns)})"
+                f"{source} is empty; expected a header row of column names"
             )
+        last = reader.line_num
+        for fields in reader:
+            first, last = last + 1, reader.line_num  # a quoted cell may span lines
+            if not fields:
+                continue
+            if len(fields) != len(columns):
+                raise ValueError(_ragged_row(source, first, last, fields, columns))
+            rows.append(dict(zip(columns, fields, strict=True)))
+    except csv.Error as err:
+        raise ValueError(f"{source} line {reader.line_num}: {err}") from None
     return columns, rows
+
+
+def _ragged_row(
+    source: str, first: int, last: int, fields: list[str], columns: list[str]
+) -> str:
+    lines = f"line {first}" if first == last else f"lines {first}-{last}"
+    plural = "" if len(fields) == 1 else "s"
+    return (
+        f"{source} {lines}: found {len(fields)} field{plural}, expected "
+        f"{len(columns)} ({', '.join(columns)}); quote cells that hold a comma"
+    )
+
+
+def _undecodable(path: str, encoding: str) -> ConfigError:
+    """The error for a file that ``encoding`` cannot decode: where, and what to set."""
+    data = Path(path).read_bytes()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[: err.start].decode(encoding).count("\n") + 1
+        where = f" line {line}: byte 0x{data[err.start]:02x} at offset {err.start}"
+    else:  # only the stream's decoder failed; no position to report
+        where = ""
+    return ConfigError(
+        f"{path}{where} is not valid {encoding}. Name the file's encoding: "
+        "--set data.encoding=latin-1 (or cp1252, ...; encoding= in load_corpus), "
+        f"or save the file as {encoding}"
+    )
+
+
+def _text_encoding(encoding: str) -> str:
+    """``encoding``, or ``utf-8-sig`` for UTF-8: a byte-order mark is skipped."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
 # --- generic files ------------------------------------------------------------------
@@ -176,23 +233,24 @@ def _existing_file(argument: str) -> Path:
 
 @register_corpus(
     "csv",
-    "a UTF-8 CSV file with a header row (text and label columns; others kept as "
-    "metadata)",
+    "a CSV file with a header row (text and label columns; others kept as "
+    "metadata); UTF-8 unless data.encoding says otherwise",
     takes_path=True,
 )
-def _csv_corpus(argument: str, text_column: str, label_column: str) -> RawCorpus:
+def _csv_corpus(argument: str, fmt: FileFormat) -> RawCorpus:
     path = _existing_file(argument)
-    return _parse_csv(str(path), path.stat().st_mtime_ns, text_column, label_column)
+    return _parse_csv(str(path), path.stat().st_mtime_ns, fmt)
 
 
 @functools.cache
-def _parse_csv(
-    path: str, _mtime_ns: int, text_column: str, label_column: str
-) -> RawCorpus:
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        columns, rows = _read_csv(handle, path)
+def _parse_csv(path: str, _mtime_ns: int, fmt: FileFormat) -> RawCorpus:
+    try:
+        with open(path, encoding=_text_encoding(fmt.encoding), newline="") as handle:
+            columns, rows = _read_csv(handle, path)
+    except UnicodeDecodeError:
+        raise _undecodable(path, fmt.encoding) from None
     split = _table_split(
-        columns, rows, text_column, label_column, path, parse_numbers=True
+        columns, rows, fmt.text_column, fmt.label_column, path, parse_numbers=True
     )
     return RawCorpus(train=split)
 
@@ -200,34 +258,34 @@ def _parse_csv(
 @register_corpus(
     "jsonl",
     "a JSON-lines file, one object per line (text and label keys; others kept as "
-    "metadata)",
+    "metadata); UTF-8 unless data.encoding says otherwise",
     takes_path=True,
 )
-def _jsonl_corpus(argument: str, text_column: str, label_column: str) -> RawCorpus:
+def _jsonl_corpus(argument: str, fmt: FileFormat) -> RawCorpus:
     path = _existing_file(argument)
-    return _parse_jsonl(str(path), path.stat().st_mtime_ns, text_column, label_column)
+    return _parse_jsonl(str(path), path.stat().st_mtime_ns, fmt)
 
 
 @functools.cache
-def _parse_jsonl(
-    path: str, _mtime_ns: int, text_column: str, label_column: str
-) -> RawCorpus:
-    rows = _read_jsonl(Path(path))
+def _parse_jsonl(path: str, _mtime_ns: int, fmt: FileFormat) -> RawCorpus:
+    try:
+        rows = _read_jsonl(Path(path), fmt.encoding)
+    except UnicodeDecodeError:
+        raise _undecodable(path, fmt.encoding) from None
     if not rows:
         raise ValueError(f"{path} has no JSON objects")
+    needed = (fmt.text_column, fmt.label_column)
     for index, row in enumerate(rows):
-        _require_columns(list(row), (text_column, label_column), f"{path} row {index}")
+        _require_columns(list(row), needed, f"{path} row {index}")
     # Metadata: the keys present in every row, in the first row's order.
     columns = [c for c in rows[0] if all(c in row for row in rows)]
-    split = _table_split(
-        columns, rows, text_column, label_column, path, parse_numbers=False
-    )
+    split = _table_split(columns, rows, *needed, path, parse_numbers=False)
     return RawCorpus(train=split)
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def _read_jsonl(path: Path, encoding: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8-sig") as handle:
+    with open(path, encoding=_text_encoding(encoding)) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -291,7 +349,8 @@ def _read_orange_tab(path: Path) -> RawSplit:
         fields = line.rstrip("\r").split("\t")
         if len(fields) != len(columns):
             raise ValueError(
-                f"{path} line {number}: expected {len(columns)} tab-separated fields"
+                f"{path} line {number}: found {len(fields)} tab-separated fields, "
+                f"expected {len(columns)}"
             )
         rows.append(dict(zip(columns, fields, strict=True)))
     return _table_split(

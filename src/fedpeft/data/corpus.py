@@ -3,10 +3,15 @@
 A corpus source (registered in :data:`CORPORA`, see :mod:`fedpeft.data.corpora`)
 parses raw texts and label values once per process. :func:`load_corpus` turns
 them into a :class:`Corpus`: label names sorted deterministically, a seeded
-stratified test split where the source has no official one, optional seeded
-stratified caps on the split sizes and truncation of very long texts. The split
-generators derive from ``split_seed`` only, never from the run seed, so the test
-set stays the same across runs.
+stratified test split where the source has no official one, test examples whose
+text also appears in the training split dropped, optional seeded stratified caps
+on the split sizes and truncation of very long texts. The split generators derive
+from ``split_seed`` only, never from the run seed, so the test set stays the same
+across runs.
+
+Imports run one way: :mod:`fedpeft.data.corpora` imports this module to register
+the shipped corpora, and the package ``__init__`` imports both, so every corpus
+is registered before any code of this package runs.
 """
 
 from __future__ import annotations
@@ -139,8 +144,24 @@ class RawCorpus:
     test: RawSplit | None = None
 
 
-CorpusLoader = Callable[[str, str, str], RawCorpus]
-"""``(path argument or "", text_column, label_column) -> RawCorpus``."""
+@dataclass(frozen=True)
+class FileFormat:
+    """How to read a corpus file named by path; shipped corpora ignore it.
+
+    Attributes:
+        text_column: Column (CSV) or key (JSON lines) holding the text.
+        label_column: Column or key holding the label.
+        encoding: Text encoding of the file, a codec name such as ``"utf-8"``
+            or ``"latin-1"``; a UTF-8 byte-order mark is skipped.
+    """
+
+    text_column: str = "text"
+    label_column: str = "label"
+    encoding: str = "utf-8"
+
+
+CorpusLoader = Callable[[str, FileFormat], RawCorpus]
+"""``(path argument or "", file format) -> RawCorpus``."""
 
 
 @dataclass(frozen=True)
@@ -165,16 +186,16 @@ def register_corpus(
     """Register a loader under ``name`` (``name:PATH`` when ``takes_path``).
 
     The loader receives the text after ``name:`` (empty for a shipped corpus)
-    and the requested text and label columns.
+    and the requested columns and encoding.
     """
 
     def decorator(load: CorpusLoader) -> CorpusLoader:
-        def checked(argument: str, text_column: str, label_column: str) -> RawCorpus:
+        def checked(argument: str, fmt: FileFormat) -> RawCorpus:
             if takes_path and not argument:
                 raise ValueError(f"corpus {name!r} needs a file: write {name}:PATH")
             if not takes_path and argument:
                 raise ValueError(f"corpus {name!r} takes no argument, got {argument!r}")
-            return load(argument, text_column, label_column)
+            return load(argument, fmt)
 
         usage = f"{name}:PATH" if takes_path else name
         CORPORA.add(name, CorpusSource(checked, usage), description)
@@ -185,13 +206,7 @@ def register_corpus(
 
 def available_corpora() -> list[tuple[str, str]]:
     """``(usage, one-line description)`` for every registered corpus, by name."""
-    _register_shipped()
     return [(CORPORA.get(name).usage, CORPORA.describe(name)) for name in CORPORA]
-
-
-def _register_shipped() -> None:
-    # Imported for its side effect (registration); late, as it imports this module.
-    from fedpeft.data import corpora  # noqa: F401
 
 
 # --- loading ------------------------------------------------------------------------
@@ -207,6 +222,7 @@ def load_corpus(
     max_train: int | None = None,
     max_test: int | None = None,
     max_chars: int | None = 2000,
+    encoding: str = "utf-8",
 ) -> Corpus:
     """Load a registered corpus, or a file as ``csv:PATH`` / ``jsonl:PATH``.
 
@@ -220,6 +236,15 @@ def load_corpus(
         max_train: Keep at most this many training examples (seeded, stratified).
         max_test: Keep at most this many test examples (seeded, stratified).
         max_chars: Truncate texts to this many characters (None: keep whole).
+        encoding: Text encoding of a csv/jsonl file (ignored by shipped corpora).
+
+    No test text is also a training text (texts compared after truncation),
+    so a model is never scored on text it was trained on. Without an official
+    test split, rows repeating an earlier row's text are dropped before the
+    seeded split (which stays exactly stratified); with one, test examples
+    repeating a training text are dropped. Either way a warning counts them,
+    and it happens before the caps, so ``max_train`` does not change the test
+    set.
 
     Returns:
         The corpus, with label names sorted (numerically if all are integers).
@@ -227,19 +252,25 @@ def load_corpus(
     Raises:
         KeyError: Unknown corpus name (the message lists the choices).
         FileNotFoundError: The corpus file is missing.
-        ValueError: A missing column (the message lists those present), fewer
-            than 2 classes, an empty text or an out-of-range argument.
+        ConfigError: The file does not decode with ``encoding`` (the message
+            names the line and the setting to change).
+        ValueError: A missing column (the message lists those present), a row
+            with the wrong number of fields, fewer than 2 classes, an empty
+            text, a test split that only repeats training texts or an
+            out-of-range argument.
     """
     _check_load_args(test_fraction, split_seed, max_train, max_test, max_chars)
-    _register_shipped()
+    _check_encoding(encoding)
     scheme, _, argument = name.partition(":")
-    raw = CORPORA.get(scheme).load(argument, text_column, label_column)
+    fmt = FileFormat(text_column, label_column, encoding)
+    raw = CORPORA.get(scheme).load(argument, fmt)
     names = _label_names(raw, name, label_column)
     train = _encode(raw.train, names, max_chars)
     if raw.test is None:
+        train = _drop_repeated_texts(train, name)
         train, test = _stratified_split(train, test_fraction, split_seed)
     else:
-        test = _encode(raw.test, names, max_chars)
+        test = _drop_training_texts(_encode(raw.test, names, max_chars), train, name)
     train = _cap(
         train, max_train, np.random.default_rng([split_seed, _TRAIN_CAP_STREAM])
     )
@@ -269,6 +300,16 @@ def _check_load_args(
     for key, value in limits.items():
         if value is not None and not _is_count(value, 1):
             raise ValueError(f"{key}={value!r} must be None or an integer >= 1")
+
+
+def _check_encoding(encoding: str) -> None:
+    try:
+        "a".encode(encoding)  # LookupError: unknown, or not a text encoding
+    except LookupError:
+        raise ValueError(
+            f"encoding={encoding!r} is not a text encoding Python knows; "
+            "use e.g. utf-8, latin-1 or cp1252"
+        ) from None
 
 
 def _is_count(value: object, lowest: int) -> bool:
@@ -352,6 +393,47 @@ def _stratified_split(
     train_mask = np.ones(n, dtype=bool)
     train_mask[test_idx] = False
     return data.subset(np.flatnonzero(train_mask)), data.subset(test_idx)
+
+
+def _drop_repeated_texts(data: TextDataset, name: str) -> TextDataset:
+    """``data`` keeping only the first row of each text, in order."""
+    first: dict[str, int] = {}
+    keep = [first.setdefault(text, i) == i for i, text in enumerate(data.texts)]
+    kept = np.flatnonzero(keep)
+    if len(kept) == len(data):
+        return data
+    logger.warning(
+        "corpus %s: dropped %d row(s) repeating an earlier row's text before the "
+        "train/test split, so that no test text is also a training text "
+        "(%d rows left)",
+        name,
+        len(data) - len(kept),
+        len(kept),
+    )
+    return data.subset(kept)
+
+
+def _drop_training_texts(
+    test: TextDataset, train: TextDataset, name: str
+) -> TextDataset:
+    """``test`` without the examples whose text is also a training text."""
+    seen = set(train.texts)
+    kept = np.flatnonzero([text not in seen for text in test.texts])
+    if len(kept) == len(test):
+        return test
+    if len(kept) == 0:
+        raise ValueError(
+            f"corpus {name!r}: all {len(test)} test texts also appear in the "
+            "training split; the test split would be empty"
+        )
+    logger.warning(
+        "corpus %s: dropped %d test example(s) whose text also appears in the "
+        "training split (%d test examples left)",
+        name,
+        len(test) - len(kept),
+        len(kept),
+    )
+    return test.subset(kept)
 
 
 def _cap(data: TextDataset, limit: int | None, rng: np.random.Generator) -> TextDataset:
