@@ -219,6 +219,12 @@ class FederationSection(Section):
         description="with batch_clients: run a step's buckets on this many threads "
         "(prompt, prefix); gradients are summed in a fixed order",
     )
+    update_norm_ratio: float = Field(
+        20.0,
+        ge=0.0,
+        description="reject a client update whose L2 norm exceeds this many times "
+        "the round's (lower) median norm; 0 = off (finite values are always required)",
+    )
 
 
 class BaselinesSection(Section):

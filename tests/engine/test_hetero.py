@@ -1,4 +1,4 @@
-"""Tests for fedpeft.engine.hetero: federated LoRA with per-client sizes."""
+"""Federated LoRA with per-client sizes: fedpeft.server.mixed_lora in the round loop."""
 
 from __future__ import annotations
 
@@ -8,11 +8,33 @@ import pytest
 from fedpeft.aggregation.lora import lora_pairs, lora_products
 from fedpeft.aggregation.mean import weighted_mean
 from fedpeft.experiment import Experiment
-from fedpeft.engine.hetero import HeteroLoraRun, LoraSize
+from fedpeft.engine.simulation import FederatedRun
+from fedpeft.server.mixed_lora import LoraSize, MixedLoraServer
 from fedpeft.types import Params
 
 TOP = "body.encoder.layer.5.attention.self.query"
 LOW = "body.encoder.layer.0.attention.self.query"
+
+
+class HeteroLoraRun:
+    """The mixed-size run's server algorithm and round-0 state, for the tests."""
+
+    def __init__(
+        self, exp: Experiment, sizes: list[LoraSize | None] | list[LoraSize], rule: str
+    ) -> None:
+        self.run = FederatedRun(exp, sizes=sizes, rule=rule)
+        server = self.run.loop.server
+        assert isinstance(server, MixedLoraServer)
+        self.server = server
+        self.rule, self.alpha, self.initial = rule, server.alpha, server.initial
+        self.client_state = server.client_state
+        self.aggregate = server.aggregate
+
+    def _start(self) -> Params:
+        return self.run.loop.initial
+
+    def run_round(self, rnd: int, params: Params) -> tuple[Params, dict]:  # type: ignore[type-arg]
+        return self.run.run_round(rnd, params)
 
 
 def _trained(run: HeteroLoraRun, size: LoraSize, seed: int) -> Params:
@@ -20,8 +42,7 @@ def _trained(run: HeteroLoraRun, size: LoraSize, seed: int) -> Params:
     rng = np.random.default_rng(seed)
     state = run.client_state(run._start(), size)
     if run.rule == "ffa":  # A is frozen and travels nowhere; the server adds it
-        frozen = run._frozen_a(run._model(size))
-        state.update({k: run.initial[k][: size.rank] for k in frozen})
+        state.update(run.server.frozen_a(size))
     return {
         k: v
         if (run.rule == "ffa" and "lora_A" in k)
@@ -152,9 +173,10 @@ def test_excluded_clients_are_never_sampled_but_are_evaluated(
     tiny_experiment: Experiment,
 ) -> None:
     sizes: list[LoraSize | None] = [LoraSize(2, 1), None, None, LoraSize(4)]
-    run = HeteroLoraRun(tiny_experiment, sizes, "hetlora")
+    run = FederatedRun(tiny_experiment, sizes=sizes, rule="hetlora")
     for rnd in range(1, 30):
-        assert set(run.sample(rnd)) <= {0, 3}
+        assert set(run.loop.select(rnd)) <= {0, 3}
     result = run.run()
     assert len(result.history) == tiny_experiment.config.federation.rounds + 1
-    assert len(result.client_val_accuracy) == len(sizes)
+    held = [k for k, c in enumerate(tiny_experiment.clients) if len(c.val)]
+    assert sorted(result.client_val_accuracy) == held and {1, 2} <= set(held)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import fedpeft.client.algorithm as algorithm
 import fedpeft.engine.simulation as simulation
 from fedpeft.rundir.checkpoint import CheckpointError
 from fedpeft.experiment import build_experiment
@@ -82,7 +83,7 @@ def test_bytes_are_the_serialized_payload(tiny_experiment) -> None:  # type: ign
 def test_faulty_client_update_is_rejected_and_round_continues(
     tiny_experiment, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    real = simulation.local_update
+    real = algorithm.local_update
 
     def faulty(client_id: int, *args, **kwargs) -> ClientUpdate:  # type: ignore[no-untyped-def]
         update = real(client_id, *args, **kwargs)
@@ -91,7 +92,7 @@ def test_faulty_client_update_is_rejected_and_round_continues(
             return ClientUpdate(client_id, delta, update.num_examples, update.metrics)
         return update
 
-    monkeypatch.setattr(simulation, "local_update", faulty)
+    monkeypatch.setattr(algorithm, "local_update", faulty)
     cfg = tiny_experiment.config.model_copy(
         update={
             "strategy": tiny_experiment.config.strategy.model_copy(
@@ -163,7 +164,7 @@ def test_batched_training_that_fails_falls_back_to_sequential(
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise MemoryError("out of memory in the batched step")
 
-    monkeypatch.setattr(simulation, "train_clients_batched", broken)
+    monkeypatch.setattr(algorithm, "train_clients_batched", broken)
     run = FederatedRun(_with(tiny_experiment, batch_clients=True))
     params, _ = run.initial_round()
     _, record = run.run_round(1, params)
@@ -180,7 +181,7 @@ def test_batch_clients_with_full_fine_tuning_trains_one_after_another(
         "peft.method=full",
     )
     run = FederatedRun(build_experiment(cfg))
-    assert not run.batch_clients
+    assert not run.client.can_batch(None)  # no per-example forward
     params, _ = run.initial_round()
     _, record = run.run_round(1, params)
     assert record["clients"] and not record["failed_clients"]

@@ -109,8 +109,10 @@ def check_devices(cfg: RunConfig) -> None:
         )
     if cfg.privacy.secagg or cfg.privacy.client_dp or cfg.privacy.record_dp:
         raise ConfigError(
-            "devices.profiles: mixed-size LoRA runs do not support privacy.secagg "
-            "or differential privacy yet; turn them off or unset devices.profiles"
+            "devices.profiles: mixed-size LoRA merges each LoRA pair over the "
+            "clients that hold it, with per-pair weights that neither the secure "
+            "sum nor the DP-FedAvg analysis here covers (and record-level DP-SGD "
+            "supports soft prompts only); turn privacy off or unset devices.profiles"
         )
     if cfg.devices.policy not in ALLOCATION_POLICIES:
         raise ConfigError(
@@ -128,11 +130,9 @@ def run_device_experiment(
     configured baselines are not run (the comparison here is between
     allocations and aggregation rules: bench/heterogeneous.py).
     """
-    from fedpeft.engine.hetero import HeteroLoraRun, plan_devices
+    from fedpeft.devices.plan import plan_devices
 
     cfg = exp.config
-    if resume:
-        logger.warning("device runs do not checkpoint yet; starting from round 0")
     if cfg.baselines.run:
         logger.warning(
             "baselines %s are not run with device profiles", list(cfg.baselines.run)
@@ -152,22 +152,20 @@ def run_device_experiment(
         ),
         encoding="utf-8",
     )
-    sink = MetricsSink(run_dir / "metrics.jsonl")
-    sink.reset()
-
-    def on_round(record: dict[str, Any]) -> None:
-        record = {"run": "federated", **record}
-        sink.write(record)
-        emit("round", record)
-
     started = time.perf_counter()
-    result = HeteroLoraRun(exp, plan.sizes, cfg.devices.rule, on_round=on_round).run()
+    result = FederatedRun(
+        exp,
+        run_dir=run_dir,
+        sizes=plan.sizes,
+        rule=cfg.devices.rule,
+        on_round=lambda r: emit("round", r),
+    ).run(resume)
     history = result.history
     rounds_run = history[1:]
-    client_rounds = sum(len(r["clients"]) for r in rounds_run)
+    client_rounds = sum(len(r["accepted_clients"]) for r in rounds_run)
     evaluated = [r for r in history if r.get("test_accuracy") is not None]
     excluded = [k for k, s in enumerate(plan.sizes) if s is None]
-    accs = np.array(result.client_val_accuracy)
+    accs = result.client_val_accuracy
     summary = {
         "name": cfg.name,
         "corpus": exp.corpus.name,
@@ -204,8 +202,10 @@ def run_device_experiment(
             "excluded_deadline": summary_alloc.excluded_deadline,
             "excluded_by_fixed_largest": plan.excluded_by_fixed,
             "sizes": {s.label: sum(1 for x in plan.sizes if x == s) for s in plan.menu},
-            "val_accuracy_excluded": float(accs[excluded].mean()) if excluded else None,
-            "val_accuracy_participating": float(np.delete(accs, excluded).mean()),
+            "val_accuracy_excluded": _mean_of(accs, excluded),
+            "val_accuracy_participating": _mean_of(
+                accs, [k for k in accs if k not in excluded]
+            ),
         },
         "baselines": {},
         "privacy": {},
@@ -219,6 +219,12 @@ def run_device_experiment(
     _plot(run_dir)
     emit("done", summary)
     return summary
+
+
+def _mean_of(values: Mapping[int, float], keys: Sequence[int]) -> float | None:
+    """Mean of ``values`` over ``keys`` that have one (None if none has)."""
+    picked = [values[k] for k in keys if k in values]
+    return float(np.mean(picked)) if picked else None
 
 
 def write_partition_report(exp: Experiment, run_dir: Path) -> Path:

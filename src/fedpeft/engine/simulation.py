@@ -26,9 +26,10 @@ from fedpeft.engine.embedded import EmbeddedRuntime
 from fedpeft.engine.loop import LoopResult, LoopSettings, Record, RoundLoop, Server
 from fedpeft.experiment import Experiment
 from fedpeft.peft.base import AdapterClassifier
+from fedpeft.peft.config import peft_config
 from fedpeft.server.aggregators import PlainAggregator
 from fedpeft.server.build import build_aggregator
-from fedpeft.server.mixed_lora import LoraSize, MixedLoraServer
+from fedpeft.server.mixed_lora import HETERO_RULES, LoraSize, MixedLoraServer
 from fedpeft.server.record_dp import RecordDPLedger
 from fedpeft.server.uniform import UniformServer
 from fedpeft.strategies import build_strategy
@@ -180,6 +181,11 @@ class FederatedRun:
         stays at its seeded value on every client (derived, never sent)."""
         exp, cfg = self.experiment, self.experiment.config
         assert self.sizes is not None
+        if len(self.sizes) != len(exp.clients):
+            raise ValueError(
+                f"sizes has {len(self.sizes)} entries for {len(exp.clients)} "
+                "clients; give one LoraSize (or None) per client"
+            )
         if type(aggregator) is not PlainAggregator:
             raise ConfigError(
                 "devices.profiles: mixed-size LoRA merges every pair over its "
@@ -194,10 +200,11 @@ class FederatedRun:
                     f"{size.label}: the backbone has only {num_layers} layers"
                 )
         ffa = self.rule == "ffa"
+        lora: Any = cfg.peft if cfg.peft.method == "lora" else peft_config("lora")
 
         def build(shape: Shape) -> AdapterClassifier:
-            rank, layers = shape if shape is not None else (cfg.peft.rank, 0)
-            model = exp.new_adapter("lora", rank=rank, layers=layers)
+            rank, layers = shape if shape is not None else (lora.rank, 0)
+            model = exp.new_adapter(lora, rank=rank, layers=layers)
             if ffa:  # A is frozen: out of the payload
                 for name, p in model.named_parameters():
                     if LORA_A in name:
@@ -207,6 +214,8 @@ class FederatedRun:
         held = [s for s in self.sizes if s is not None]
         if not held:
             raise ValueError("every client is excluded; nothing can train")
+        if self.rule not in HETERO_RULES:
+            raise ValueError(f"rule={self.rule!r} is unknown; use one of {HETERO_RULES}")
         full = LoraSize(max(s.rank for s in held), 0)
         reference = build(full.shape)
         initial = {
@@ -223,8 +232,8 @@ class FederatedRun:
             self.rule,
             initial,
             layouts,
-            float(cfg.peft.alpha),
-            cfg.peft.rank_scaling,
+            float(lora.alpha),
+            lora.rank_scaling,
             aggregator,
         )
         self.pool = AdapterPool(
