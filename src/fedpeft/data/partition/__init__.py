@@ -37,7 +37,6 @@ import pkgutil
 
 from fedpeft.data.partition.base import (
     PARTITIONERS,
-    FloatArray,
     IntArray,
     PartitionConfig,
     Partitioner,
@@ -60,7 +59,6 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
 
 __all__ = [
     "PARTITIONERS",
-    "FloatArray",
     "IntArray",
     "PartitionConfig",
     "PartitionError",

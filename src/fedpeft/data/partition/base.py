@@ -29,7 +29,6 @@ from fedpeft.data.partition.config import (
 logger = logging.getLogger("fedpeft.data.partition")
 
 IntArray = npt.NDArray[np.int64]
-FloatArray = npt.NDArray[np.float64]
 C = TypeVar("C", bound=PartitionConfig)
 
 __all__ = ["PARTITIONERS", "PartitionConfig"]

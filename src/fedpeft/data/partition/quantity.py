@@ -9,13 +9,13 @@ import numpy as np
 from pydantic import Field
 
 from fedpeft.data.partition.base import (
-    FloatArray,
     IntArray,
     PartitionConfig,
     PartitionInputs,
     register_partitioner,
 )
 from fedpeft.data.partition.stats import allocate_proportional
+from fedpeft.types import Float64Array
 
 
 class QuantityConfig(PartitionConfig):
@@ -33,7 +33,7 @@ class QuantityConfig(PartitionConfig):
 
 
 _SIZE_WEIGHTS: dict[
-    str, Callable[[np.random.Generator, int, QuantityConfig], FloatArray]
+    str, Callable[[np.random.Generator, int, QuantityConfig], Float64Array]
 ] = {
     # Pareto type I with x_m = 1: density proportional to x^-(a+1).
     "power-law": lambda rng, k, spec: 1.0 + rng.pareto(spec.quantity_exponent, k),
