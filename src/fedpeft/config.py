@@ -79,6 +79,11 @@ class DataSection(Section):
     encoding: str = Field(
         "utf-8", description="text encoding of a csv/jsonl file, e.g. latin-1"
     )
+    drop_duplicates: bool = Field(
+        True,
+        description="drop repeated texts so no test text is also a training text "
+        "(false: keep them and warn; the corpora as read before 2026-12-04)",
+    )
 
 
 PartitionSection = PartitionField

@@ -129,6 +129,8 @@ def build_experiment(cfg: RunConfig) -> Experiment:
         max_train=d.max_train,
         max_test=d.max_test,
         max_chars=d.max_chars,
+        encoding=d.encoding,
+        drop_duplicates=d.drop_duplicates,
     )
     backbone = load_backbone(cfg.model.backbone, resolve_device(cfg.model.device))
     pool = tokenize(

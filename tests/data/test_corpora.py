@@ -10,7 +10,8 @@ import pytest
 
 from fedpeft.data import Corpus, TextDataset, available_corpora, load_corpus
 
-# name -> (train size or None, test size or None, total, classes)
+# name -> (train size or None, test size or None, total, classes): as read, with
+# every row (data.drop_duplicates = false)
 SHIPPED = {
     "rotten-tomatoes": (None, None, 12_808, 2),
     "tweets-sentiment": (None, None, 38_158, 3),
@@ -18,6 +19,15 @@ SHIPPED = {
     "reuters-r8": (5_485, 2_189, 7_674, 8),
     "reuters-r52": (6_532, 2_568, 9_100, 52),
     "bbc-news": (None, None, 2_225, 5),
+}
+# the same with repeated texts dropped (the default): no test text in training
+DEDUPLICATED = {
+    "rotten-tomatoes": (None, None, 12_752, 2),
+    "tweets-sentiment": (None, None, 37_243, 3),
+    "20newsgroups": (11_293, 7_521, 18_814, 20),
+    "reuters-r8": (5_485, 2_185, 7_670, 8),
+    "reuters-r52": (6_532, 2_562, 9_094, 52),
+    "bbc-news": (None, None, 2_127, 5),
 }
 
 
@@ -31,11 +41,12 @@ def _write_jsonl(path: Path, rows: list[dict[str, object]]) -> str:
     return f"jsonl:{path}"
 
 
+@pytest.mark.parametrize("dedup", [False, True])
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_shipped_corpus_loads_with_expected_sizes(name: str) -> None:
-    n_train, n_test, total, num_classes = SHIPPED[name]
+def test_shipped_corpus_loads_with_expected_sizes(name: str, dedup: bool) -> None:
+    n_train, n_test, total, num_classes = (DEDUPLICATED if dedup else SHIPPED)[name]
 
-    corpus = load_corpus(name, max_chars=None)
+    corpus = load_corpus(name, max_chars=None, drop_duplicates=dedup)
 
     assert len(corpus.train) + len(corpus.test) == total
     if n_train is not None:
@@ -43,6 +54,7 @@ def test_shipped_corpus_loads_with_expected_sizes(name: str) -> None:
     else:  # seeded split with the default test_fraction 0.2
         assert len(corpus.test) == round(0.2 * total)
     assert corpus.train.num_classes == num_classes
+    assert (set(corpus.train.texts) & set(corpus.test.texts) == set()) or not dedup
     for split in (corpus.train, corpus.test):
         assert split.labels.dtype == np.int64
         assert split.labels.min() >= 0 and split.labels.max() < num_classes
@@ -59,11 +71,14 @@ def test_every_registered_corpus_is_listed() -> None:
 
 
 def test_rotten_tomatoes_drops_plots_and_keeps_movie_names() -> None:
-    corpus = load_corpus("rotten-tomatoes")
+    corpus = load_corpus("rotten-tomatoes", drop_duplicates=False)
 
     assert corpus.label_names == ("fresh", "rotten")
     counts = corpus.train.class_counts() + corpus.test.class_counts()
     assert counts.tolist() == [7403, 5405]
+    deduplicated = load_corpus("rotten-tomatoes")
+    counts = deduplicated.train.class_counts() + deduplicated.test.class_counts()
+    assert counts.tolist() == [7368, 5384]
     assert corpus.train.metadata["movie_name"].shape == (len(corpus.train),)
 
 

@@ -223,6 +223,7 @@ def load_corpus(
     max_test: int | None = None,
     max_chars: int | None = 2000,
     encoding: str = "utf-8",
+    drop_duplicates: bool = True,
 ) -> Corpus:
     """Load a registered corpus, or a file as ``csv:PATH`` / ``jsonl:PATH``.
 
@@ -237,6 +238,9 @@ def load_corpus(
         max_test: Keep at most this many test examples (seeded, stratified).
         max_chars: Truncate texts to this many characters (None: keep whole).
         encoding: Text encoding of a csv/jsonl file (ignored by shipped corpora).
+        drop_duplicates: Drop repeated texts as below (False: keep every row
+            and only warn how many test texts are also training texts; for
+            comparisons with results made before duplicates were dropped).
 
     No test text is also a training text (texts compared after truncation),
     so a model is never scored on text it was trained on. Without an official
@@ -267,10 +271,15 @@ def load_corpus(
     names = _label_names(raw, name, label_column)
     train = _encode(raw.train, names, max_chars)
     if raw.test is None:
-        train = _drop_repeated_texts(train, name)
+        if drop_duplicates:
+            train = _drop_repeated_texts(train, name)
         train, test = _stratified_split(train, test_fraction, split_seed)
     else:
-        test = _drop_training_texts(_encode(raw.test, names, max_chars), train, name)
+        test = _encode(raw.test, names, max_chars)
+        if drop_duplicates:
+            test = _drop_training_texts(test, train, name)
+    if not drop_duplicates:
+        _warn_shared_texts(train, test, name)
     train = _cap(
         train, max_train, np.random.default_rng([split_seed, _TRAIN_CAP_STREAM])
     )
@@ -434,6 +443,20 @@ def _drop_training_texts(
         len(kept),
     )
     return test.subset(kept)
+
+
+def _warn_shared_texts(train: TextDataset, test: TextDataset, name: str) -> None:
+    """Warn how many test examples repeat a training text (kept as asked)."""
+    seen = set(train.texts)
+    shared = sum(text in seen for text in test.texts)
+    if shared:
+        logger.warning(
+            "corpus %s: %d test example(s) repeat a training text and are kept "
+            "(data.drop_duplicates = false); set data.drop_duplicates = true to "
+            "drop them",
+            name,
+            shared,
+        )
 
 
 def _cap(data: TextDataset, limit: int | None, rng: np.random.Generator) -> TextDataset:
