@@ -17,6 +17,7 @@ from fedpeft.config import (
 )
 from fedpeft.experiment import check_names
 from fedpeft.peft import PEFT_METHODS, PeftConfig, peft_config
+from fedpeft.peft.lora.config import LoraConfig
 from fedpeft.registry import ConfigRegistry
 
 
@@ -175,6 +176,7 @@ def test_peft_config_validates_through_the_registry() -> None:
 
 def test_replace_is_a_validated_copy() -> None:
     lora = peft_config("lora", rank=8)
+    assert isinstance(lora, LoraConfig)
 
     smaller = lora.replace(rank=4, layers=2)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from fedpeft.wire import serialize
 
 METHODS = sorted(PEFT_METHODS)
 PEFT_NATIVE = ["prompt", "prefix", "lora", "ia3"]
-SMALL: dict[str, dict[str, object]] = {  # each method takes only its own options
+SMALL: dict[str, dict[str, Any]] = {  # each method takes only its own options
     "prompt": {"prompt_length": 3},
     "prefix": {"prefix_length": 3},
     "lora": {"rank": 2},
