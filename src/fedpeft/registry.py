@@ -283,7 +283,7 @@ class ConfigRegistry(Registry[Component[Opt, F]]):
             f for f in own if f in inherited
         ]
         holders = [n for n in self if key in self.options(n).model_fields]
-        close = difflib.get_close_matches(key, allowed, n=1)
+        close = difflib.get_close_matches(key, allowed, n=2)
         message = (
             f"{self.section}.{key} is not an option of {tagged}={name!r}; its "
             f"options: {', '.join(allowed) or '(none)'}"
@@ -291,7 +291,8 @@ class ConfigRegistry(Registry[Component[Opt, F]]):
         if holders:
             owners = ", ".join(repr(n) for n in holders)
             return f"{message}; {key} is an option of {tagged}={owners}"
-        return f"{message}. Did you mean {close[0]!r}?" if close else message
+        guesses = " or ".join(repr(c) for c in close)
+        return f"{message}. Did you mean {guesses}?" if close else message
 
 
 def _validation_error(title: str, lines: Sequence[ErrorLine]) -> ValidationError:
