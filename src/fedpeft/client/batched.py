@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from fedpeft.client.flops import FlopMeter
-from fedpeft.client.local import LocalTrainStats, _batch_orders
+from fedpeft.client.steps import LocalTrainStats, batch_orders
 from fedpeft.config import ClientSection
 from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import Batch, TokenizedDataset
@@ -140,6 +140,21 @@ def unstack(stacked: Mapping[str, torch.Tensor], k: int) -> Params:
         n: t[k].detach().cpu().numpy().astype(np.float32, copy=True)
         for n, t in stacked.items()
     }
+
+
+def gather_rows(stacked: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Each example's copy ``stacked[rows[i]]`` of a stacked ``(K, ...)`` leaf,
+    as ``(len(rows), ...)``, with a backward that is the same bit for bit on
+    every run.
+
+    ``stacked[rows]`` would do the same forward, but its backward
+    (``index_put_`` with accumulation) adds the rows of one client with
+    atomic float adds on several threads when torch has more than one
+    intra-op thread: the order of the additions, and so the gradient's last
+    bits, change from run to run. ``index_select``'s backward (``index_add_``)
+    adds the rows one after another, in the order of ``rows``.
+    """
+    return stacked.index_select(0, rows)
 
 
 BucketResult = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
@@ -259,7 +274,7 @@ class StackedAdamW:
 def stacked_adamw(
     model: AdapterClassifier, stacked: Mapping[str, torch.Tensor], cfg: ClientSection
 ) -> StackedAdamW:
-    """:class:`StackedAdamW` with :func:`~fedpeft.client.local.build_optimizer`'s
+    """:class:`StackedAdamW` with :func:`~fedpeft.client.steps.build_optimizer`'s
     learning rates: ``head_lr`` for the head's tensors, ``lr`` for the rest."""
     head = model.head_prefix
     lrs = {n: cfg.head_lr if n.startswith(head) else cfg.lr for n in stacked}
@@ -330,7 +345,7 @@ def train_clients_batched(
     optimizer = stacked_adamw(model, stacked, cfg)
     orders = [
         list(
-            _batch_orders(
+            batch_orders(
                 len(j.data), cfg.batch_size, cfg.local_epochs, cfg.local_steps, j.rng
             )
         )
@@ -365,7 +380,7 @@ def train_clients_batched(
                 owner: torch.Tensor = owner,
                 inv_count: torch.Tensor = inv_count,
             ) -> BucketResult:
-                params = {n: stacked[n][owner[idx]] for n in names}
+                params = {n: gather_rows(stacked[n], owner[idx]) for n in names}
                 with autocast(precision, device):
                     logits = model.per_example_logits(sub, params)
                 loss = F.cross_entropy(logits.float(), sub.labels, reduction="none")
