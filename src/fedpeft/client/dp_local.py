@@ -29,7 +29,7 @@ from fedpeft.client.batched import (
     sub_batch,
     unstack,
 )
-from fedpeft.client.local import LocalTrainStats, build_optimizer
+from fedpeft.client.steps import LocalTrainStats, build_optimizer
 from fedpeft.config import ClientSection
 from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import Batch, TokenizedDataset

@@ -7,8 +7,7 @@ with an optional FedProx proximal term (Li et al. 2020, Eq. 2):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch.nn.functional as F
 
 from fedpeft.client.evaluate import EvalResult, evaluate
 from fedpeft.client.flops import FlopMeter
+from fedpeft.client.steps import LocalTrainStats, batch_orders, build_optimizer
 from fedpeft.config import ClientSection
 from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import Batch, TokenizedDataset
@@ -26,34 +26,17 @@ from fedpeft.types import ClientUpdate, Params
 if TYPE_CHECKING:
     from fedpeft.client.dp_local import RecordDP
 
-
-@dataclass(frozen=True)
-class LocalTrainStats:
-    """What one local training run did."""
-
-    loss: float
-    steps: int
-    examples: int
-    flops: int
-    seconds: float
-
-
-def _batch_orders(
-    n: int, batch_size: int, epochs: int, steps: int, rng: np.random.Generator
-) -> Iterator[np.ndarray]:
-    """Index batches: ``epochs`` shuffled passes, or exactly ``steps`` batches
-    drawn from as many shuffled passes as needed."""
-    target = steps if steps > 0 else None
-    done = 0
-    epoch = 0
-    while (target is None and epoch < epochs) or (target is not None and done < target):
-        perm = rng.permutation(n)
-        for start in range(0, n, batch_size):
-            if target is not None and done >= target:
-                return
-            yield perm[start : start + batch_size]
-            done += 1
-        epoch += 1
+# build_optimizer and LocalTrainStats live in fedpeft.client.steps; exported here
+# too (and batch_orders under its old private name) for baselines/centralized.py,
+# tests/client/test_local.py and bench/engine_speed.py until they import steps.
+__all__ = [
+    "LocalTrainStats",
+    "build_optimizer",
+    "finish_update",
+    "local_update",
+    "train_adapter",
+]
+_batch_orders = batch_orders
 
 
 def _proximal_term(
@@ -64,17 +47,6 @@ def _proximal_term(
     return sum(
         ((p - anchor[n]).pow(2).sum() for n, p in params.items()),
         torch.zeros((), device=model.device),
-    )
-
-
-def build_optimizer(model: AdapterClassifier, cfg: ClientSection) -> torch.optim.AdamW:
-    """AdamW with separate learning rates for the method's tensors and the head."""
-    groups = [
-        {"params": model.body_parameters(), "lr": cfg.lr},
-        {"params": model.head_parameters(), "lr": cfg.head_lr},
-    ]
-    return torch.optim.AdamW(
-        [g for g in groups if g["params"]], weight_decay=cfg.weight_decay
     )
 
 
@@ -113,7 +85,7 @@ def train_adapter(
     losses: list[float] = []
     examples = 0
     started = time.perf_counter()
-    for order in _batch_orders(
+    for order in batch_orders(
         len(data), cfg.batch_size, cfg.local_epochs, cfg.local_steps, rng
     ):
         batch = data.batch(order, model.device)
@@ -172,7 +144,9 @@ def local_update(
     """
     model.load_trainable_state(global_params)
     if record_dp is not None:
-        from fedpeft.client.dp_local import dp_train_adapter  # imports this module
+        # Kept off the module's import path: dp_local brings dp_accounting and
+        # scipy (+1.3 s), which training without DP never needs.
+        from fedpeft.client.dp_local import dp_train_adapter
 
         if proximal_mu > 0:
             raise ValueError(

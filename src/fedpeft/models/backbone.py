@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from fedpeft.models.gguf import dequantize_to_cache, is_cached, model_cache_dir
+from fedpeft.models.pooling import last_token_pool, mean_pool
 from fedpeft.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -235,8 +236,6 @@ class Backbone:
         real token (the only one that has seen the whole sequence); with right
         padding that is position ``mask.sum(1) - 1``.
         """
-        from fedpeft.models.embed import last_token_pool, mean_pool
-
         if self.kind == "decoder":
             return last_token_pool(hidden, attention_mask)
         return mean_pool(hidden, attention_mask)
