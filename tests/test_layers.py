@@ -39,7 +39,7 @@ lower one:
    CLI, a future Flower app).
 
 In addition baselines and reports never import the engine, and the shared type
-aliases of :mod:`fedpeft.types` are defined there only.
+aliases of :mod:`fedpeft.types` are defined there only and imported from there.
 """
 
 from __future__ import annotations
@@ -161,6 +161,15 @@ def _existing(name: str, modules: Mapping[str, object]) -> str | None:
     return name if name in modules else None
 
 
+def _absolute(node: ast.ImportFrom, source: str, is_package: bool) -> str:
+    """The absolute module name ``from ... import`` reads from."""
+    if not node.level:
+        return node.module or ""
+    anchor = source.split(".") if is_package else source.split(".")[:-1]
+    anchor = anchor[: len(anchor) - (node.level - 1)]
+    return ".".join([*anchor, *([node.module] if node.module else [])])
+
+
 def resolve(
     node: ast.stmt,
     source: str,
@@ -177,11 +186,7 @@ def resolve(
             if alias.name.split(".")[0] == package
         ]
     elif isinstance(node, ast.ImportFrom):
-        base = node.module or ""
-        if node.level:
-            anchor = source.split(".") if is_package else source.split(".")[:-1]
-            anchor = anchor[: len(anchor) - (node.level - 1)]
-            base = ".".join([*anchor, *([node.module] if node.module else [])])
+        base = _absolute(node, source, is_package)
         if base.split(".")[0] == package:
             for alias in node.names:
                 child = f"{base}.{alias.name}"
@@ -338,6 +343,25 @@ def alias_definitions(src: Path = SRC, package: str = PACKAGE) -> list[str]:
     return found
 
 
+def alias_imports(src: Path = SRC, package: str = PACKAGE) -> list[str]:
+    """Imports of :data:`SHARED_ALIASES` from a module other than
+    ``fedpeft.types`` (a re-export that should go)."""
+    found = []
+    home = f"{package}.types"
+    for module, (path, is_package) in module_files(src, package).items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node, _type_only in _imports(tree.body):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = _absolute(node, module, is_package)
+            found += [
+                f"{module}:{node.lineno} imports {alias.name} from {base}"
+                for alias in node.names
+                if alias.name in SHARED_ALIASES and base != home
+            ]
+    return found
+
+
 def _report(title: str, lines: list[str]) -> str:
     """Print ``lines`` under ``title`` (shown by pytest on failure) and return
     them as one assertion message."""
@@ -416,6 +440,23 @@ def test_type_checking_imports_count_for_layers_not_cycles(tmp_path: Path) -> No
     assert len(layer_violations(edges, layers)) == 1
 
 
+def test_aliases_are_found_where_defined_and_imported(tmp_path: Path) -> None:
+    src = _write(
+        tmp_path,
+        {
+            "pkg/__init__.py": "",
+            "pkg/types.py": "Params = dict\nParamsLike = dict\n",
+            "pkg/mean.py": "from pkg.types import Params\nParamsLike: type = dict\n",
+            "pkg/sub/__init__.py": "",
+            "pkg/sub/use.py": "from ..mean import ParamsLike\n",
+        },
+    )
+    assert alias_definitions(src, "pkg") == ["pkg.mean:2 defines ParamsLike"]
+    assert alias_imports(src, "pkg") == [
+        "pkg.sub.use:1 imports ParamsLike from pkg.mean"
+    ]
+
+
 def test_layer_of_takes_the_most_specific_entry() -> None:
     assert layer_of("fedpeft") == MATH
     assert layer_of("fedpeft.secagg.prg") == MATH
@@ -460,5 +501,13 @@ def test_shared_type_aliases_are_defined_in_types_only() -> None:
     found = alias_definitions()
     assert not found, _report(
         "shared aliases defined outside fedpeft.types (import them from there)",
+        found,
+    )
+
+
+def test_shared_type_aliases_are_imported_from_types() -> None:
+    found = alias_imports()
+    assert not found, _report(
+        "shared aliases imported from elsewhere (import them from fedpeft.types)",
         found,
     )
