@@ -33,8 +33,13 @@ TINY = (
 
 
 def tiny_config(tmp_path: object, *extra: str) -> RunConfig:
-    """The tiny test configuration writing under ``tmp_path``."""
-    return load_config(None, [*TINY, f"output_dir={tmp_path}", *extra])
+    """The tiny test configuration writing under ``tmp_path`` (its soft-prompt
+    options are left out when ``extra`` picks another PEFT method)."""
+    other_method = any(
+        e.startswith("peft.method=") and e != "peft.method=prompt" for e in extra
+    )
+    base = [t for t in TINY if not (other_method and t.startswith("peft.prompt_"))]
+    return load_config(None, [*base, f"output_dir={tmp_path}", *extra])
 
 
 @pytest.fixture(scope="session")

@@ -153,7 +153,7 @@ def test_refuses_methods_without_a_per_example_forward(
     [
         ("lora", {"rank": 4}),
         ("prefix", {}),
-        ("prefix", {"projection": True}),
+        ("prefix", {"prefix_projection": True}),
         ("ia3", {}),
         ("bitfit", {}),
     ],

@@ -1,7 +1,8 @@
-"""Secure aggregation and client-level DP inside the embedded engine."""
+"""Secure aggregation and client-level DP in the round loop (fedpeft.server)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,9 @@ import pytest
 
 from fedpeft.config import ConfigError
 from fedpeft.experiment import build_experiment
-from fedpeft.engine.private import PrivateAggregator
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.privacy import PrivacyAccountant, client_level_event
+from fedpeft.server.build import build_aggregator, strategy_from_config
 from fedpeft.types import ClientUpdate
 from tests.conftest import tiny_config
 
@@ -32,14 +33,21 @@ def _updates(rng: np.random.Generator, sizes: list[int]) -> list[ClientUpdate]:
     ]
 
 
+def _merge(cfg, updates: list[ClientUpdate]):  # type: ignore[no-untyped-def]
+    """The server's merge of ``updates`` from zero parameters under ``cfg``."""
+    strategy = strategy_from_config(cfg)
+    agg = build_aggregator(cfg, strategy, total_examples=100)
+    params = {k: np.zeros_like(v) for k, v in updates[0].delta.items()}
+    new, metrics = agg.merge(1, params, updates, strategy)
+    return ClientUpdate(-1, new, 0), metrics
+
+
 def test_secagg_mean_equals_the_plain_weighted_mean(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, "privacy.secagg=true")
-    agg = PrivateAggregator.build(cfg, total_examples=100)
-    assert agg is not None
     updates = _updates(np.random.default_rng(0), [10, 30, 60])
     params = {k: np.zeros_like(v) for k, v in updates[0].delta.items()}
 
-    pseudo, metrics = agg.aggregate(1, params, updates)
+    pseudo, metrics = _merge(cfg, updates)
 
     weights = np.array([10, 30, 60]) / 100
     for key in params:
@@ -59,13 +67,10 @@ def test_dynamic_under_secagg_matches_the_formula(tmp_path: Path) -> None:
         "strategy.distance_scale=none",
         "strategy.gamma=20",
     )
-    agg = PrivateAggregator.build(cfg, total_examples=100)
-    assert agg is not None
     rng = np.random.default_rng(1)
     updates = _updates(rng, [20, 30, 50])
-    params = {k: np.zeros_like(v) for k, v in updates[0].delta.items()}
 
-    pseudo, metrics = agg.aggregate(1, params, updates)
+    pseudo, metrics = _merge(cfg, updates)
 
     flat = [
         np.concatenate([u.delta[k].ravel() for k in sorted(u.delta)]) for u in updates
@@ -114,11 +119,8 @@ def test_target_epsilon_stops_before_the_budget_is_exceeded(tmp_path: Path) -> N
         "privacy.client_dp={target_epsilon=3.0, clip_norm=0.5}",
     )
     run = FederatedRun(build_experiment(cfg))
-    assert run.privacy is not None and run.privacy.dp is not None
-    # Ask for more rounds than σ was calibrated for: the engine must stop.
-    run.cfg = cfg.model_copy(
-        update={"federation": cfg.federation.model_copy(update={"rounds": 6})}
-    )
+    # Ask for more rounds than σ was calibrated for: the loop must stop.
+    run.loop.settings = dataclasses.replace(run.loop.settings, rounds=6)
     result = run.run()
     assert result.history[-1]["round"] < 6
     assert max(r.get("epsilon", 0.0) for r in result.history) <= 3.0
@@ -150,7 +152,8 @@ def test_unsound_privacy_settings_are_refused(
     tmp_path: Path, extra: tuple[str, ...], message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        PrivateAggregator.build(tiny_config(tmp_path, *extra), total_examples=100)
+        cfg = tiny_config(tmp_path, *extra)
+        build_aggregator(cfg, strategy_from_config(cfg), total_examples=100)
 
 
 def test_record_dp_per_example_gradients_match_single_example_backprop(

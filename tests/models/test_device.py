@@ -91,7 +91,11 @@ def meta_backbone(tiny_experiment: Experiment) -> Backbone:
     )
 
 
-OPTIONS = {"prompt_length": 3, "prefix_length": 3, "prefix_init": "random", "rank": 2}
+OPTIONS: dict[str, dict[str, object]] = {
+    "prompt": {"prompt_length": 3},
+    "prefix": {"prefix_length": 3, "prefix_init": "random"},
+    "lora": {"rank": 2},
+}
 
 
 @pytest.mark.parametrize("method", sorted(PEFT_METHODS))
@@ -99,7 +103,11 @@ def test_adapters_are_built_on_the_backbones_device(
     method: str, meta_backbone: Backbone
 ) -> None:
     adapter = build_adapter(
-        method, meta_backbone, 3, torch.Generator().manual_seed(0), **OPTIONS
+        method,
+        meta_backbone,
+        3,
+        torch.Generator().manual_seed(0),
+        **OPTIONS.get(method, {}),
     )
     assert adapter.device == META
     assert {p.device for p in adapter.parameters()} == {META}

@@ -176,7 +176,7 @@ def run_device_experiment(
         "rounds": cfg.federation.rounds,
         "seed": cfg.seed,
         "partition": cfg.partition.method,
-        "alpha": cfg.partition.alpha,
+        "alpha": cfg.partition.model_dump().get("alpha"),
         "backbone_parameters": exp.backbone.num_parameters,
         "federated": {
             "final_accuracy": float(evaluated[-1]["test_accuracy"]),
@@ -393,7 +393,7 @@ def summarize(
         "rounds": cfg.federation.rounds,
         "seed": cfg.seed,
         "partition": cfg.partition.method,
-        "alpha": cfg.partition.alpha,
+        "alpha": cfg.partition.model_dump().get("alpha"),
         "trainable_parameters": fed.model.num_trainable(),
         "backbone_parameters": exp.backbone.num_parameters,
         "federated": {
@@ -485,7 +485,7 @@ def save_adapter(fed: FederatedResult, exp: Experiment, out: Path) -> None:
     meta = {
         "method": cfg.peft.method,
         "backbone": cfg.model.backbone,
-        "prompt_length": cfg.peft.prompt_length,
+        "peft": cfg.peft.model_dump(mode="json"),
         "num_classes": exp.num_classes,
         "label_names": list(exp.corpus.label_names),
         "max_length": cfg.model.max_length,

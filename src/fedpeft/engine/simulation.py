@@ -26,7 +26,7 @@ from fedpeft.engine.embedded import EmbeddedRuntime
 from fedpeft.engine.loop import LoopResult, LoopSettings, Record, RoundLoop, Server
 from fedpeft.experiment import Experiment
 from fedpeft.peft.base import AdapterClassifier
-from fedpeft.peft.config import peft_config
+from fedpeft.peft.lora.config import LoraConfig
 from fedpeft.server.aggregators import PlainAggregator
 from fedpeft.server.build import build_aggregator
 from fedpeft.server.mixed_lora import HETERO_RULES, LoraSize, MixedLoraServer
@@ -200,7 +200,7 @@ class FederatedRun:
                     f"{size.label}: the backbone has only {num_layers} layers"
                 )
         ffa = self.rule == "ffa"
-        lora: Any = cfg.peft if cfg.peft.method == "lora" else peft_config("lora")
+        lora = cfg.peft if isinstance(cfg.peft, LoraConfig) else LoraConfig()
 
         def build(shape: Shape) -> AdapterClassifier:
             rank, layers = shape if shape is not None else (lora.rank, 0)
