@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -180,3 +182,39 @@ def test_excluded_clients_are_never_sampled_but_are_evaluated(
     assert len(result.history) == tiny_experiment.config.federation.rounds + 1
     held = [k for k, c in enumerate(tiny_experiment.clients) if len(c.val)]
     assert sorted(result.client_val_accuracy) == held and {1, 2} <= set(held)
+
+
+class RunKilledError(Exception):
+    pass
+
+
+def test_a_killed_device_run_resumes_to_the_uninterrupted_result(
+    tiny_experiment: Experiment, tmp_path: Path
+) -> None:
+    sizes: list[LoraSize | None] = [LoraSize(2, 1), LoraSize(4, 0), None, LoraSize(4)]
+
+    def kill_after_round_1(record: dict) -> None:  # type: ignore[type-arg]
+        if record["round"] == 1:
+            raise RunKilledError
+
+    straight = FederatedRun(
+        tiny_experiment, run_dir=tmp_path / "a", sizes=sizes, rule="flexlora"
+    ).run()
+    with pytest.raises(RunKilledError):
+        FederatedRun(
+            tiny_experiment,
+            run_dir=tmp_path / "b",
+            sizes=sizes,
+            rule="flexlora",
+            on_round=kill_after_round_1,
+        ).run()
+    resumed = FederatedRun(
+        tiny_experiment, run_dir=tmp_path / "b", sizes=sizes, rule="flexlora"
+    ).run(resume=True)
+
+    assert len(resumed.history) == len(straight.history) == 3
+    for key, value in straight.params.items():
+        np.testing.assert_array_equal(resumed.params[key], value)
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        keep = [k for k in a if "seconds" not in k]
+        assert {k: a[k] for k in keep} == {k: b[k] for k in keep}
