@@ -9,14 +9,11 @@ from hypothesis import strategies as st
 
 from fedpeft.aggregation.lora import (
     RankScaling,
-    component_norms,
     fedavg_lora,
     ffa_lora_aggregate,
     flexlora_aggregate,
     flexlora_distribute,
-    flora_stack,
     hetlora_aggregate,
-    hetlora_self_prune,
     hetlora_truncate,
     hetlora_weights,
     lora_pairs,
@@ -104,7 +101,7 @@ def test_lora_products_hand_value() -> None:
 def test_all_rules_reject_bad_weights(weights: list[float], match: str) -> None:
     rng = np.random.default_rng(1)
     states = [_state(rng, 2), _state(rng, 3)]
-    for rule in (hetlora_aggregate, flora_stack, ffa_lora_aggregate):
+    for rule in (hetlora_aggregate, ffa_lora_aggregate):
         with pytest.raises(ValueError, match=match):
             rule(states, weights)
     with pytest.raises(ValueError, match=match):
@@ -115,15 +112,15 @@ def test_rejects_bad_states() -> None:
     rng = np.random.default_rng(2)
     good = _state(rng, 2)
     with pytest.raises(ValueError, match="zero client states"):
-        flora_stack([], [])
+        hetlora_aggregate([], [])
     with pytest.raises(ValueError, match="NaN"):
-        flora_stack([good, {**good, VB: _f32(np.full((OUT, 2), np.nan))}], [1, 1])
+        hetlora_aggregate([good, {**good, VB: _f32(np.full((OUT, 2), np.nan))}], [1, 1])
     with pytest.raises(ValueError, match=r"\(out, in\)"):
-        flora_stack([good, {**good, QA: _f32(np.ones((2, IN + 1)))}], [1, 1])
+        hetlora_aggregate([good, {**good, QA: _f32(np.ones((2, IN + 1)))}], [1, 1])
     with pytest.raises(ValueError, match="has keys"):
-        flora_stack([good, {**good, "extra": _f32([1.0])}], [1, 1])
+        hetlora_aggregate([good, {**good, "extra": _f32([1.0])}], [1, 1])
     with pytest.raises(ValueError, match=r"head\.bias' has shape"):
-        flora_stack([good, {**good, "head.bias": _f32([1.0])}], [1, 1])
+        hetlora_aggregate([good, {**good, "head.bias": _f32([1.0])}], [1, 1])
     with pytest.raises(ValueError, match="no lora_A/lora_B pairs"):
         hetlora_aggregate([{"w": _f32([1.0])}], [1])
 
@@ -220,43 +217,6 @@ def test_hetlora_single_client_round_trips() -> None:
         np.testing.assert_allclose(back[k], small[k], rtol=1e-6, atol=1e-7)
 
 
-def _components(norms: list[float]) -> Params:
-    """One pair whose component i has contribution exactly norms[i]."""
-    r = len(norms)
-    a = np.zeros((r, r), np.float32)
-    np.fill_diagonal(a, 1.0)
-    return {"x.lora_A": a, "x.lora_B": _f32(np.diag(norms))}
-
-
-def test_hetlora_self_prune_drops_weak_trailing_components() -> None:
-    state = _components([4.0, 2.0, 0.1, 0.05])
-    np.testing.assert_allclose(component_norms(state), [4, 2, 0.1, 0.05], rtol=1e-6)
-    pruned, rank = hetlora_self_prune(state, gamma=0.1)  # threshold 0.4
-    assert rank == 2 and pruned["x.lora_A"].shape == (2, 4)
-    # B x s(4)/s(2) = 1/2 keeps each kept component's effective contribution
-    np.testing.assert_allclose(pruned["x.lora_B"][:2, :2], np.diag([2.0, 1.0]))
-    assert hetlora_self_prune(state, gamma=0.1, min_rank=3)[1] == 3
-    assert hetlora_self_prune(state, gamma=0.0)[1] == 4
-    # a weak interior component stays: only a suffix is removed
-    assert hetlora_self_prune(_components([4.0, 0.1, 2.0, 0.01]), gamma=0.1)[1] == 3
-    # an untrained adapter (all contributions 0) is not pruned
-    assert hetlora_self_prune(_components([0.0, 0.0, 0.0]), gamma=0.5)[1] == 3
-
-
-def test_hetlora_self_prune_rejects_bad_arguments() -> None:
-    state = _components([1.0, 1.0])
-    with pytest.raises(ValueError, match=r"gamma must be in \[0, 1\]"):
-        hetlora_self_prune(state, gamma=1.5)
-    with pytest.raises(ValueError, match="min_rank must be >= 1"):
-        hetlora_self_prune(state, gamma=0.5, min_rank=0)
-    mixed = {
-        **state,
-        **{k.replace("x.", "y."): v for k, v in _components([1.0]).items()},
-    }
-    with pytest.raises(ValueError, match="share one rank"):
-        hetlora_self_prune(mixed, gamma=0.5)
-
-
 # ------------------------------------------------------------------ FlexLoRA
 
 
@@ -326,38 +286,6 @@ def test_flexlora_is_best_rank_r_and_transposed_split_fails() -> None:
     with pytest.raises(ValueError, match=r"rank must be in \[1, min\(out, in\)\]"):
         flexlora_distribute(prods, IN + 1, alpha=8.0)
     np.testing.assert_array_equal(client["head.bias"], prods["head.bias"])
-
-
-# ------------------------------------------------------------------ FLoRA
-
-
-def test_flora_stack_hand_computed() -> None:
-    c1 = {"x.lora_A": _f32([[1, 2]]), "x.lora_B": _f32([[1], [1]])}
-    c2 = {"x.lora_A": _f32([[0, 1]]), "x.lora_B": _f32([[2], [0]])}
-    out = flora_stack([c1, c2], [1, 3])
-    # R = 2, c_k = w_k · s(1)/s(2) = 2 w_k -> rows 0.5·A_1 and 1.5·A_2
-    np.testing.assert_allclose(out["x.lora_A"], [[0.5, 1.0], [0.0, 1.5]])
-    np.testing.assert_allclose(out["x.lora_B"], [[1, 2], [1, 0]])
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    ranks=st.lists(st.integers(1, 4), min_size=1, max_size=4),
-    scaling=st.sampled_from(["standard", "rslora"]),
-)
-def test_flora_stack_reconstructs_weighted_products_exactly(
-    seed: int, ranks: list[int], scaling: RankScaling
-) -> None:
-    rng = np.random.default_rng(seed)
-    states = [_state(rng, r) for r in ranks]
-    w = list(rng.uniform(0.1, 3.0, size=len(ranks)))
-    out = flora_stack(states, w, rank_scaling=scaling)
-    assert lora_rank(out) == {Q: sum(ranks), V: sum(ranks)}
-    got = lora_products(out, alpha=16.0, rank_scaling=scaling)
-    want = _mean_products(states, w, 16.0, scaling)
-    for name in want:
-        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------ FFA-LoRA

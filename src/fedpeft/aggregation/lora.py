@@ -13,7 +13,7 @@ with ``s(r) = α / r`` (``"standard"``, Hu et al. 2021, eq. 3) or ``α / √r``
 that name. Every other key is *dense* (heads, biases) and is averaged with the
 client weights by :func:`fedpeft.aggregation.mean.weighted_mean`.
 
-Rank changes (padding, truncation, pruning) keep ΔW in *effective units*: when a
+Rank changes (padding, truncation) keep ΔW in *effective units*: when a
 component moves from rank r to rank r', its B column is multiplied by
 ``s(r) / s(r')`` so that ``s · B[:, i] ⊗ A[i, :]`` is unchanged. α cancels from
 that ratio, so only the methods that return ΔW itself (FlexLoRA) take α. With
@@ -204,7 +204,7 @@ def fedavg_lora(states: Sequence[ParamsLike], weights: npt.ArrayLike) -> Params:
     if any(r != ranks[0] for r in ranks):
         raise ValueError(
             f"fedavg_lora needs equal ranks, got {ranks}; use hetlora_aggregate, "
-            "flexlora_aggregate, flora_stack or ffa_lora_aggregate"
+            "flexlora_aggregate or ffa_lora_aggregate"
         )
     return weighted_mean(states, weights)
 
@@ -304,67 +304,6 @@ def hetlora_truncate(
             np.float32
         )
     return out
-
-
-def component_norms(params: ParamsLike) -> Float64Array:
-    """Contribution of each rank component over the whole adapter, shape (r,).
-
-    ``c_i = sqrt(Σ_pairs (‖B[:, i]‖₂ · ‖A[i, :]‖₂)²)``; note
-    ``‖B[:, i] ⊗ A[i, :]‖_F = ‖B[:, i]‖₂ · ‖A[i, :]‖₂``.
-
-    Raises:
-        ValueError: if the pairs do not all share one rank.
-    """
-    ranks = set(lora_rank(params).values())
-    if len(ranks) != 1:
-        raise ValueError(f"all pairs must share one rank, got ranks {sorted(ranks)}")
-    sq = np.zeros(ranks.pop())
-    for ka, kb in lora_pairs(params).values():
-        a, b = np.asarray(params[ka], np.float64), np.asarray(params[kb], np.float64)
-        sq += (np.linalg.norm(b, axis=0) * np.linalg.norm(a, axis=1)) ** 2
-    norms: Float64Array = np.sqrt(sq)
-    return norms
-
-
-def hetlora_self_prune(
-    state: ParamsLike,
-    gamma: float,
-    min_rank: int = 1,
-    *,
-    rank_scaling: RankScaling = "standard",
-) -> tuple[Params, int]:
-    """Client-side rank self-pruning: drop weak *trailing* rank components.
-
-    Cho et al. 2024 (§3.1) prune to ⌊γ r⌋ when the regularised norm of the
-    trailing components shrank since the last round, which needs per-client
-    history. This stateless variant keeps components ``0 .. r'-1`` where r'-1
-    is the last index with ``c_i >= gamma · max_j c_j`` (:func:`component_norms`),
-    then ``r' = min(r, max(r', min_rank))``. Only a suffix is removed, so ranks
-    stay nested prefixes. An all-zero adapter (max c = 0) is not pruned.
-
-    Args:
-        state: A client state whose pairs share one rank r.
-        gamma: Relative threshold in [0, 1]; 0 never prunes.
-        min_rank: Floor for the new rank (>= 1).
-        rank_scaling: Scaling convention; B is rescaled as in
-            :func:`hetlora_truncate`.
-
-    Returns:
-        The pruned state (float32) and its rank r'.
-
-    Raises:
-        ValueError: for gamma outside [0, 1], min_rank < 1 or mixed ranks.
-    """
-    if not (0.0 <= gamma <= 1.0):
-        raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
-    if min_rank < 1:
-        raise ValueError(f"min_rank must be >= 1, got {min_rank}")
-    c = component_norms(state)  # (r,)
-    rank = c.size
-    if c.max() > 0:
-        kept = int(np.flatnonzero(c >= gamma * c.max())[-1]) + 1
-        rank = min(rank, max(kept, min_rank))
-    return hetlora_truncate(state, rank, rank_scaling=rank_scaling), rank
 
 
 # ---------------------------------------------------------------- FlexLoRA
@@ -467,43 +406,6 @@ def _null_rows(null_A: ParamsLike, key: str, rank: int, width: int) -> Float64Ar
             f"null_A[{key!r}] has shape {rows.shape}, need (>= {rank}, {width})"
         )
     return rows[:rank]
-
-
-# ---------------------------------------------------------------- FLoRA
-
-
-def flora_stack(
-    states: Sequence[ParamsLike],
-    weights: npt.ArrayLike,
-    *,
-    rank_scaling: RankScaling = "standard",
-) -> Params:
-    """FLoRA server step: stack the clients' factors into one rank-Σr_k adapter.
-
-    Wang et al. 2024 ("FLoRA: Federated Fine-Tuning Large Language Models with
-    Heterogeneous Low-Rank Adaptations", §3.2, eq. 5). Per pair, R = Σ_k r_k::
-
-        A = [c_1 A_1; ...; c_K A_K]   # (R, in),  c_k = w_k · s(r_k) / s(R)
-        B = [B_1, ..., B_K]           # (out, R)
-
-    so ``s(R) · B @ A = Σ_k w_k s(r_k) B_k A_k`` exactly (α cancels). Dense keys
-    are weight-averaged. The server then merges ΔW into the base weights and
-    clients restart their adapters (not done here).
-    """
-    pairs = _check_states(states)
-    w = _normalised(weights, len(states))
-    out = _dense_mean(states, pairs, w)
-    for ka, kb in pairs.values():
-        total = sum(s[ka].shape[0] for s in states)
-        blocks = [
-            w_k
-            * _ratio(s[ka].shape[0], total, rank_scaling)
-            * np.asarray(s[ka], np.float64)
-            for w_k, s in zip(w, states, strict=True)
-        ]
-        out[ka] = np.concatenate(blocks, axis=0).astype(np.float32)
-        out[kb] = np.concatenate([s[kb] for s in states], axis=1).astype(np.float32)
-    return out
 
 
 # ---------------------------------------------------------------- FFA-LoRA
