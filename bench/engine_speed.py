@@ -66,11 +66,11 @@ import torch.nn.functional as F
 from fedpeft.client.batched import concat_batches, length_buckets, sub_batch
 from fedpeft.client.local import _batch_orders
 from fedpeft.config import load_config
-from fedpeft.experiment import Experiment, build_experiment
-from fedpeft.seeding import stream
 from fedpeft.engine.simulation import FederatedRun
+from fedpeft.experiment import Experiment, build_experiment
 from fedpeft.models.device import describe_device
 from fedpeft.models.precision import autocast
+from fedpeft.seeding import stream
 
 WORKLOAD = [
     "data.corpus=rotten-tomatoes",
@@ -139,7 +139,7 @@ def engine_variant(exp: Experiment, batched: bool, precision: str) -> FederatedR
 
 def selected(exp: Experiment, rnd: int) -> list[int]:
     """Round ``rnd``'s clients, as every engine variant draws them."""
-    return [int(k) for k in FederatedRun(exp).select(rnd)]
+    return FederatedRun(exp).loop.select(rnd)
 
 
 def plain_loop(exp: Experiment, rnd: int, params: dict[str, np.ndarray]) -> float:
@@ -303,7 +303,7 @@ def accuracy() -> dict[str, Any]:
             ],
         )
         started = time.perf_counter()
-        summary = run_experiment(cfg)
+        summary = run_experiment(cfg, overwrite=True)
         out[name] = {
             "final_accuracy": summary["federated"]["final_accuracy"],
             "final_macro_f1": summary["federated"]["final_macro_f1"],

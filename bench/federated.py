@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from fedpeft.config import load_config
-from fedpeft.engine.runner import rounds_to_reach, run_experiment
+from fedpeft.engine.runner import run_experiment
+from fedpeft.engine.summary import rounds_to_reach
 from fedpeft.rundir.sink import read_metrics
 
 BASE = [

@@ -21,8 +21,8 @@ import torch
 
 from fedpeft.client.flops import FlopMeter
 from fedpeft.config import load_config
-from fedpeft.experiment import build_experiment
 from fedpeft.engine.simulation import FederatedRun
+from fedpeft.experiment import build_experiment
 
 RESULTS = Path("bench/results/flop_meter.json")
 
@@ -44,7 +44,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for name in seconds:
             run = FederatedRun(exp)
-            run.flops = FlopMeter(fit_lengths=name == "fitted lengths")
+            run.client.flops = FlopMeter(fit_lengths=name == "fitted lengths")
             result = run.run()
             seconds[name].append(
                 sum(r.get("train_seconds", 0.0) for r in result.history)

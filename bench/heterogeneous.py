@@ -43,9 +43,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from federated import BASE
 
 from fedpeft.config import load_config
+from fedpeft.devices.plan import DevicePlan, plan_devices
 from fedpeft.devices.profiles import GIB
+from fedpeft.engine.simulation import FederatedRun
 from fedpeft.experiment import build_experiment
-from fedpeft.engine.hetero import DevicePlan, HeteroLoraRun, LoraSize, plan_devices
+from fedpeft.server.mixed_lora import LoraSize
 
 MENU = (LoraSize(2, 1), LoraSize(4, 2), LoraSize(8, 4), LoraSize(16, 0))
 RUNS = {
@@ -139,11 +141,11 @@ def main() -> None:
         policy, _, rule = RUNS[name]
         alloc, sizes = plans[name].allocation, plans[name].sizes
         started = time.perf_counter()
-        result = HeteroLoraRun(exp, sizes, rule).run()
+        result = FederatedRun(exp, sizes=sizes, rule=rule).run()
         last = result.history[-1]
         trained = result.history[1:]
-        client_rounds = sum(len(r["clients"]) for r in trained)
-        accs = np.array(result.client_val_accuracy)
+        client_rounds = sum(len(r["accepted_clients"]) for r in trained)
+        accs = np.array([result.client_val_accuracy[k] for k in range(n)])
         others = [k for k in range(n) if k not in weak]
         runs[name] = {
             "policy": policy,

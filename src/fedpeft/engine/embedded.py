@@ -66,7 +66,10 @@ class EmbeddedRuntime:
             return self.client.fit(ins)
         except CLIENT_ERRORS as err:
             logger.warning(
-                "round %d: client %d failed (%s); dropped", ins.round, ins.client_id, err
+                "round %d: client %d failed (%s); dropped",
+                ins.round,
+                ins.client_id,
+                err,
             )
             return f"{type(err).__name__}: {err}"
 

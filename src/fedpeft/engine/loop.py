@@ -100,6 +100,8 @@ class LoopResult:
     history: list[Record]
     params: Params
     totals: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    """Time spent in the loop, over every session of a resumed run."""
 
 
 @dataclass
@@ -126,10 +128,14 @@ class RoundLoop:
     on_round: Callable[[Record], None] | None = None
 
     def __post_init__(self) -> None:
-        self.sink = MetricsSink(self.run_dir / "metrics.jsonl") if self.run_dir else None
+        self.sink = (
+            MetricsSink(self.run_dir / "metrics.jsonl") if self.run_dir else None
+        )
+        self._clock = (time.perf_counter(), 0.0)  # (this session's start, before it)
 
     def run(self, resume: bool = False) -> LoopResult:
         """All rounds, continuing after the last checkpoint when ``resume``."""
+        self._clock = (time.perf_counter(), 0.0)
         params, history, start = self._start(resume)
         for rnd in range(start, self.settings.rounds + 1):
             if self.server.aggregator.budget_exhausted():
@@ -142,7 +148,7 @@ class RoundLoop:
             params, record = self.run_round(rnd, params)
             history.append(record)
             self._persist(rnd, params, history, record)
-        return LoopResult(history, params, totals(history))
+        return LoopResult(history, params, totals(history), self._wall())
 
     # ------------------------------------------------------------ start
     def _start(self, resume: bool) -> tuple[Params, list[Record], int]:
@@ -155,6 +161,7 @@ class RoundLoop:
                 self.record_dp.replay(ckpt.history)
             if self.sink:
                 self.sink.reset(ckpt.history)
+            self._clock = (self._clock[0], float(ckpt.extra.get("wall_seconds", 0.0)))
             logger.info("resuming %s after round %d", self.settings.label, ckpt.round)
             return ckpt.params, list(ckpt.history), ckpt.round + 1
         if self.sink:
@@ -210,10 +217,8 @@ class RoundLoop:
         replies = self.runtime.run(instructions)
         references = {ins.client_id: ins.payload for ins in instructions}
         updates = [r.update for r in replies if r.update is not None]
-        screened = screen_updates(
-            updates, references, self.settings.update_norm_ratio
-        )
-        for k, why in screened.rejected.items():
+        screened = screen_updates(updates, references, self.settings.update_norm_ratio)
+        for why in screened.rejected.values():
             logger.warning("round %d: %s; update rejected", rnd, why)
         failed = [r.client_id for r in replies if r.update is None]
         if selected and len(failed) == len(selected):
@@ -280,10 +285,20 @@ class RoundLoop:
         if self.run_dir:
             save_checkpoint(
                 self.run_dir / "checkpoint",
-                Checkpoint(rnd, params, self.server.state_dict(), history, {}),
+                Checkpoint(
+                    rnd,
+                    params,
+                    self.server.state_dict(),
+                    history,
+                    {"wall_seconds": self._wall()},
+                ),
             )
         if self.on_round:
             self.on_round(record)
+
+    def _wall(self) -> float:
+        started, before = self._clock
+        return before + time.perf_counter() - started
 
 
 def _secagg_bytes(record: Record, stats: Metrics, senders: int) -> None:

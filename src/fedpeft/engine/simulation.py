@@ -21,7 +21,7 @@ from fedpeft.client.algorithm import GradientClient, TrainSettings
 from fedpeft.client.evaluate import evaluate_many
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.pool import AdapterPool, Shape
-from fedpeft.config import ClientSection, ConfigError, RunConfig, StrategySection
+from fedpeft.config import ClientSection, ConfigError, StrategySection
 from fedpeft.engine.embedded import EmbeddedRuntime
 from fedpeft.engine.loop import LoopResult, LoopSettings, Record, RoundLoop, Server
 from fedpeft.experiment import Experiment
@@ -47,6 +47,7 @@ class FederatedResult:
     model: AdapterClassifier
     totals: dict[str, float] = field(default_factory=dict)
     client_val_accuracy: dict[int, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
 
 
 @dataclass
@@ -119,9 +120,7 @@ class FederatedRun:
             if self.private
             else PlainAggregator()
         )
-        record_dp = (
-            RecordDPLedger.build(cfg, sizes, strategy) if self.private else None
-        )
+        record_dp = RecordDPLedger.build(cfg, sizes, strategy) if self.private else None
         self.model = exp.new_adapter(self.method)
         server: Server
         if self.sizes is None:
@@ -215,7 +214,9 @@ class FederatedRun:
         if not held:
             raise ValueError("every client is excluded; nothing can train")
         if self.rule not in HETERO_RULES:
-            raise ValueError(f"rule={self.rule!r} is unknown; use one of {HETERO_RULES}")
+            raise ValueError(
+                f"rule={self.rule!r} is unknown; use one of {HETERO_RULES}"
+            )
         full = LoraSize(max(s.rank for s in held), 0)
         reference = build(full.shape)
         initial = {
@@ -224,8 +225,7 @@ class FederatedRun:
             if p.requires_grad or LORA_A in n
         }
         layouts = {
-            s: list(build(s.shape).trainable_state_like())
-            for s in {*held, full}
+            s: list(build(s.shape).trainable_state_like()) for s in {*held, full}
         }
         server = MixedLoraServer(
             self.sizes,
@@ -236,10 +236,12 @@ class FederatedRun:
             lora.rank_scaling,
             aggregator,
         )
-        self.pool = AdapterPool(
-            build,
-            (lambda shape: server.frozen_a(LoraSize(*shape))) if ffa else None,
-        )
+
+        def frozen(shape: Shape) -> Params:
+            assert shape is not None  # mixed runs always name a size
+            return server.frozen_a(LoraSize(*shape))
+
+        self.pool = AdapterPool(build, frozen if ffa else None)
         self.model = self.pool(full.shape)
         return server, initial
 
@@ -248,6 +250,8 @@ class FederatedRun:
         """Run all rounds (continuing from the last checkpoint if ``resume``)."""
         result: LoopResult = self.loop.run(resume)
         state, shape = self.loop.server.eval_state(result.params)
+        if not self.evaluator.client_accuracy:  # resumed after the last round
+            self.evaluator(state, shape)
         model = self.pool(shape)
         model.load_trainable_state(state)
         return FederatedResult(
@@ -256,6 +260,7 @@ class FederatedRun:
             model,
             result.totals,
             dict(self.evaluator.client_accuracy),
+            result.wall_seconds,
         )
 
     def initial_round(self) -> tuple[Params, dict[str, Any]]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedpeft.rundir.files import write_atomic, write_synced
 from fedpeft.types import Params
 from fedpeft.wire import deserialize, serialize
 
@@ -51,19 +52,6 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    _write_synced(tmp, data)
-    os.replace(tmp, path)
-
-
 def save_checkpoint(directory: Path, ckpt: Checkpoint, keep: int = 1) -> Path:
     """Write ``ckpt`` under ``directory`` and point ``LATEST`` at it.
 
@@ -80,7 +68,7 @@ def save_checkpoint(directory: Path, ckpt: Checkpoint, keep: int = 1) -> Path:
     hashes = {}
     for name, arrays in zip(ARRAYS, (ckpt.params, ckpt.strategy_state), strict=True):
         blob = serialize(arrays)
-        _write_synced(staging / f"{name}.safetensors", blob)
+        write_synced(staging / f"{name}.safetensors", blob)
         hashes[name] = _sha256(blob)
     state = {
         "round": ckpt.round,
@@ -89,9 +77,9 @@ def save_checkpoint(directory: Path, ckpt: Checkpoint, keep: int = 1) -> Path:
         "sha256": hashes,
     }
     state_blob = json.dumps(state).encode("utf-8")
-    _write_synced(staging / STATE, state_blob)
+    write_synced(staging / STATE, state_blob)
     os.replace(staging, target)
-    _write_atomic(directory / LATEST, f"{target.name} {_sha256(state_blob)}\n".encode())
+    write_atomic(directory / LATEST, f"{target.name} {_sha256(state_blob)}\n".encode())
     for old in sorted(directory.glob("round-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target

@@ -10,7 +10,6 @@ lock (``.lock``) for as long as the run writes, and only then writes
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tomllib
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from typing import Any
 import tomli_w
 
 from fedpeft.config import ConfigError, RunConfig
+from fedpeft.rundir.files import write_atomic
 from fedpeft.rundir.lock import FileLock, LockHeldError, lock_holder
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class RunDirectory:
                 logger.warning("--overwrite: deleting %s", _listing(existing))
                 _clear(self.path, existing)
             if not (self.path / CONFIG_FILE).exists():
-                _write_atomic(self.path / CONFIG_FILE, tomli_w.dumps(self.config))
+                write_atomic(self.path / CONFIG_FILE, tomli_w.dumps(self.config))
         except BaseException:
             self._lock.release()
             raise
@@ -213,13 +213,3 @@ def _clear(path: Path, entries: list[Path]) -> None:
         else:
             entry.unlink()
     logger.info("cleared %s for --overwrite", path)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
