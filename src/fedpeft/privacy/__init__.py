@@ -33,7 +33,6 @@ from fedpeft.privacy.compatibility import (
     DpStrategyRule,
     check_strategy_compatible,
 )
-from fedpeft.privacy.config import MODES, ClientDPConfig, Mode, RecordDPConfig
 from fedpeft.privacy.dpfedavg import (
     DpMeanStats,
     dp_mean,
@@ -55,17 +54,13 @@ from fedpeft.privacy.sampling import poisson_batches, poisson_subsample
 
 __all__ = [
     "ACCOUNTANT_KINDS",
-    "MODES",
     "SAMPLINGS",
     "AccountantKind",
-    "ClientDPConfig",
     "DpMeanStats",
     "DpStrategyRule",
-    "Mode",
     "NoiseParams",
     "PrivacyAccountant",
     "PrivacyBudget",
-    "RecordDPConfig",
     "Sampling",
     "UnsupportedAccountingError",
     "add_noise",
