@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fedpeft.client import evaluate, fit_head, train_adapter
-from fedpeft.client.local import build_optimizer
+from fedpeft.client import evaluate, train_adapter
+from fedpeft.client.probe import probe_start
+from fedpeft.client.steps import build_optimizer
 from fedpeft.experiment import Experiment
 from fedpeft.seeding import stream
 
@@ -33,16 +34,9 @@ def run_centralized(
     model = exp.new_adapter(method)
     if cfg.peft.head_init == "probe":
         model.load_trainable_state(
-            {
-                **model.trainable_state(),
-                **fit_head(
-                    model,
-                    exp.train,
-                    c.probe_iters,
-                    c.probe_l2,
-                    cfg.model.eval_precision,
-                ),
-            }
+            probe_start(
+                model, model.trainable_state(), exp.train, c, cfg.model.eval_precision
+            )
         )
     prec, bs = cfg.model.eval_precision, cfg.federation.eval_batch_size
     records = [

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from fedpeft.client import evaluate, fit_head, train_adapter
+from fedpeft.client import evaluate, train_adapter
 from fedpeft.client.batched import ClientJob, supports_batching, train_clients_batched
+from fedpeft.client.probe import probe_start
 from fedpeft.config import ClientSection
 from fedpeft.experiment import Experiment
-from fedpeft.seeding import stream
 from fedpeft.peft.base import AdapterClassifier
+from fedpeft.seeding import stream
 from fedpeft.types import Params
 
 
@@ -74,15 +75,11 @@ def local_models(
     starts: list[Params] = []
     for client in exp.clients:
         if cfg.peft.head_init == "probe":
-            model.load_trainable_state(start)
-            head = fit_head(
-                model,
-                client.train,
-                local_cfg.probe_iters,
-                local_cfg.probe_l2,
-                cfg.model.eval_precision,
+            starts.append(
+                probe_start(
+                    model, start, client.train, local_cfg, cfg.model.eval_precision
+                )
             )
-            starts.append({**start, **head})
         else:
             starts.append(start)
     rngs = [stream(cfg.seed, "baseline", 1, k) for k in range(len(exp.clients))]

@@ -20,7 +20,7 @@ from fedpeft.client.batched import ClientJob, supports_batching, train_clients_b
 from fedpeft.client.dp_local import RecordDP, dp_train_clients_batched
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.local import finish_update, local_update
-from fedpeft.client.probe import fit_head
+from fedpeft.client.probe import probe_start
 from fedpeft.config import ClientSection
 from fedpeft.messages import Instruction
 from fedpeft.models.tokenized import TokenizedDataset
@@ -177,10 +177,9 @@ class GradientClient:
 
     def probe(self, ins: Instruction) -> ClientUpdate:
         s = self.settings
-        model = self.model_for(ins.shape)
-        model.load_trainable_state(ins.payload)
         train = self.data_for(ins.client_id).train
-        head = fit_head(
-            model, train, s.client.probe_iters, s.client.probe_l2, s.eval_precision
+        state = probe_start(
+            self.model_for(ins.shape), ins.payload, train, s.client, s.eval_precision
         )
+        head = {k: v for k, v in state.items() if k.startswith("head.")}
         return ClientUpdate(ins.client_id, head, len(train))

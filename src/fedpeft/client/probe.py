@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedpeft.config import ClientSection
 from fedpeft.models.embed import map_pooled
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
@@ -93,3 +94,17 @@ def fit_head(
     return fit_linear_head(
         feats, data.labels, model.head.out_features, max_iter, l2, init
     )
+
+
+def probe_start(
+    model: AdapterClassifier,
+    state: Params,
+    data: TokenizedDataset,
+    cfg: ClientSection,
+    precision: str = "bf16",
+) -> Params:
+    """``state`` with its head refitted as a linear probe on ``data``'s features
+    under ``state`` (an LP-FT warm start; ``model`` is left holding ``state``)."""
+    model.load_trainable_state(state)
+    head = fit_head(model, data, cfg.probe_iters, cfg.probe_l2, precision)
+    return {**state, **head}

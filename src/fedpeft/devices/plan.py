@@ -18,6 +18,8 @@ from fedpeft.devices.menus import lora_option
 from fedpeft.devices.profiles import DeviceProfile, draw_profiles
 from fedpeft.experiment import Experiment
 from fedpeft.server.mixed_lora import LoraSize
+
+
 @dataclass(frozen=True)
 class DevicePlan:
     """Who trains which LoRA size, and what the device model predicts.

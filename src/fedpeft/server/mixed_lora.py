@@ -114,7 +114,9 @@ class MixedLoraServer:
 
     def __post_init__(self) -> None:
         if self.rule not in HETERO_RULES:
-            raise ValueError(f"rule={self.rule!r} is unknown; use one of {HETERO_RULES}")
+            raise ValueError(
+                f"rule={self.rule!r} is unknown; use one of {HETERO_RULES}"
+            )
         held = [s for s in self.sizes if s is not None]
         if not held:
             raise ValueError("every client is excluded; nothing can train")
@@ -266,4 +268,3 @@ class MixedLoraServer:
             b[:, :r_h] = merged[kb] * ratio
             out[ka], out[kb] = a, b
         return out
-
