@@ -58,3 +58,14 @@ def test_malformed_updates_are_rejected_with_the_reason(
     out = screen_updates([_update(0, 1.0), bad], _refs(2), 20.0)
     assert [u.client_id for u in out.accepted] == [0]
     assert reason in out.rejected[1]
+
+
+def test_the_round_reports_its_largest_norm_over_the_lower_median() -> None:
+    updates = [_update(0, 1.0), _update(1, 5.0), _update(2, 2.0), _update(3, 3.0)]
+    norms = sorted(
+        float(np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for v in u.delta.values())))
+        for u in updates
+    )
+    out = screen_updates(updates, _refs(4), 20.0)
+    assert out.max_norm_ratio == pytest.approx(norms[-1] / norms[1])  # lower median
+    assert np.isnan(screen_updates(updates[:1], _refs(1), 20.0).max_norm_ratio)

@@ -232,6 +232,7 @@ class RoundLoop:
         record = self._record(rnd, selected, replies, screened.accepted, agg)
         record["failed_clients"] = failed
         record["rejected_clients"] = sorted(screened.rejected)
+        record["update_norm_ratio_max"] = screened.max_norm_ratio
         s = self.settings
         if rnd % s.eval_every == 0 or rnd == s.rounds:
             record.update(self._evaluate(params))

@@ -26,10 +26,12 @@ from fedpeft.types import ClientUpdate, Params, check_params_like
 
 @dataclass(frozen=True)
 class Screened:
-    """The round's accepted updates and the rejected ones with their reasons."""
+    """The round's accepted updates, the rejected ones with their reasons, and
+    the largest valid norm over the lower median (``nan`` for < 2 updates)."""
 
     accepted: list[ClientUpdate]
     rejected: dict[int, str]
+    max_norm_ratio: float = float("nan")
 
 
 def screen_updates(
@@ -70,10 +72,13 @@ def screen_updates(
             rejected[u.client_id] = str(err)
             continue
         valid.append(u)
-    if norm_ratio <= 0 or len(valid) < 2:
+    if len(valid) < 2:
         return Screened(valid, rejected)
     norms = np.array([global_norm(u.delta) for u in valid])
     median = float(np.sort(norms)[(len(norms) - 1) // 2])  # lower median
+    ratio = float(norms.max() / median) if median > 0 else float("nan")
+    if norm_ratio <= 0:
+        return Screened(valid, rejected, ratio)
     accepted = []
     for u, norm in zip(valid, norms, strict=True):
         if median > 0 and norm > norm_ratio * median:
@@ -84,4 +89,4 @@ def screen_updates(
             )
         else:
             accepted.append(u)
-    return Screened(accepted, rejected)
+    return Screened(accepted, rejected, ratio)
