@@ -19,6 +19,7 @@ from fedpeft.experiment import check_names
 from fedpeft.peft import PEFT_METHODS, PeftConfig, peft_config
 from fedpeft.peft.lora.config import LoraConfig
 from fedpeft.registry import ConfigRegistry
+from fedpeft.strategies import STRATEGIES, DynamicOptions, strategy_config
 
 
 def test_defaults_are_the_main_job() -> None:
@@ -39,7 +40,8 @@ def test_toml_then_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("strategy.gama=1", "unknown key 'strategy.gama'. Did you mean 'gamma'?"),
+        ("client.lrr=1", "unknown key 'client.lrr'. Did you mean 'lr'?"),
+        ("strategy.fraction_fitt=1", "Did you mean 'fraction_fit'?"),
         ("federation.rounds=-1", "federation.rounds = -1"),
         ("model.precision=fp16", "model.precision = 'fp16'"),
         ("client.lr=abc", "client.lr = 'abc'"),
@@ -197,3 +199,93 @@ def test_a_registry_refuses_options_tagged_with_another_name() -> None:
     registry.add_component("lora", PEFT_METHODS.options("lora"), object())
     registry.remove("lora")
     assert "lora" not in registry
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_round_trips_through_toml(name: str) -> None:
+    options = STRATEGIES.options(name)()
+    tree = RunConfig(strategy=options).to_dict()
+
+    again = build_config(tomllib.loads(tomli_w.dumps(tree)))
+
+    assert type(again.strategy) is type(options)
+    assert again.strategy == options
+    assert again.to_dict() == tree
+
+
+def test_a_strategy_keeps_todays_keys_and_defaults() -> None:
+    dynamic = load_config(None, ["strategy.name=dynamic", "strategy.gamma=2"])
+
+    assert dynamic.strategy.model_dump() == {
+        "name": "dynamic",
+        "fraction_fit": 0.5,
+        "min_fit_clients": 2,
+        "gamma": 2.0,
+        "distance_scale": "median",
+        "quality_beta": 0.0,
+    }
+    assert strategy_config("fedadam").model_dump() == {
+        "name": "fedadam",
+        "fraction_fit": 0.5,
+        "min_fit_clients": 2,
+        "server_lr": 1e-2,
+        "beta1": 0.9,
+        "beta2": 0.99,
+        "tau": 1e-3,
+    }
+    assert strategy_config("fedprox").model_dump()["proximal_mu"] == 0.01
+
+
+def test_default_strategy_section_is_unchanged_in_config_show() -> None:
+    from typer.testing import CliRunner
+
+    from fedpeft.cli import app
+
+    result = CliRunner().invoke(app, ["config", "show"])
+
+    assert result.exit_code == 0, result.output
+    assert tomllib.loads(result.stdout)["strategy"] == {
+        "name": "fedavg",
+        "fraction_fit": 0.5,
+        "min_fit_clients": 2,
+    }
+
+
+def test_a_key_of_another_strategy_names_the_strategy_and_its_options() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["strategy.gamma=2"])
+
+    assert (
+        "strategy.gamma is not an option of strategy.name='fedavg'; its options: "
+        "fraction_fit, min_fit_clients; gamma is an option of "
+        "strategy.name='dynamic'"
+    ) in str(err.value)
+
+
+def test_an_unknown_strategy_fails_when_the_config_is_read() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["strategy.name=fedavgg"])
+
+    assert (
+        "strategy.name = 'fedavgg': unknown strategy 'fedavgg'. Did you mean 'fedavg'?"
+    ) in str(err.value)
+
+
+def test_a_strategy_option_out_of_range_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"strategy.quality_beta = -1"):
+        load_config(None, ["strategy.name=dynamic", "strategy.quality_beta=-1"])
+    with pytest.raises(ConfigError, match=r"strategy.gamma = inf"):
+        load_config(None, ["strategy.name=dynamic", "strategy.gamma=inf"])
+    with pytest.raises(ConfigError, match=r"strategy.fraction_fit = 0"):
+        load_config(None, ["strategy.fraction_fit=0"])
+
+
+def test_strategy_replace_is_a_validated_copy() -> None:
+    dynamic = strategy_config("dynamic", gamma=2.0)
+    assert isinstance(dynamic, DynamicOptions)
+
+    sharper = dynamic.replace(gamma=4.0)
+
+    assert (sharper.gamma, dynamic.gamma) == (4.0, 2.0)
+    with pytest.raises(ConfigError, match="proximal_mu"):
+        dynamic.replace(proximal_mu=0.1)

@@ -31,6 +31,7 @@ from fedpeft.registry import describe_error
 # is loaded by the next line, while this module is still loading.
 from fedpeft.data.partition.config import PARTITIONERS, PartitionField
 from fedpeft.peft.config import PEFT_METHODS, PeftField
+from fedpeft.strategies.config import STRATEGIES, StrategyField
 
 DEVICES = "cpu, cuda, cuda:N or auto"
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
@@ -130,24 +131,9 @@ class ClientSection(Section):
     probe_l2: float = Field(1e-3, ge=0.0, description="L2 strength of the linear probe")
 
 
-class StrategySection(Section):
-    name: str = Field(
-        "fedavg", description="fedavg, fedprompt, fedprox, dynamic, fedadam, fedyogi"
-    )
-    fraction_fit: float = Field(
-        0.5, gt=0.0, le=1.0, description="share of clients sampled per round"
-    )
-    min_fit_clients: int = Field(2, ge=1)
-    proximal_mu: float = Field(0.01, ge=0.0, description="FedProx μ")
-    gamma: float = Field(1.0, ge=0.0, description="dynamic: distance temperature γ")
-    distance_scale: Literal["none", "median", "mean"] = "median"
-    quality_beta: float = Field(
-        0.0, ge=0.0, description="dynamic: validation-loss weight β"
-    )
-    server_lr: float = Field(1e-2, gt=0.0, description="FedAdam/FedYogi η")
-    beta1: float = Field(0.9, ge=0.0, lt=1.0)
-    beta2: float = Field(0.99, ge=0.0, lt=1.0)
-    tau: float = Field(1e-3, gt=0.0)
+StrategySection = StrategyField
+"""The ``[strategy]`` section: the options of the strategy named by
+``strategy.name`` (see :mod:`fedpeft.strategies.config`)."""
 
 
 class ClientDPSection(Section):
@@ -369,7 +355,7 @@ class RunConfig(Section):
     partition: PartitionSection = Field(default_factory=PARTITIONERS.default)
     peft: PeftSection = Field(default_factory=PEFT_METHODS.default)
     client: ClientSection = Field(default_factory=ClientSection)
-    strategy: StrategySection = Field(default_factory=StrategySection)
+    strategy: StrategySection = Field(default_factory=STRATEGIES.default)
     federation: FederationSection = Field(default_factory=FederationSection)
     baselines: BaselinesSection = Field(default_factory=BaselinesSection)
     privacy: PrivacySection = Field(default_factory=PrivacySection)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
 import pytest
 
+from fedpeft.config import ConfigError
 from fedpeft.strategies import (
     STRATEGIES,
     Dynamic,
@@ -16,6 +18,7 @@ from fedpeft.strategies import (
     Strategy,
     build_strategy,
     sample_clients,
+    strategy_config,
 )
 from fedpeft.types import ClientUpdate, Params
 
@@ -70,17 +73,51 @@ def test_fedprox_is_fedavg_with_client_config() -> None:
         FedProx(proximal_mu=-1.0)
 
 
-def test_build_strategy_filters_options_and_rejects_unknown_names() -> None:
-    strategy = build_strategy("fedavg", proximal_mu=0.5, gamma=3.0, server_lr=2.0)
-    assert isinstance(strategy, FedAvg)
-    dyn = build_strategy("dynamic", gamma=3.0, proximal_mu=0.5)
+def test_build_strategy_refuses_foreign_options_and_unknown_names() -> None:
+    dyn = build_strategy("dynamic", gamma=3.0)
     assert isinstance(dyn, Dynamic) and dyn.gamma == 3.0
-    with pytest.raises(KeyError, match=r"unknown strategy 'fedavgg'.*'fedavg'"):
+    assert isinstance(build_strategy(), FedAvg)  # the registry's default
+    with pytest.raises(ConfigError) as err:
+        build_strategy("fedavg", proximal_mu=0.5)
+    assert (
+        "strategy.proximal_mu is not an option of strategy.name='fedavg'; its "
+        "options: fraction_fit, min_fit_clients; proximal_mu is an option of "
+        "strategy.name='fedprox'"
+    ) in str(err.value)
+    with pytest.raises(ConfigError, match=r"strategy.name='dynamic'"):
+        build_strategy("dynamic", gamma=3.0, proximal_mu=0.5)
+    with pytest.raises(
+        ConfigError, match=r"unknown strategy 'fedavgg'. Did you mean 'fedavg'\?"
+    ):
         build_strategy("fedavgg")
-    with pytest.raises(ValueError, match="gamma"):
+    with pytest.raises(ConfigError, match=r"strategy.gamma = -1.0"):
         build_strategy("dynamic", gamma=-1.0)
-    with pytest.raises(ValueError, match="beta2"):
+    with pytest.raises(ConfigError, match=r"strategy.beta2 = 1.0"):
         build_strategy("fedyogi", beta2=1.0)
+
+
+def test_build_strategy_from_an_options_object_with_overrides() -> None:
+    options = strategy_config("fedprox", proximal_mu=0.2, fraction_fit=0.3)
+
+    prox = build_strategy(options)
+    closer = build_strategy(options, proximal_mu=0.7)
+
+    assert isinstance(prox, FedProx) and prox.proximal_mu == 0.2
+    assert isinstance(closer, FedProx) and closer.proximal_mu == 0.7
+    assert options.model_dump()["proximal_mu"] == 0.2  # not mutated
+    with pytest.raises(ConfigError, match="gamma is an option of"):
+        build_strategy(options, gamma=1.0)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_each_constructor_takes_exactly_its_options(name: str) -> None:
+    options = STRATEGIES.options(name)()
+    cls = STRATEGIES.factory(name)
+
+    accepted = set(inspect.signature(cls).parameters)
+
+    assert accepted == set(options.strategy_options())
+    assert options.name == name
 
 
 def test_dynamic_strategy_uses_val_loss_when_asked() -> None:
@@ -101,7 +138,8 @@ def test_inputs_not_mutated(name: str) -> None:
     updates = [_u(0, 10, 1.0, 0.0, val_loss=0.1), _u(1, 30, -1.0, 2.0, val_loss=0.2)]
     global_copy = {k: v.copy() for k, v in global_params.items()}
     delta_copies = [{k: v.copy() for k, v in u.delta.items()} for u in updates]
-    new, _ = build_strategy(name, quality_beta=1.0).aggregate(1, global_params, updates)
+    options = {"quality_beta": 1.0} if name == "dynamic" else {}
+    new, _ = build_strategy(name, **options).aggregate(1, global_params, updates)
     new["w"][:] = 42.0  # the result shares no memory with the inputs either
     for k in global_params:
         np.testing.assert_array_equal(global_params[k], global_copy[k])

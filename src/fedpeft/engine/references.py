@@ -18,6 +18,7 @@ from fedpeft.engine.simulation import FederatedResult, FederatedRun
 from fedpeft.engine.summary import final_metrics
 from fedpeft.experiment import Experiment
 from fedpeft.rundir.files import write_atomic
+from fedpeft.strategies import strategy_config
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 BaselineRun = Callable[
@@ -78,7 +79,11 @@ def _full_finetune(
     """FedAvg of the whole model (the non-private reference point)."""
     cfg = exp.config
     client_cfg = cfg.client.model_copy(update={"lr": cfg.client.full_lr})
-    strategy_cfg = cfg.strategy.model_copy(update={"name": "fedavg"})
+    strategy_cfg = strategy_config(
+        "fedavg",
+        fraction_fit=cfg.strategy.fraction_fit,
+        min_fit_clients=cfg.strategy.min_fit_clients,
+    )
     result = FederatedRun(
         exp,
         method="full",

@@ -111,9 +111,7 @@ class FederatedRun:
         exp, cfg = self.experiment, self.experiment.config
         strategy_section = self.strategy_cfg or cfg.strategy
         client_section = self.client_cfg or cfg.client
-        strategy = build_strategy(
-            strategy_section.name, **strategy_section.model_dump(exclude={"name"})
-        )
+        strategy = build_strategy(strategy_section)
         sizes = [len(c.train) for c in exp.clients]
         aggregator = (
             build_aggregator(cfg, strategy, sum(sizes))

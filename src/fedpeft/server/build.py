@@ -18,9 +18,8 @@ from fedpeft.strategies import Strategy, build_strategy
 
 
 def strategy_from_config(cfg: RunConfig) -> Strategy:
-    """The configured strategy with the options it takes."""
-    section = cfg.strategy
-    return build_strategy(section.name, **section.model_dump(exclude={"name"}))
+    """The strategy ``cfg.strategy.name`` names, built from its own options."""
+    return build_strategy(cfg.strategy)
 
 
 def build_aggregator(

@@ -1,34 +1,37 @@
-"""The strategy contract, the strategy registry and helpers shared by strategies.
+"""The strategy contract, its registration and construction, and helpers shared
+by strategies.
 
 A strategy is a small object over plain arrays (never torch, never Flower
 records): it tells clients which extra local-training settings to use and turns
-the round's client updates into new global parameters.
+the round's client updates into new global parameters. Its options class
+(:mod:`fedpeft.strategies.config`) sits beside it in its own module.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from fedpeft.aggregation import ParamsLike, global_norm
-from fedpeft.aggregation.mean import Float64Array
-from fedpeft.registry import Registry
-from fedpeft.types import ClientUpdate, Params, check_params_like
-
-STRATEGIES: Registry[type] = Registry("strategy")
-"""Strategy classes by name; each strategy module registers its own class."""
-
+from fedpeft.aggregation import global_norm
+from fedpeft.strategies.config import STRATEGIES, StrategyFactory, StrategyOptions
+from fedpeft.types import (
+    ClientUpdate,
+    Float64Array,
+    Params,
+    ParamsLike,
+    check_params_like,
+)
 
 SumFn = Callable[[Sequence[Params]], Params]
 """A sum of per-client arrays that the server may see: plain, or a secure sum
 whose individual terms stay hidden (:mod:`fedpeft.secagg`)."""
 
 DpRole = Literal["uniform_mean", "server_optimizer"]
-"""How a strategy may run under client-level DP (:mod:`fedpeft.privacy.compatibility`)."""
+"""How a strategy may run under client-level DP
+(:mod:`fedpeft.privacy.compatibility`)."""
 
 
 @dataclass(frozen=True)
@@ -180,20 +183,53 @@ def check_empty_state(name: str, state: Mapping[str, np.ndarray[Any, Any]]) -> N
         )
 
 
-def build_strategy(name: str, **options: Any) -> Strategy:
-    """Build the strategy registered as ``name`` from the options it accepts.
+S = TypeVar("S", bound=StrategyFactory)
 
-    Options the chosen strategy's constructor does not take (e.g. ``proximal_mu``
-    for ``fedavg``) are ignored, so one flat options section can serve every
-    strategy.
+
+def register_strategy(name: str, options: type[StrategyOptions]) -> Callable[[S], S]:
+    """Class decorator: register a strategy class and its options class under
+    ``name`` in :data:`STRATEGIES`, with the class docstring's first line as help.
 
     Raises:
-        KeyError: for an unknown ``name`` (the registry's message lists choices).
-        ValueError: if an accepted option is out of range.
+        ValueError: if ``name`` is taken or ``options.name`` does not default to it.
     """
-    cls = STRATEGIES.get(name)
-    accepted = inspect.signature(cls).parameters
-    strategy = cls(**{k: v for k, v in options.items() if k in accepted})
+
+    def decorator(cls: S) -> S:
+        lines = (cls.__doc__ or "").strip().splitlines()
+        STRATEGIES.add_component(name, options, cls, lines[0] if lines else "")
+        return cls
+
+    return decorator
+
+
+def build_strategy(
+    config: StrategyOptions | str | None = None, /, **options: Any
+) -> Strategy:
+    """Build a registered strategy from its validated options.
+
+    The strategy is called with exactly the options its options class declares
+    (:meth:`StrategyOptions.strategy_options`); an option of another strategy
+    is refused, never dropped.
+
+    Args:
+        config: The strategy's options (e.g. ``cfg.strategy``), or the name of
+            a registered strategy (``None``: the default, ``"fedavg"``).
+        **options: Options to set, on top of ``config`` when it is an options
+            object, e.g. ``build_strategy("fedprox", proximal_mu=0.1)``.
+
+    Raises:
+        ConfigError: for an unknown name (with the closest registered one), an
+            option of another strategy (naming the strategies that have it) or
+            a value out of range.
+        TypeError: if the registered factory does not build a :class:`Strategy`.
+    """
+    if isinstance(config, StrategyOptions):
+        spec = STRATEGIES.create(config.name, **{**config.model_dump(), **options})
+    else:
+        spec = STRATEGIES.create(config, **options)
+    strategy = STRATEGIES.factory(spec.name)(**spec.strategy_options())
     if not isinstance(strategy, Strategy):
-        raise TypeError(f"strategy {name!r} does not implement the Strategy protocol")
+        raise TypeError(
+            f"strategy {spec.name!r} does not implement the Strategy protocol"
+        )
     return strategy

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from fedpeft.aggregation import (
     DISTANCE_SCALES,
@@ -23,17 +24,17 @@ from fedpeft.aggregation import (
     flatten,
     weighted_mean,
 )
-from fedpeft.aggregation.mean import Float64Array
 from fedpeft.strategies.base import (
-    STRATEGIES,
     DpRole,
     RoundStats,
     SumFn,
     check_empty_state,
+    register_strategy,
     validate_updates,
     weight_metrics,
 )
-from fedpeft.types import ClientUpdate, Params
+from fedpeft.strategies.config import StrategyOptions
+from fedpeft.types import ClientUpdate, Float64Array, Params
 
 COUNT_KEY = "__count__"
 """Extra entry of the first secure pass: each client adds 1 to the count."""
@@ -42,7 +43,27 @@ QUALITY_METRIC = "val_loss"
 """Client metric used as ℓ_k by the quality factor."""
 
 
-@STRATEGIES.register("dynamic")
+class DynamicOptions(StrategyOptions):
+    """Dynamic aggregation's options: distance temperature, distance scale and
+    quality weight (see :class:`Dynamic`)."""
+
+    name: Literal["dynamic"] = "dynamic"
+    gamma: float = Field(
+        1.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="dynamic: distance temperature γ",
+    )
+    distance_scale: DistanceScale = "median"
+    quality_beta: float = Field(
+        0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="dynamic: validation-loss weight β",
+    )
+
+
+@register_strategy("dynamic", DynamicOptions)
 class Dynamic:
     """Down-weights clients far from the consensus update (seed rule, eq. 1-3).
 

@@ -7,25 +7,31 @@ Decentralized Data", Algorithm 1: ``P ← P + Σ_k (n_k/n) ΔP_k``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from fedpeft.aggregation import add_params, example_weights, weighted_mean
-from fedpeft.aggregation.mean import Float64Array
 from fedpeft.strategies.base import (
-    STRATEGIES,
     DpRole,
     RoundStats,
     SumFn,
     check_empty_state,
+    register_strategy,
     validate_updates,
     weight_metrics,
 )
-from fedpeft.types import ClientUpdate, Params
+from fedpeft.strategies.config import StrategyOptions
+from fedpeft.types import ClientUpdate, Float64Array, Params
 
 
-@STRATEGIES.register("fedavg")
+class FedAvgOptions(StrategyOptions):
+    """FedAvg has no options beyond the common ones."""
+
+    name: Literal["fedavg"] = "fedavg"
+
+
+@register_strategy("fedavg", FedAvgOptions)
 class FedAvg:
     """Example-weighted mean of client deltas (McMahan et al. 2017, Alg. 1)."""
 

@@ -11,9 +11,10 @@ in :mod:`fedpeft.aggregation.server_opt`. The moments m and v are server state:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from fedpeft.aggregation import (
     ServerOptConfig,
@@ -26,16 +27,16 @@ from fedpeft.aggregation import (
     weighted_mean,
     yogi_second_moment,
 )
-from fedpeft.aggregation.mean import Float64Array
 from fedpeft.strategies.base import (
-    STRATEGIES,
     DpRole,
     RoundStats,
     SumFn,
+    register_strategy,
     validate_updates,
     weight_metrics,
 )
-from fedpeft.types import ClientUpdate, Params
+from fedpeft.strategies.config import StrategyOptions
+from fedpeft.types import ClientUpdate, Float64Array, Params
 
 
 def _moments(state: Mapping[str, np.ndarray[Any, Any]], prefix: str) -> Params:
@@ -45,6 +46,30 @@ def _moments(state: Mapping[str, np.ndarray[Any, Any]], prefix: str) -> Params:
         for k, a in state.items()
         if k.startswith(prefix)
     }
+
+
+class FedOptOptions(StrategyOptions):
+    """The server optimizer's options, shared by FedAdam and FedYogi (not
+    registered itself)."""
+
+    server_lr: float = Field(
+        1e-2, gt=0.0, allow_inf_nan=False, description="FedAdam/FedYogi η"
+    )
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.99, ge=0.0, lt=1.0)
+    tau: float = Field(1e-3, gt=0.0, allow_inf_nan=False)
+
+
+class FedAdamOptions(FedOptOptions):
+    """FedAdam's options: server learning rate, moment decays, adaptivity."""
+
+    name: Literal["fedadam"] = "fedadam"
+
+
+class FedYogiOptions(FedOptOptions):
+    """FedYogi's options: server learning rate, moment decays, adaptivity."""
+
+    name: Literal["fedyogi"] = "fedyogi"
 
 
 class FedOpt:
@@ -169,7 +194,7 @@ class FedOpt:
         self._state = ServerOptState(m=m, v=v)
 
 
-@STRATEGIES.register("fedadam")
+@register_strategy("fedadam", FedAdamOptions)
 class FedAdam(FedOpt):
     """Adam on the server (Reddi et al. 2021, Algorithm 2, FedAdam)."""
 
@@ -182,7 +207,7 @@ class FedAdam(FedOpt):
         return adam_second_moment(v, g2, beta2)
 
 
-@STRATEGIES.register("fedyogi")
+@register_strategy("fedyogi", FedYogiOptions)
 class FedYogi(FedOpt):
     """Yogi on the server (Reddi et al. 2021, Algorithm 2, FedYogi)."""
 

@@ -8,15 +8,22 @@ prompt counts equally, ``P ← P + (1/K) Σ_k ΔP_k``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from fedpeft.aggregation import uniform_weights
-from fedpeft.aggregation.mean import Float64Array
-from fedpeft.strategies.base import STRATEGIES, DpRole, RoundStats
+from fedpeft.strategies.base import DpRole, RoundStats, register_strategy
+from fedpeft.strategies.config import StrategyOptions
 from fedpeft.strategies.fedavg import FedAvg
-from fedpeft.types import ClientUpdate
+from fedpeft.types import ClientUpdate, Float64Array
 
 
-@STRATEGIES.register("fedprompt")
+class FedPromptOptions(StrategyOptions):
+    """FedPrompt has no options beyond the common ones."""
+
+    name: Literal["fedprompt"] = "fedprompt"
+
+
+@register_strategy("fedprompt", FedPromptOptions)
 class FedPrompt(FedAvg):
     """Uniform mean of client deltas (FedPrompt, Zhao et al. 2022)."""
 

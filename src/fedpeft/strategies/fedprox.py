@@ -9,12 +9,25 @@ tells clients the value of μ through :meth:`FedProx.client_config`.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
-from fedpeft.strategies.base import STRATEGIES
+from pydantic import Field
+
+from fedpeft.strategies.base import register_strategy
+from fedpeft.strategies.config import StrategyOptions
 from fedpeft.strategies.fedavg import FedAvg
 
 
-@STRATEGIES.register("fedprox")
+class FedProxOptions(StrategyOptions):
+    """FedProx's options: the clients' proximal weight μ."""
+
+    name: Literal["fedprox"] = "fedprox"
+    proximal_mu: float = Field(
+        0.01, ge=0.0, allow_inf_nan=False, description="FedProx μ"
+    )
+
+
+@register_strategy("fedprox", FedProxOptions)
 class FedProx(FedAvg):
     """FedAvg plus a proximal term μ/2‖w − w^t‖² on clients (Li et al. 2020).
 

@@ -12,8 +12,6 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from fedpeft.privacy.sampling import poisson_subsample
-
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
@@ -81,6 +79,10 @@ def select_clients(
     """
     pool = np.asarray(eligible, dtype=np.int64)
     if poisson:
+        # Imported here: the fedpeft.privacy package loads dp-accounting and
+        # scipy (about 1 s), and fedpeft.config imports this package.
+        from fedpeft.privacy.sampling import poisson_subsample
+
         return [int(k) for k in pool[poisson_subsample(len(pool), fraction, rng)]]
     count = min(sample_size(num_clients, fraction, min_clients), len(pool))
     chosen = np.sort(rng.choice(len(pool), size=count, replace=False))
