@@ -1,274 +1,124 @@
-"""Tests for fedpeft.privacy.dpsgd on tiny prompt-tuning-like models."""
+"""Tests for fedpeft.privacy.dpsgd: per-example clipping and DP-SGD noise."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fedpeft.models.tokenized import Batch
-from fedpeft.privacy.dpsgd import (
-    batch_forward,
-    clip_per_example,
-    dp_sgd_step,
-    per_example_grads,
-    per_example_grads_loop,
-    poisson_batches,
+from fedpeft.privacy.dpsgd import clip_per_example, gaussian_noise
+
+
+def _joint_norms(grads: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each example's norm over all its tensors, (B,) float64."""
+    flat = torch.cat([g.reshape(g.shape[0], -1) for g in grads.values()], 1).double()
+    return flat.norm(dim=1)
+
+
+def test_clip_factor_hand_computed() -> None:
+    # example 0: ‖(3, 4, 0)‖ = 5 > C = 2.5 -> factor 1/2; example 1: ‖(0, 0, 1)‖ = 1
+    grads = {
+        "w": torch.tensor([[3.0, 4.0], [0.0, 0.0]]),  # (B=2, 2)
+        "b": torch.tensor([[0.0], [1.0]]),  # (B=2, 1)
+    }
+    clipped, norms = clip_per_example(grads, 2.5)
+    torch.testing.assert_close(norms, torch.tensor([5.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(clipped["w"], torch.tensor([[1.5, 2.0], [0.0, 0.0]]))
+    torch.testing.assert_close(clipped["b"], torch.tensor([[0.0], [1.0]]))
+
+
+def test_norm_is_joint_over_tensors_not_per_tensor() -> None:
+    # each tensor alone has norm 1 <= C, but together √2 > C: both are scaled
+    grads = {"a": torch.tensor([[1.0]]), "b": torch.tensor([[1.0]])}
+    clipped, _ = clip_per_example(grads, 1.0)
+    half = torch.tensor([[1 / math.sqrt(2)]])
+    torch.testing.assert_close(clipped["a"], half)
+    torch.testing.assert_close(clipped["b"], half)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    batch=st.integers(1, 6),
+    scale=st.floats(1e-3, 1e3),
+    clip=st.floats(1e-3, 10.0),
 )
-
-VOCAB, DIM, PROMPT, CLASSES, SEQ = 30, 8, 2, 3, 6
-
-
-class TinyPromptClassifier(nn.Module):
-    """Frozen embedding + frozen one-head self-attention, a trainable soft prompt
-    and a trainable head: the shape of prompt tuning on a frozen encoder."""
-
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        self.embed = nn.Embedding(VOCAB, DIM)
-        self.q, self.k, self.v = (nn.Linear(DIM, DIM) for _ in range(3))
-        for p in self.parameters():  # everything above is the frozen backbone
-            with torch.no_grad():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-            p.requires_grad_(False)
-        self.prompt = nn.Parameter(torch.randn(PROMPT, DIM, generator=gen) * 0.5)
-        self.head = nn.Linear(DIM, CLASSES)
-        with torch.no_grad():
-            self.head.weight.copy_(torch.randn(CLASSES, DIM, generator=gen) * 0.5)
-            self.head.bias.zero_()
-
-    def logits(self, ids: Tensor, mask: Tensor) -> Tensor:
-        b = ids.shape[0]
-        h = torch.cat([self.prompt.expand(b, PROMPT, DIM), self.embed(ids)], dim=1)
-        keep = torch.cat([mask.new_ones(b, PROMPT), mask], dim=1).float()  # (B, L)
-        scores = self.q(h) @ self.k(h).transpose(1, 2) / math.sqrt(DIM)  # (B, L, L)
-        scores = scores + (1.0 - keep)[:, None, :] * -1e9
-        out = torch.softmax(scores, dim=-1) @ self.v(h) + h  # (B, L, D)
-        pooled = (out * keep[..., None]).sum(1) / keep.sum(1, keepdim=True)
-        logits: Tensor = self.head(pooled)
-        return logits
-
-    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
-        return self.logits(inputs["input_ids"], inputs["attention_mask"])
-
-
-class TinyBatchClassifier(TinyPromptClassifier):
-    """Same model with an AdapterClassifier-style ``forward(batch: Batch)``."""
-
-    def forward(self, batch: Batch) -> Tensor:  # type: ignore[override]
-        return self.logits(batch.input_ids, batch.attention_mask)
-
-
-def _data(b: int, seed: int = 1) -> tuple[dict[str, Tensor], Tensor]:
+def test_clipped_norms_at_most_c_and_small_ones_untouched(
+    seed: int, batch: int, scale: float, clip: float
+) -> None:
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, VOCAB, (b, SEQ), generator=gen)
-    lengths = torch.randint(1, SEQ + 1, (b,), generator=gen)
-    mask = (torch.arange(SEQ)[None, :] < lengths[:, None]).long()
-    labels = torch.randint(0, CLASSES, (b,), generator=gen)
-    return {"input_ids": ids, "attention_mask": mask}, labels
-
-
-def _loop_oracle(
-    model: nn.Module, inputs: dict[str, Tensor], labels: Tensor
-) -> dict[str, Tensor]:
-    """Per-example gradients by B ordinary backward passes on the module."""
-    rows: dict[str, list[Tensor]] = {}
-    for i in range(labels.shape[0]):
-        model.zero_grad()
-        xi = {k: v[i : i + 1] for k, v in inputs.items()}
-        F.cross_entropy(model(xi), labels[i : i + 1]).backward()  # type: ignore[no-untyped-call]
-        for n, p in model.named_parameters():
-            if p.requires_grad:
-                rows.setdefault(n, []).append(p.grad.clone())  # type: ignore[union-attr]
-    return {n: torch.stack(r) for n, r in rows.items()}
-
-
-def test_vmap_per_example_grads_equal_single_example_loop() -> None:
-    model = TinyPromptClassifier()
-    inputs, labels = _data(7)
-    grads = per_example_grads(model, F.cross_entropy, inputs, labels)
-    expected = _loop_oracle(model, inputs, labels)
-    assert set(grads) == {"prompt", "head.weight", "head.bias"}  # trainable only
-    for name, g in expected.items():
-        assert grads[name].shape == (7, *g.shape[1:])
-        torch.testing.assert_close(grads[name], g, atol=1e-6, rtol=1e-5)
-
-
-def test_loop_fallback_and_chunked_vmap_agree() -> None:
-    model = TinyPromptClassifier()
-    inputs, labels = _data(5)
-    vmapped = per_example_grads(model, F.cross_entropy, inputs, labels, chunk_size=2)
-    looped = per_example_grads_loop(model, F.cross_entropy, inputs, labels)
-    for name in vmapped:
-        torch.testing.assert_close(vmapped[name], looped[name], atol=1e-6, rtol=1e-5)
-
-
-def test_batch_forward_plugs_in_a_batch_module() -> None:
-    plain, batched = TinyPromptClassifier(), TinyBatchClassifier()
-    inputs, labels = _data(4)
-    a = per_example_grads(plain, F.cross_entropy, inputs, labels)
-    b = per_example_grads(
-        batched, F.cross_entropy, inputs, labels, forward=batch_forward(batched)
+    grads = {
+        "prompt": torch.randn(batch, 2, 8, generator=gen) * scale,
+        "head.weight": torch.randn(batch, 3, 8, generator=gen) * scale,
+        "head.bias": torch.randn(batch, 3, generator=gen) * scale,
+    }
+    clipped, norms = clip_per_example(grads, clip)
+    after = _joint_norms(clipped)
+    assert torch.all(after <= clip * (1 + 1e-5))
+    small = norms <= clip
+    for name, g in grads.items():
+        torch.testing.assert_close(clipped[name][small], g[small])
+    big = ~small
+    torch.testing.assert_close(
+        after[big], torch.full_like(after[big], clip), rtol=1e-5, atol=0
     )
-    for name in a:
-        torch.testing.assert_close(a[name], b[name])
 
 
-def test_clipped_per_example_norms_at_most_c() -> None:
-    model = TinyPromptClassifier()
-    inputs, labels = _data(9)
-    grads = per_example_grads(model, F.cross_entropy, inputs, labels)
-    grads["head.bias"][0].zero_()
-    grads["head.weight"][0].zero_()
-    grads["prompt"][0].zero_()  # example 0: a zero gradient
-    clipped, norms = clip_per_example(grads, 0.05)
-    flat = torch.cat([g.flatten(1) for g in clipped.values()], dim=1).double()
-    after = flat.norm(dim=1)
-    assert norms[0] == 0 and torch.all(torch.isfinite(after))
-    assert torch.all(after <= 0.05 * (1 + 1e-6))
-    big = norms > 0.05
-    torch.testing.assert_close(after[big], torch.full_like(after[big], 0.05))
+def test_zero_gradient_stays_zero_and_finite() -> None:
+    grads = {"w": torch.zeros(3, 4), "b": torch.zeros(3)}
+    grads["w"][1] = 10.0  # one non-zero example among zero ones
+    clipped, norms = clip_per_example(grads, 0.5)
+    assert norms[0] == 0 and norms[2] == 0
+    assert all(torch.all(torch.isfinite(g)) for g in clipped.values())
+    assert not clipped["w"][0].any() and not clipped["b"][2].any()
+    assert float(_joint_norms(clipped)[1]) == pytest.approx(0.5)
 
 
-def test_noiseless_unclipped_step_equals_plain_sgd() -> None:
-    dp_model, plain = TinyPromptClassifier(), TinyPromptClassifier()
-    inputs, labels = _data(8)
-    dp_opt = torch.optim.SGD(
-        [p for p in dp_model.parameters() if p.requires_grad], lr=0.5
-    )
-    opt = torch.optim.SGD([p for p in plain.parameters() if p.requires_grad], lr=0.5)
-    dp_sgd_step(
-        dp_model,
-        dp_opt,
-        inputs,
-        labels,
-        max_grad_norm=1e6,
-        noise_multiplier=0.0,
-        expected_batch_size=8.0,
-        generator=None,
-    )
-    opt.zero_grad()
-    F.cross_entropy(plain(inputs), labels).backward()  # type: ignore[no-untyped-call]
-    opt.step()
-    for (name, a), (_, b) in zip(
-        dp_model.named_parameters(), plain.named_parameters(), strict=True
-    ):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=0, msg=name)
+def test_clip_rejects_bad_bound_and_empty_grads() -> None:
+    grads = {"w": torch.ones(2, 3)}
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="max_norm must be a finite number > 0"):
+            clip_per_example(grads, bad)
+    with pytest.raises(ValueError, match="no per-example gradients"):
+        clip_per_example({}, 1.0)
 
 
-def _noisy_step(seed: int | None, secure: bool = False) -> Tensor:
-    model = TinyPromptClassifier()
-    inputs, labels = _data(4)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    gen = None if seed is None else torch.Generator().manual_seed(seed)
-    dp_sgd_step(
-        model,
-        opt,
-        inputs,
-        labels,
-        max_grad_norm=1.0,
-        noise_multiplier=1.0,
-        expected_batch_size=4.0,
-        generator=gen,
-        secure=secure,
-    )
-    return model.prompt.detach().clone()
+def test_empty_batch_clips_to_empty() -> None:
+    clipped, norms = clip_per_example({"w": torch.zeros(0, 3)}, 1.0)
+    assert clipped["w"].shape == (0, 3) and norms.shape == (0,)
 
 
-def test_seeded_noise_reproducible_secure_noise_not() -> None:
-    torch.testing.assert_close(_noisy_step(3), _noisy_step(3), atol=0, rtol=0)
-    assert not torch.equal(_noisy_step(3), _noisy_step(4))
-    assert not torch.equal(
-        _noisy_step(None, secure=True), _noisy_step(None, secure=True)
-    )
-    with pytest.raises(ValueError, match="Generator"):
-        _noisy_step(None)
-
-
-class Wide(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(100, 50)
-        nn.init.zeros_(self.lin.weight)
-        nn.init.zeros_(self.lin.bias)
-
-    def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.lin(x)
-        return out
+def test_seeded_noise_is_the_generators_normals_times_std() -> None:
+    noise = gaussian_noise((4, 5), 0.25, torch.Generator().manual_seed(3))
+    expected = torch.randn(4, 5, generator=torch.Generator().manual_seed(3)) * 0.25
+    assert noise.dtype == torch.float32 and noise.shape == (4, 5)
+    torch.testing.assert_close(noise, expected, atol=0, rtol=0)
+    other = gaussian_noise((4, 5), 0.25, torch.Generator().manual_seed(4))
+    assert not torch.equal(noise, other)
 
 
 @pytest.mark.parametrize("secure", [False, True])
-def test_empty_batch_takes_a_noise_only_step_with_sigma_c_over_qn(secure: bool) -> None:
-    model = Wide()
-    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+def test_noise_std_is_std(secure: bool) -> None:
     gen = None if secure else torch.Generator().manual_seed(0)
-    stats = dp_sgd_step(
-        model,
-        opt,
-        torch.zeros(0, 100),
-        torch.zeros(0, dtype=torch.long),
-        max_grad_norm=0.5,
-        noise_multiplier=2.0,
-        expected_batch_size=4.0,
-        generator=gen,
-        secure=secure,
-    )
-    step = torch.cat([p.detach().reshape(-1) for p in model.parameters()])  # = -g̃
-    assert stats.batch_size == 0 and stats.noise_std == pytest.approx(0.25)
-    assert float(step.std()) == pytest.approx(2.0 * 0.5 / 4.0, rel=0.05)
+    noise = gaussian_noise((200, 100), 2.0 * 0.5, gen, secure=secure)  # σ·C = 1.0
+    # 20 000 draws: the sample std is within 3% of 1.0 with overwhelming odds
+    assert float(noise.std()) == pytest.approx(1.0, rel=0.03)
+    assert abs(float(noise.mean())) < 0.04
 
 
-def test_poisson_training_loop_runs() -> None:
-    model = TinyPromptClassifier()
-    inputs, labels = _data(40)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
-    gen = torch.Generator().manual_seed(0)
-    sizes = []
-    for idx in poisson_batches(40, 0.1, 5, np.random.default_rng(0)):
-        rows = torch.from_numpy(idx)
-        batch = {k: v[rows] for k, v in inputs.items()}
-        stats = dp_sgd_step(
-            model,
-            opt,
-            batch,
-            labels[rows],
-            max_grad_norm=1.0,
-            noise_multiplier=1.0,
-            expected_batch_size=4.0,
-            generator=gen,
-        )
-        sizes.append(stats.batch_size)
-    assert len(sizes) == 5 and torch.all(torch.isfinite(model.prompt))
+def test_secure_noise_ignores_seeds_and_is_not_reproducible() -> None:
+    a = gaussian_noise((50,), 1.0, torch.Generator().manual_seed(0), secure=True)
+    b = gaussian_noise((50,), 1.0, torch.Generator().manual_seed(0), secure=True)
+    assert a.dtype == torch.float32 and not torch.equal(a, b)
 
 
-def test_step_arguments_validated() -> None:
-    model = TinyPromptClassifier()
-    inputs, labels = _data(2)
-    opt = torch.optim.SGD([model.prompt], lr=0.1)
-    with pytest.raises(ValueError, match="max_grad_norm"):
-        dp_sgd_step(
-            model,
-            opt,
-            inputs,
-            labels,
-            max_grad_norm=0.0,
-            noise_multiplier=1.0,
-            expected_batch_size=2.0,
-            generator=torch.Generator(),
-        )
-    with pytest.raises(ValueError, match="expected_batch_size"):
-        dp_sgd_step(
-            model,
-            opt,
-            inputs,
-            labels,
-            max_grad_norm=1.0,
-            noise_multiplier=1.0,
-            expected_batch_size=0.0,
-            generator=torch.Generator(),
-        )
+def test_noise_needs_a_source_and_a_valid_std() -> None:
+    with pytest.raises(ValueError, match=r"explicit torch\.Generator or secure=True"):
+        gaussian_noise((3,), 1.0, None)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="noise std must be a finite number"):
+            gaussian_noise((3,), bad, torch.Generator())
+    assert not gaussian_noise((3,), 0.0, torch.Generator()).any()

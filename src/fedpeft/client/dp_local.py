@@ -34,8 +34,7 @@ from fedpeft.config import ClientSection
 from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import Batch, TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
-from fedpeft.privacy.dpsgd import clip_per_example
-from fedpeft.privacy.noise import secure_standard_normal
+from fedpeft.privacy.dpsgd import clip_per_example, gaussian_noise
 from fedpeft.privacy.sampling import poisson_batches
 from fedpeft.types import Params
 
@@ -108,22 +107,13 @@ def dp_train_adapter(
             noisy = {k: g.sum(dim=0) for k, g in grads.items()}
         for name, p in params.items():
             total = noisy.get(name, torch.zeros_like(p))
-            noise = _noise(p.shape, generator, dp.secure).to(p.device) * std
-            p.grad = ((total + noise) / (q * n)).to(p.dtype)
+            noise = gaussian_noise(p.shape, std, generator, secure=dp.secure)
+            p.grad = ((total + noise.to(p.device)) / (q * n)).to(p.dtype)
         optimizer.step()
         examples += len(idx)
     return LocalTrainStats(
         float("nan"), steps, examples, 0, time.perf_counter() - started
     )
-
-
-def _noise(shape: torch.Size, generator: torch.Generator, secure: bool) -> torch.Tensor:
-    """Standard normal draws on the CPU: seeded, or from OS entropy in secure
-    mode."""
-    if secure:
-        draws = secure_standard_normal(math.prod(shape))
-        return torch.from_numpy(draws).float().reshape(shape)
-    return torch.randn(shape, generator=generator)
 
 
 def dp_train_clients_batched(
@@ -186,8 +176,10 @@ def dp_train_clients_batched(
             for k in active:  # each client's noise, drawn as when it trains alone
                 q, n_k = plans[k][0], len(jobs[k].data)
                 for n in names:
-                    noise = _noise(stacked[n].shape[1:], generators[k], dp.secure)
-                    step[n][k] = (summed[n][k] + noise.to(device) * std) / (q * n_k)
+                    noise = gaussian_noise(
+                        stacked[n].shape[1:], std, generators[k], secure=dp.secure
+                    )
+                    step[n][k] = (summed[n][k] + noise.to(device)) / (q * n_k)
                 examples[k] += len(picks[k])
             mask = torch.zeros(k_total, dtype=torch.bool, device=device)
             mask[active] = True

@@ -4,8 +4,9 @@ Client-level DP follows DP-FedAvg (McMahan et al. 2018): clip each client's
 update to C, add Gaussian noise σ·C to the equal-weight sum (on the server, or
 σ·C/√m per client under secure aggregation), divide by the expected number of
 clients, and account with the client sampling actually used. Record-level DP is
-DP-SGD inside each client (Abadi et al. 2016) in :mod:`fedpeft.privacy.dpsgd`
-(not imported here: it needs torch).
+DP-SGD inside each client (Abadi et al. 2016, :mod:`fedpeft.client.dp_local`); its
+per-example clipping and noise are in :mod:`fedpeft.privacy.dpsgd` (not imported
+here: it needs torch).
 """
 
 from fedpeft.privacy.accounting import (
