@@ -91,7 +91,10 @@ LAYERS: Mapping[str, int] = {
     "fedpeft.baselines": COMPONENTS,
     "fedpeft.engine": RUNTIMES,
     "fedpeft.cli": RUNTIMES,
+    "fedpeft.cli_console": RUNTIMES,
+    "fedpeft.cli_inspect": RUNTIMES,
     "fedpeft.cli_privacy": RUNTIMES,
+    "fedpeft.cli_results": RUNTIMES,
     "fedpeft.flower": RUNTIMES,
 }
 """Layer of each module; an entry covers the module and everything below it

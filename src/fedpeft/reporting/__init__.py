@@ -6,18 +6,14 @@ compare several with :func:`render_comparison`; :func:`plot_run` and
 """
 
 from fedpeft.reporting.compare import (
-    RunResult,
     comparison_rows,
     comparison_table,
-    fraction_of_full,
-    human_bytes,
-    load_run,
-    load_runs,
     render_comparison,
-    render_run_summary,
-    rounds_table,
 )
+from fedpeft.reporting.formatting import fraction_of_full, human_bytes
 from fedpeft.reporting.plots import plot_compare, plot_run
+from fedpeft.reporting.runs import RunResult, load_run, load_runs
+from fedpeft.reporting.tables import render_run_summary, rounds_table
 
 __all__ = [
     "RunResult",

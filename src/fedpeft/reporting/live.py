@@ -20,7 +20,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from fedpeft.reporting.compare import ROUND_COLUMNS, accuracy, round_cells, rounds_table
+from fedpeft.reporting.formatting import accuracy
+from fedpeft.reporting.tables import ROUND_COLUMNS, round_cells, rounds_table
 
 
 class RunView:

@@ -12,16 +12,13 @@ from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from fedpeft.reporting.compare import (
-    RunResult,
+from fedpeft.reporting.formatting import (
     accuracy,
     fraction_of_full,
     human_bytes,
-    load_run,
-    load_runs,
     percent,
-    run_labels,
 )
+from fedpeft.reporting.runs import RunResult, load_run, load_runs, run_labels
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
