@@ -152,7 +152,7 @@ def test_repeated_rows_are_dropped_before_the_split_with_a_warning(
     unique = _write(tmp_path / "unique.csv", ["text,label", *firsts])
     expected = load_corpus(f"csv:{unique}", test_fraction=0.3)
 
-    with caplog.at_level(logging.WARNING, logger="fedpeft.data.corpus"):
+    with caplog.at_level(logging.WARNING, logger="fedpeft.data.splits"):
         corpus = load_corpus(f"csv:{leaky}", test_fraction=0.3)
 
     assert corpus.train.texts == expected.train.texts
@@ -171,7 +171,7 @@ def test_official_test_rows_repeating_a_training_text_are_dropped(
     leaked = sum(t[:2000] in train_texts for t in raw.test.texts)
     assert leaked  # the official split really repeats some training texts
 
-    with caplog.at_level(logging.WARNING, logger="fedpeft.data.corpus"):
+    with caplog.at_level(logging.WARNING, logger="fedpeft.data.splits"):
         corpus = load_corpus("reuters-r8", max_chars=2000)
 
     assert len(corpus.train) == len(raw.train.texts)
@@ -197,7 +197,7 @@ def test_no_warning_without_duplicates(
 ) -> None:
     path = _write(tmp_path / "u.csv", ["text,label", *_rows(30)])
 
-    with caplog.at_level(logging.WARNING, logger="fedpeft.data.corpus"):
+    with caplog.at_level(logging.WARNING, logger="fedpeft.data.splits"):
         corpus = load_corpus(f"csv:{path}", test_fraction=0.3)
 
     assert len(corpus.test) == 9

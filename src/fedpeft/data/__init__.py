@@ -12,7 +12,6 @@ from fedpeft.data.corpus import (
     TextDataset,
     available_corpora,
     load_corpus,
-    stratified_sample,
 )
 from fedpeft.data.partition import (
     PARTITIONERS,
@@ -23,6 +22,7 @@ from fedpeft.data.partition import (
     split_train_val,
 )
 from fedpeft.data.report import partition_table, plot_partition, render_partition_table
+from fedpeft.data.splits import stratified_sample
 
 __all__ = [
     "CORPORA",

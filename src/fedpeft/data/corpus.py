@@ -5,8 +5,9 @@ parses raw texts and label values once per process. :func:`load_corpus` turns
 them into a :class:`Corpus`: label names sorted deterministically, a seeded
 stratified test split where the source has no official one, test examples whose
 text also appears in the training split dropped, optional seeded stratified caps
-on the split sizes and truncation of very long texts. The split generators derive
-from ``split_seed`` only, never from the run seed, so the test set stays the same
+on the split sizes and truncation of very long texts (the split, deduplication
+and caps are in :mod:`fedpeft.data.splits`). The split generators derive from
+``split_seed`` only, never from the run seed, so the test set stays the same
 across runs.
 
 Imports run one way: :mod:`fedpeft.data.corpora` imports this module to register
@@ -24,7 +25,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedpeft.data.partition import allocate_proportional
+from fedpeft.data.splits import (
+    cap,
+    drop_repeated_texts,
+    drop_training_texts,
+    stratified_split,
+    warn_shared_texts,
+)
 from fedpeft.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -272,18 +279,18 @@ def load_corpus(
     train = _encode(raw.train, names, max_chars)
     if raw.test is None:
         if drop_duplicates:
-            train = _drop_repeated_texts(train, name)
-        train, test = _stratified_split(train, test_fraction, split_seed)
+            train = drop_repeated_texts(train, name)
+        train, test = stratified_split(train, test_fraction, split_seed)
     else:
         test = _encode(raw.test, names, max_chars)
         if drop_duplicates:
-            test = _drop_training_texts(test, train, name)
+            test = drop_training_texts(test, train, name)
     if not drop_duplicates:
-        _warn_shared_texts(train, test, name)
-    train = _cap(
+        warn_shared_texts(train, test, name)
+    train = cap(
         train, max_train, np.random.default_rng([split_seed, _TRAIN_CAP_STREAM])
     )
-    test = _cap(test, max_test, np.random.default_rng([split_seed, _TEST_CAP_STREAM]))
+    test = cap(test, max_test, np.random.default_rng([split_seed, _TEST_CAP_STREAM]))
     logger.info(
         "corpus %s: %d train, %d test, %d classes",
         name,
@@ -366,100 +373,3 @@ def _encode(
         label_names=names,
         metadata={key: np.array(column) for key, column in raw.metadata.items()},
     )
-
-
-def stratified_sample(
-    labels: IntArray, size: int, rng: np.random.Generator
-) -> IntArray:
-    """Choose ``size`` indices without replacement, keeping class proportions.
-
-    Each class gets its largest-remainder share of ``size`` (within 1 of
-    ``size * count / n``), drawn uniformly from that class with ``rng``.
-
-    Returns:
-        Sorted int64 indices, shape ``(size,)``.
-    """
-    counts = np.bincount(labels)
-    if not 0 <= size <= len(labels):
-        raise ValueError(f"size={size} must be in [0, {len(labels)}]")
-    quotas = allocate_proportional(size, counts)
-    chosen = [
-        rng.choice(np.flatnonzero(labels == c), size=int(q), replace=False)
-        for c, q in enumerate(quotas)
-        if q > 0
-    ]
-    return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, np.int64)
-
-
-def _stratified_split(
-    data: TextDataset, test_fraction: float, split_seed: int
-) -> tuple[TextDataset, TextDataset]:
-    n = len(data)
-    if n < 2:
-        raise ValueError(f"need at least 2 examples to split off a test set, got {n}")
-    n_test = min(max(round(test_fraction * n), 1), n - 1)
-    test_idx = stratified_sample(data.labels, n_test, np.random.default_rng(split_seed))
-    train_mask = np.ones(n, dtype=bool)
-    train_mask[test_idx] = False
-    return data.subset(np.flatnonzero(train_mask)), data.subset(test_idx)
-
-
-def _drop_repeated_texts(data: TextDataset, name: str) -> TextDataset:
-    """``data`` keeping only the first row of each text, in order."""
-    first: dict[str, int] = {}
-    keep = [first.setdefault(text, i) == i for i, text in enumerate(data.texts)]
-    kept = np.flatnonzero(keep)
-    if len(kept) == len(data):
-        return data
-    logger.warning(
-        "corpus %s: dropped %d row(s) repeating an earlier row's text before the "
-        "train/test split, so that no test text is also a training text "
-        "(%d rows left)",
-        name,
-        len(data) - len(kept),
-        len(kept),
-    )
-    return data.subset(kept)
-
-
-def _drop_training_texts(
-    test: TextDataset, train: TextDataset, name: str
-) -> TextDataset:
-    """``test`` without the examples whose text is also a training text."""
-    seen = set(train.texts)
-    kept = np.flatnonzero([text not in seen for text in test.texts])
-    if len(kept) == len(test):
-        return test
-    if len(kept) == 0:
-        raise ValueError(
-            f"corpus {name!r}: all {len(test)} test texts also appear in the "
-            "training split; the test split would be empty"
-        )
-    logger.warning(
-        "corpus %s: dropped %d test example(s) whose text also appears in the "
-        "training split (%d test examples left)",
-        name,
-        len(test) - len(kept),
-        len(kept),
-    )
-    return test.subset(kept)
-
-
-def _warn_shared_texts(train: TextDataset, test: TextDataset, name: str) -> None:
-    """Warn how many test examples repeat a training text (kept as asked)."""
-    seen = set(train.texts)
-    shared = sum(text in seen for text in test.texts)
-    if shared:
-        logger.warning(
-            "corpus %s: %d test example(s) repeat a training text and are kept "
-            "(data.drop_duplicates = false); set data.drop_duplicates = true to "
-            "drop them",
-            name,
-            shared,
-        )
-
-
-def _cap(data: TextDataset, limit: int | None, rng: np.random.Generator) -> TextDataset:
-    if limit is None or limit >= len(data):
-        return data
-    return data.subset(stratified_sample(data.labels, limit, rng))
