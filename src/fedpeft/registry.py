@@ -277,8 +277,15 @@ class ConfigRegistry(Registry[Component[Opt, F]]):
     def _foreign(self, key: str, name: str, cls: type[Opt]) -> str:
         tagged = f"{self.section}.{self.tag}"
         own = [f for f in cls.model_fields if f != self.tag]
-        parent = cls.__mro__[1]
-        inherited = set(getattr(parent, "model_fields", {}))
+        base = next(  # the section's base options class, just below Options
+            (
+                c
+                for c in reversed(cls.__mro__)
+                if issubclass(c, Options) and c is not Options
+            ),
+            cls,
+        )
+        inherited = set(base.model_fields) if base is not cls else set()
         allowed = [f for f in own if f not in inherited] + [
             f for f in own if f in inherited
         ]
@@ -291,8 +298,21 @@ class ConfigRegistry(Registry[Component[Opt, F]]):
         if holders:
             owners = ", ".join(repr(n) for n in holders)
             return f"{message}; {key} is an option of {tagged}={owners}"
-        guesses = " or ".join(repr(c) for c in close)
-        return f"{message}. Did you mean {guesses}?" if close else message
+        if close:
+            return f"{message}. Did you mean {' or '.join(repr(c) for c in close)}?"
+        others = {
+            f: n
+            for n in self
+            for f in self.options(n).model_fields
+            if f != self.tag and f not in allowed
+        }
+        near = difflib.get_close_matches(key, list(others), n=1)
+        if near:
+            return (
+                f"{message}. Did you mean {near[0]!r}, an option of "
+                f"{tagged}={others[near[0]]!r}?"
+            )
+        return message
 
 
 def _validation_error(title: str, lines: Sequence[ErrorLine]) -> ValidationError:
