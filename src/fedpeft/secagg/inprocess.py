@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from fedpeft.aggregation.mean import ParamsLike, check_updates, flatten, unflatten
+from fedpeft.aggregation.mean import check_updates, flatten, unflatten
 from fedpeft.secagg.client import ClientState
 from fedpeft.secagg.config import SecAggConfig
 from fedpeft.secagg.messages import (
@@ -41,7 +41,7 @@ from fedpeft.secagg.protocol import (
 )
 from fedpeft.secagg.server import SecAggResult, ServerState
 from fedpeft.secagg.shamir import RandomBytes
-from fedpeft.types import Params
+from fedpeft.types import Params, ParamsLike
 
 STAGES = ("advertise", "share", "mask", "unmask")
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from fedpeft.types import Float64Array
+
 MAX_BITS = 62
 """Largest modulus exponent b; sums of two values < 2^62 still fit in uint64."""
 
@@ -36,7 +38,6 @@ MAX_VALUE_BITS = 52
 only 24 significant bits, so more would buy nothing)."""
 
 UInt64Array = npt.NDArray[np.uint64]
-Float64Array = npt.NDArray[np.float64]
 
 
 def largest_safe_clients(value_bits: int, bits: int) -> int:

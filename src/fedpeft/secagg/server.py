@@ -33,11 +33,11 @@ from fedpeft.secagg.messages import (
 )
 from fedpeft.secagg.params import RoundParams
 from fedpeft.secagg.quantize import (
-    Float64Array,
     UInt64Array,
     dequantize_sum,
     sum_error_bound,
 )
+from fedpeft.types import Float64Array
 
 _SHOWN = 5  # clients named in an error message
 
