@@ -221,8 +221,8 @@ def run_flower(rounds: int, cpus: int, precision: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------- fedpeft
 def run_fedpeft(rounds: int, precision: str, batched: bool) -> dict[str, Any]:
-    from fedpeft.experiment import build_experiment
     from fedpeft.engine.simulation import FederatedRun
+    from fedpeft.experiment import build_experiment
 
     memory = TreeMemory()
     launched = time.perf_counter()

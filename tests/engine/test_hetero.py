@@ -9,8 +9,8 @@ import pytest
 
 from fedpeft.aggregation.lora import lora_pairs, lora_products
 from fedpeft.aggregation.mean import weighted_mean
-from fedpeft.experiment import Experiment
 from fedpeft.engine.simulation import FederatedRun
+from fedpeft.experiment import Experiment
 from fedpeft.server.mixed_lora import LoraSize, MixedLoraServer
 from fedpeft.types import Params
 

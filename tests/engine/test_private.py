@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from fedpeft.config import ConfigError
-from fedpeft.experiment import build_experiment
 from fedpeft.engine.simulation import FederatedRun
+from fedpeft.experiment import build_experiment
 from fedpeft.privacy import PrivacyAccountant, client_level_event
 from fedpeft.server.build import build_aggregator, strategy_from_config
 from fedpeft.types import ClientUpdate

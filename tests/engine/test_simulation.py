@@ -10,9 +10,9 @@ import pytest
 
 import fedpeft.client.algorithm as algorithm
 import fedpeft.engine.simulation as simulation
-from fedpeft.rundir.checkpoint import CheckpointError
-from fedpeft.experiment import build_experiment
 from fedpeft.engine.simulation import FederatedRun
+from fedpeft.experiment import build_experiment
+from fedpeft.rundir.checkpoint import CheckpointError
 from fedpeft.rundir.sink import read_metrics
 from fedpeft.types import ClientUpdate
 from fedpeft.wire import serialize

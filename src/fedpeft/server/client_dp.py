@@ -43,7 +43,6 @@ class ClientDP:
         )
 
 
-
 def client_dp_plan(cfg: RunConfig) -> ClientDP | None:
     """The run's client-level DP, or ``None`` without ``privacy.client_dp``.
 
@@ -99,5 +98,3 @@ def client_dp_plan(cfg: RunConfig) -> ClientDP | None:
         budget,
         c.delta,
     )
-
-
