@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 
 from fedpeft.client.batched import concat_batches, length_buckets, sub_batch
-from fedpeft.client.local import _batch_orders
+from fedpeft.client.steps import batch_orders
 from fedpeft.config import load_config
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.experiment import Experiment, build_experiment
@@ -159,7 +159,7 @@ def plain_loop(exp: Experiment, rnd: int, params: dict[str, np.ndarray]) -> floa
         )
         data = exp.clients[k].train
         rng = stream(cfg.seed, "client", rnd, k)
-        for order in _batch_orders(len(data), c.batch_size, c.local_epochs, 0, rng):
+        for order in batch_orders(len(data), c.batch_size, c.local_epochs, 0, rng):
             batch = data.batch(order, model.device)
             loss = F.cross_entropy(model(batch), batch.labels)
             opt.zero_grad(set_to_none=True)
@@ -176,7 +176,7 @@ def backbone_seconds(exp: Experiment, rnd: int, precision: str) -> float:
     clients = selected(exp, rnd)
     orders = [
         list(
-            _batch_orders(
+            batch_orders(
                 len(exp.clients[k].train),
                 c.batch_size,
                 c.local_epochs,

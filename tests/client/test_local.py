@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedpeft.client.local import _batch_orders, _proximal_term, local_update
+from fedpeft.client.local import _proximal_term, local_update
+from fedpeft.client.steps import batch_orders
 from fedpeft.seeding import stream
 
 pytestmark = pytest.mark.slow
@@ -14,10 +15,10 @@ pytestmark = pytest.mark.slow
 
 def test_batch_orders_cover_epochs_or_fixed_steps() -> None:
     rng = np.random.default_rng(0)
-    epochs = list(_batch_orders(10, 4, epochs=2, steps=0, rng=rng))
+    epochs = list(batch_orders(10, 4, epochs=2, steps=0, rng=rng))
     assert [len(b) for b in epochs] == [4, 4, 2, 4, 4, 2]
     assert sorted(np.concatenate(epochs[:3])) == list(range(10))
-    steps = list(_batch_orders(10, 4, epochs=99, steps=5, rng=rng))
+    steps = list(batch_orders(10, 4, epochs=99, steps=5, rng=rng))
     assert len(steps) == 5
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fedpeft.models.backbone import Backbone
-from fedpeft.models.embed import last_token_pool
+from fedpeft.models.pooling import last_token_pool
 
 BATCH, SEQ = 2, 9
 

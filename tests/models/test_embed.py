@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from fedpeft.models.backbone import Backbone, _with_pad_token
-from fedpeft.models.embed import embed_dataset, mean_pool
+from fedpeft.models.embed import embed_dataset
+from fedpeft.models.pooling import mean_pool
 from fedpeft.models.tokenized import tokenize
 
 TEXTS = ["the movie was good", "bad", "the movie was bad the movie"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fedpeft.config import ConfigError
-from fedpeft.models.embed import mean_pool
+from fedpeft.models.pooling import mean_pool
 from fedpeft.peft import build_adapter
 
 pytestmark = pytest.mark.slow

@@ -29,7 +29,6 @@ from fedpeft.aggregation.lora import (
     lora_scaling,
 )
 from fedpeft.aggregation.mean import (
-    ParamsLike,
     add_params,
     check_updates,
     check_weights,
@@ -56,7 +55,6 @@ __all__ = [
     "RANK_SCALINGS",
     "DistanceScale",
     "DynamicWeights",
-    "ParamsLike",
     "RankScaling",
     "ServerOptConfig",
     "ServerOptState",

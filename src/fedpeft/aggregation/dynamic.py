@@ -28,15 +28,13 @@ import numpy as np
 import numpy.typing as npt
 
 from fedpeft.aggregation.mean import (
-    Float64Array,
-    ParamsLike,
     add_params,
     check_updates,
     example_weights,
     flatten,
     weighted_mean,
 )
-from fedpeft.types import Params
+from fedpeft.types import Float64Array, Params, ParamsLike
 
 DistanceScale = Literal["none", "median", "mean"]
 DISTANCE_SCALES: tuple[str, ...] = get_args(DistanceScale)

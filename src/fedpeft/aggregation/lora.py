@@ -30,12 +30,10 @@ import numpy as np
 import numpy.typing as npt
 
 from fedpeft.aggregation.mean import (
-    Float64Array,
-    ParamsLike,
     check_weights,
     weighted_mean,
 )
-from fedpeft.types import Params
+from fedpeft.types import Float64Array, Params, ParamsLike
 
 RankScaling = Literal["standard", "rslora"]
 RANK_SCALINGS: tuple[str, ...] = get_args(RankScaling)

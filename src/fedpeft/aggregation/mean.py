@@ -11,11 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-# Float64Array and ParamsLike live in fedpeft.types; re-exported (``X as X``)
-# until aggregation/, strategies/, privacy/ and secagg/ import them from there.
-from fedpeft.types import Float64Array as Float64Array
-from fedpeft.types import Params, check_params_like
-from fedpeft.types import ParamsLike as ParamsLike
+from fedpeft.types import Float64Array, Params, ParamsLike, check_params_like
 
 
 def check_weights(weights: npt.ArrayLike, count: int) -> Float64Array:

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedpeft.aggregation.mean import Float64Array, ParamsLike
-from fedpeft.types import Params, check_params_like
+from fedpeft.types import Float64Array, Params, ParamsLike, check_params_like
 
 SecondMoment = Callable[[Float64Array, Float64Array, float], Float64Array]
 """``(v_{t−1}, Δ_t², β2) -> v_t``."""

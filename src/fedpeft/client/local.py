@@ -26,18 +26,6 @@ from fedpeft.types import ClientUpdate, Params
 if TYPE_CHECKING:
     from fedpeft.client.dp_local import RecordDP
 
-# build_optimizer and LocalTrainStats live in fedpeft.client.steps; exported here
-# too (and batch_orders under its old private name) for baselines/centralized.py,
-# tests/client/test_local.py and bench/engine_speed.py until they import steps.
-__all__ = [
-    "LocalTrainStats",
-    "build_optimizer",
-    "finish_update",
-    "local_update",
-    "train_adapter",
-]
-_batch_orders = batch_orders
-
 
 def _proximal_term(
     model: AdapterClassifier, anchor: Mapping[str, torch.Tensor]

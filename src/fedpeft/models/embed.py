@@ -7,12 +7,6 @@ from collections.abc import Callable
 import torch
 
 from fedpeft.models.backbone import Backbone
-
-# The poolings live in fedpeft.models.pooling (Backbone.pool needs them and this
-# module needs Backbone); re-exported for tests/models and tests/peft until
-# they import from there.
-from fedpeft.models.pooling import last_token_pool as last_token_pool
-from fedpeft.models.pooling import mean_pool as mean_pool
 from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import Batch, TokenizedDataset
 

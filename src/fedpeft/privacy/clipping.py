@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-from fedpeft.aggregation.mean import ParamsLike, flatten
-from fedpeft.types import Params
+from fedpeft.aggregation.mean import flatten
+from fedpeft.types import Params, ParamsLike
 
 _SHRINK = 1.0 - 2.0**-21
 """Extra factor applied once if float32 rounding left ‖Δ̂‖ a hair above C."""

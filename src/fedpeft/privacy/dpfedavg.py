@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedpeft.aggregation.mean import ParamsLike
 from fedpeft.privacy.accounting import check_count, check_positive
 from fedpeft.privacy.clipping import check_clip_norm, clip_update
 from fedpeft.privacy.noise import (
@@ -36,7 +35,7 @@ from fedpeft.privacy.noise import (
     distributed_noise_std,
     gaussian_noise_like,
 )
-from fedpeft.types import Params, check_params_like
+from fedpeft.types import Params, ParamsLike, check_params_like
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,7 @@ import os
 
 import numpy as np
 
-from fedpeft.aggregation.mean import Float64Array, ParamsLike
-from fedpeft.types import Params
+from fedpeft.types import Float64Array, Params, ParamsLike
 
 NoiseParams = dict[str, Float64Array]
 """Float64 noise arrays with a :data:`fedpeft.types.Params` layout."""

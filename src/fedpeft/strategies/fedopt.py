@@ -10,7 +10,7 @@ in :mod:`fedpeft.aggregation.server_opt`. The moments m and v are server state:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
@@ -21,22 +21,17 @@ from fedpeft.aggregation import (
     ServerOptState,
     adam_second_moment,
     adaptive_step,
-    example_weights,
     global_norm,
     init_state,
-    weighted_mean,
     yogi_second_moment,
 )
 from fedpeft.strategies.base import (
     DpRole,
-    RoundStats,
-    SumFn,
     register_strategy,
-    validate_updates,
-    weight_metrics,
 )
 from fedpeft.strategies.config import StrategyOptions
-from fedpeft.types import ClientUpdate, Float64Array, Params
+from fedpeft.strategies.fedavg import FedAvg
+from fedpeft.types import Float64Array, Params
 
 
 def _moments(state: Mapping[str, np.ndarray[Any, Any]], prefix: str) -> Params:
@@ -72,8 +67,9 @@ class FedYogiOptions(FedOptOptions):
     name: Literal["fedyogi"] = "fedyogi"
 
 
-class FedOpt:
-    """Shared body of FedAdam/FedYogi (Reddi et al. 2021, Algorithm 2).
+class FedOpt(FedAvg):
+    """Shared body of FedAdam/FedYogi (Reddi et al. 2021, Algorithm 2): FedAvg's
+    weights (plain and secure) and merge, with the adaptive server step.
 
     Args:
         server_lr: Server learning rate η > 0.
@@ -86,7 +82,6 @@ class FedOpt:
     """
 
     name = "fedopt"
-    needs_mean = False
     dp_role: DpRole | None = "server_optimizer"
     dp_refusal = ""
 
@@ -100,32 +95,11 @@ class FedOpt:
         self.config = ServerOptConfig(server_lr, beta1, beta2, tau)
         self._state: ServerOptState | None = None
 
-    def client_config(self, server_round: int) -> dict[str, float]:
-        """No extra local-training settings."""
-        return {}
-
     def second_moment(
         self, v: Float64Array, g2: Float64Array, beta2: float
     ) -> Float64Array:
         """``(v_{t−1}, Δ_t², β2) -> v_t``; defined by FedAdam and FedYogi."""
         raise NotImplementedError(f"{type(self).__name__} defines no v update")
-
-    def weights(self, updates: Sequence[ClientUpdate]) -> Float64Array:
-        """``n_k / Σn``: the pseudo-gradient is the example-weighted mean."""
-        return example_weights([u.num_examples for u in updates])
-
-    def round_stats(
-        self, updates: Sequence[ClientUpdate], total_examples: int, secure_sum: SumFn
-    ) -> RoundStats:
-        """Only the public total Σn."""
-        return RoundStats(total_examples)
-
-    def client_weight(self, update: ClientUpdate, stats: RoundStats) -> float:
-        """``n_k / n_total``."""
-        return update.num_examples / stats.total_examples
-
-    def check_secure(self) -> None:
-        """Its weights need nothing but public counts: always computable."""
 
     def step(
         self, server_round: int, global_params: Params, mean_delta: Params
@@ -141,28 +115,6 @@ class FedOpt:
             global_params, mean_delta, state, self.config, self.second_moment
         )
         return new_params, {"pseudo_grad_norm": global_norm(mean_delta)}
-
-    def aggregate(
-        self,
-        server_round: int,
-        global_params: Params,
-        updates: Sequence[ClientUpdate],
-    ) -> tuple[Params, dict[str, float]]:
-        """One server-optimizer step on the example-weighted mean delta.
-
-        Metrics add ``pseudo_grad_norm`` (‖Δ_t‖); ``step_norm`` is the change
-        actually applied to the parameters.
-
-        Raises:
-            ValueError: for invalid updates (naming the client), or a loaded state
-                whose layout differs from ``global_params``.
-        """
-        validate_updates(server_round, global_params, updates)
-        w = self.weights(updates)
-        pseudo_grad = weighted_mean([u.delta for u in updates], w)
-        new_params, metrics = self.step(server_round, global_params, pseudo_grad)
-        applied = {k: new_params[k] - global_params[k] for k in global_params}
-        return new_params, {**weight_metrics(w, applied), **metrics}
 
     def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
         """Copies of m and v as ``m/<name>``, ``v/<name>``; ``{}`` before round 1."""
