@@ -289,3 +289,11 @@ def test_strategy_replace_is_a_validated_copy() -> None:
     assert (sharper.gamma, dynamic.gamma) == (4.0, 2.0)
     with pytest.raises(ConfigError, match="proximal_mu"):
         dynamic.replace(proximal_mu=0.1)
+
+
+def test_a_misspelt_key_inside_an_optional_section_gets_its_suggestion() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["privacy.client_dp={clip=0.5, noise_multiplier=1.0}"])
+    message = str(info.value)
+    assert "'privacy.client_dp.clip'" in message
+    assert "Did you mean 'clip_norm'?" in message and "target_epsilon" in message

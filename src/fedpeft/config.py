@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -451,13 +452,16 @@ def _allowed_keys(section_path: Sequence[str]) -> list[str]:
     model: type[BaseModel] = RunConfig
     for part in section_path:
         field = model.model_fields.get(part)
-        if (
-            field is None
-            or not isinstance(field.annotation, type)
-            or not issubclass(field.annotation, BaseModel)
-        ):
+        if field is None:
             return []
-        model = field.annotation
+        # an optional section (``ClientDPSection | None``) offers its model's keys
+        options = [field.annotation, *typing.get_args(field.annotation)]
+        sections = [
+            t for t in options if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
+        if not sections:
+            return []
+        model = sections[0]
     return list(model.model_fields)
 
 
