@@ -31,7 +31,8 @@ lower one:
 1. ``components``: the parts a run is assembled from (models, adapters,
    clients, strategies, server algorithms, privacy, SecAgg protocol, data,
    devices, the experiment, run directories, reports, baselines) and
-   ``config``. ``config`` is the schema of a whole run: it composes each
+   ``config`` (with ``config_sections`` and ``config_privacy``, the sections
+   it composes). ``config`` is the schema of a whole run: it composes each
    component's own section (``peft.config``, ``data.partition.config``) and is
    read by components (``client``, ``models.device``, ``devices.plan``), so it
    sits in the components layer; no math module may read it.
@@ -75,6 +76,8 @@ LAYERS: Mapping[str, int] = {
     "fedpeft.secagg.quantize": MATH,
     "fedpeft.secagg.shamir": MATH,
     "fedpeft.config": COMPONENTS,
+    "fedpeft.config_privacy": COMPONENTS,
+    "fedpeft.config_sections": COMPONENTS,
     "fedpeft.models": COMPONENTS,
     "fedpeft.peft": COMPONENTS,
     "fedpeft.client": COMPONENTS,

@@ -3,6 +3,12 @@
 Load it from TOML plus ``--set a.b=c`` overrides with :func:`load_config`. Unknown
 keys, wrong types and out-of-range values fail before any work starts, with a
 message naming the key, the bad value and what is allowed.
+
+The sections are defined next to what they configure: the plain ones in
+:mod:`fedpeft.config_sections`, ``[privacy]`` in :mod:`fedpeft.config_privacy`,
+the registry-chosen ones (partition, peft, strategy) in each component's ``config``
+module. This module composes them into :class:`RunConfig` and loads it; every
+section name is importable from here.
 """
 
 from __future__ import annotations
@@ -13,17 +19,24 @@ import tomllib
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from fedpeft.config_privacy import ClientDPSection, PrivacySection, RecordDPSection
+from fedpeft.config_sections import (
+    BASELINES,
+    DEVICE_PATTERN,
+    DEVICES,
+    BaselinesSection,
+    ClientSection,
+    DataSection,
+    DevicesSection,
+    FederationSection,
+    ModelSection,
+    Section,
+    parse_lora_size,
 )
-
 from fedpeft.registry import ConfigError as ConfigError
 from fedpeft.registry import describe_error
 
@@ -34,66 +47,31 @@ from fedpeft.data.partition.config import PARTITIONERS, PartitionField
 from fedpeft.peft.config import PEFT_METHODS, PeftField
 from fedpeft.strategies.config import STRATEGIES, StrategyField
 
-DEVICES = "cpu, cuda, cuda:N or auto"
-DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
-BASELINES = ("centralized", "local-only", "linear-probe", "zero-shot", "full-finetune")
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class ModelSection(Section):
-    backbone: str = Field(
-        "minilm-l6", description="registered name or local HF model dir"
-    )
-    max_length: int = Field(
-        64, ge=8, le=4096, description="tokens per example after truncation"
-    )
-    precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="backbone compute dtype (bf16 autocast); adapters stay fp32"
-    )
-    eval_precision: Literal["fp32", "bf16"] = Field(
-        "bf16", description="backbone compute dtype for evaluation"
-    )
-    device: str = Field(
-        "cpu",
-        description="where the backbone and adapters compute: cpu, cuda, cuda:N "
-        "or auto (a GPU when torch sees one)",
-    )
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if re.fullmatch(DEVICE_PATTERN, value) is None:
-            raise ValueError(f"unknown device {value!r}; choose {DEVICES}")
-        return value
-
-
-class DataSection(Section):
-    corpus: str = Field(
-        "rotten-tomatoes", description="registered corpus, csv:PATH or jsonl:PATH"
-    )
-    text_column: str = "text"
-    label_column: str = "label"
-    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    split_seed: int = Field(
-        0, ge=0, description="seed of the train/test split (fixed across runs)"
-    )
-    max_train: int | None = Field(
-        2000, ge=10, description="subsample of the training pool"
-    )
-    max_test: int | None = Field(600, ge=10, description="subsample of the test set")
-    max_chars: int | None = Field(2000, ge=16)
-    encoding: str = Field(
-        "utf-8", description="text encoding of a csv/jsonl file, e.g. latin-1"
-    )
-    drop_duplicates: bool = Field(
-        True,
-        description="drop repeated texts so no test text is also a training text "
-        "(false: keep them and warn; the corpora as read before 2026-12-04)",
-    )
-
+__all__ = [
+    "BASELINES",
+    "DEVICES",
+    "DEVICE_PATTERN",
+    "BaselinesSection",
+    "ClientDPSection",
+    "ClientSection",
+    "ConfigError",
+    "DataSection",
+    "DevicesSection",
+    "FederationSection",
+    "ModelSection",
+    "PartitionSection",
+    "PeftSection",
+    "PrivacySection",
+    "RecordDPSection",
+    "RunConfig",
+    "Section",
+    "StrategySection",
+    "apply_overrides",
+    "build_config",
+    "load_config",
+    "parse_lora_size",
+    "parse_override",
+]
 
 PartitionSection = PartitionField
 """The ``[partition]`` section: the options of the partitioner named by
@@ -103,245 +81,9 @@ PeftSection = PeftField
 """The ``[peft]`` section: the options of the method named by ``peft.method``
 (see :mod:`fedpeft.peft.config`)."""
 
-
-class ClientSection(Section):
-    local_epochs: int = Field(1, ge=0, le=1000)
-    local_steps: int = Field(
-        0, ge=0, description="if > 0, a fixed number of steps instead of epochs"
-    )
-    batch_size: int = Field(16, ge=1, le=4096)
-    lr: float = Field(
-        3e-3, gt=0.0, le=10.0, description="AdamW learning rate of the method's tensors"
-    )
-    head_lr: float = Field(
-        1e-3, ge=0.0, le=10.0, description="AdamW learning rate of the head"
-    )
-    full_lr: float = Field(
-        5e-5,
-        gt=0.0,
-        le=1.0,
-        description="backbone learning rate of the full fine-tuning baseline",
-    )
-    weight_decay: float = Field(0.0, ge=0.0)
-    max_grad_norm: float = Field(
-        0.0, ge=0.0, description="clip the local gradient norm (0 = off)"
-    )
-    probe_iters: int = Field(
-        100, ge=1, description="L-BFGS iterations of the head-fitting linear probe"
-    )
-    probe_l2: float = Field(1e-3, ge=0.0, description="L2 strength of the linear probe")
-
-
 StrategySection = StrategyField
 """The ``[strategy]`` section: the options of the strategy named by
 ``strategy.name`` (see :mod:`fedpeft.strategies.config`)."""
-
-
-class ClientDPSection(Section):
-    """Client-level DP-FedAvg (McMahan et al. 2018); see fedpeft.privacy.
-
-    Exactly one of ``noise_multiplier`` and ``target_epsilon`` is set.
-    """
-
-    clip_norm: float = Field(
-        0.1,
-        gt=0.0,
-        strict=True,
-        allow_inf_nan=False,
-        description="bound C on each update's L2 norm",
-    )
-    delta: float = Field(
-        1e-3, gt=0.0, lt=1.0, description="δ; keep it below 1/num_clients"
-    )
-    noise_multiplier: float | None = Field(
-        None,
-        gt=0.0,
-        strict=True,
-        allow_inf_nan=False,
-        description="σ (noise std σ·C)",
-    )
-    target_epsilon: float | None = Field(
-        None,
-        gt=0.0,
-        strict=True,
-        allow_inf_nan=False,
-        description="calibrate σ so that all rounds stay within ε",
-    )
-    mode: Literal["central", "distributed"] = "central"
-    accountant: Literal["rdp", "pld"] = "rdp"
-
-    @model_validator(mode="after")
-    def _noise_source(self) -> ClientDPSection:
-        _one_noise_source(self.noise_multiplier, self.target_epsilon)
-        return self
-
-
-class RecordDPSection(Section):
-    """Record-level DP-SGD inside every client (Abadi et al. 2016).
-
-    Exactly one of ``noise_multiplier`` and ``target_epsilon`` is set.
-    """
-
-    clip_norm: float = Field(
-        1.0,
-        gt=0.0,
-        strict=True,
-        allow_inf_nan=False,
-        description="per-example gradient bound",
-    )
-    delta: float = Field(1e-4, gt=0.0, lt=1.0)
-    noise_multiplier: float | None = Field(
-        None, gt=0.0, strict=True, allow_inf_nan=False
-    )
-    target_epsilon: float | None = Field(
-        None,
-        gt=0.0,
-        strict=True,
-        allow_inf_nan=False,
-        description="per client, whole run",
-    )
-    accountant: Literal["rdp", "pld"] = "rdp"
-
-    @model_validator(mode="after")
-    def _noise_source(self) -> RecordDPSection:
-        _one_noise_source(self.noise_multiplier, self.target_epsilon)
-        return self
-
-
-def _one_noise_source(sigma: float | None, target: float | None) -> None:
-    """Refuse a DP section with both or neither of σ and a target ε."""
-    if sigma is not None and target is not None:
-        raise ValueError(
-            f"set exactly one of noise_multiplier (got {sigma!r}) and "
-            f"target_epsilon (got {target!r}), not both: σ is either given or "
-            "calibrated to reach ε"
-        )
-    if sigma is None and target is None:
-        raise ValueError(
-            "set exactly one of noise_multiplier (σ) and target_epsilon (σ "
-            "calibrated so the whole run stays within ε); neither is set"
-        )
-
-
-class PrivacySection(Section):
-    secagg: bool = Field(False, description="secure aggregation of the client updates")
-    secagg_bits: int = Field(
-        32, ge=8, le=62, description="masked values live in Z_(2^b)"
-    )
-    secagg_clip_range: float = Field(
-        1.0, gt=0.0, description="per-coordinate range [-r, r] before quantization"
-    )
-    secagg_threshold: float = Field(
-        0.5, gt=0.0, le=1.0, description="Shamir t / neighbours"
-    )
-    secagg_neighbours: Literal["complete", "log2"] = "complete"
-    secure: bool = Field(
-        False, description="masks, keys and noise from OS entropy (not reproducible)"
-    )
-    client_dp: ClientDPSection | None = None
-    record_dp: RecordDPSection | None = None
-
-
-class FederationSection(Section):
-    num_clients: int = Field(10, ge=1, le=100_000)
-    rounds: int = Field(6, ge=0, le=100_000)
-    sampling: Literal["fixed", "poisson"] = Field(
-        "fixed",
-        description="fixed: m clients without replacement; poisson: each with prob q",
-    )
-    eval_every: int = Field(
-        1, ge=1, description="evaluate the global model every k rounds"
-    )
-    eval_batch_size: int = Field(128, ge=1)
-    batch_clients: bool = Field(
-        True,
-        description="train the selected clients together: one forward/backward over "
-        "the shared backbone serves all of them (methods with a per-example forward: "
-        "prompt, prefix, lora; others train one after another)",
-    )
-    bucket_size: int = Field(
-        16,
-        ge=0,
-        description="with batch_clients: sort each shared step's examples by length "
-        "and run them in groups of about this many, each padded only to its own "
-        "longest (0 = one padded batch); the gradient is the same",
-    )
-    bucket_threads: int = Field(
-        2,
-        ge=1,
-        le=64,
-        description="with batch_clients: run a step's buckets on this many threads "
-        "(prompt, prefix); gradients are summed in a fixed order",
-    )
-    update_norm_ratio: float = Field(
-        20.0,
-        ge=0.0,
-        description="reject a client update whose L2 norm exceeds this many times "
-        "the round's (lower) median norm; 0 = off (finite values are always required)",
-    )
-
-
-class BaselinesSection(Section):
-    run: tuple[str, ...] = Field(
-        ("centralized", "linear-probe"), description=", ".join(BASELINES)
-    )
-
-    @field_validator("run")
-    @classmethod
-    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            if name not in BASELINES:
-                raise ValueError(
-                    f"unknown baseline {name!r}; choose from {', '.join(BASELINES)}"
-                )
-        return value
-
-
-def parse_lora_size(text: str) -> tuple[int, int]:
-    """``"RANK@LAYERS"`` (or ``"RANK"`` for all layers) as ``(rank, layers)``."""
-    rank, _, layers = str(text).partition("@")
-    try:
-        parsed = int(rank), int(layers or 0)
-    except ValueError:
-        parsed = (0, -1)
-    if parsed[0] < 1 or parsed[1] < 0:
-        raise ValueError(
-            f"menu entry {text!r} is not RANK@TOP_LAYERS with rank >= 1 and "
-            "layers >= 0 (0 = all layers), e.g. '8@2'"
-        )
-    return parsed
-
-
-class DevicesSection(Section):
-    """Per-client device profiles and LoRA sizes allocated to fit them."""
-
-    profiles: str | None = Field(
-        None,
-        description="device population: uniform, tiers, phones-and-servers or "
-        "file:PATH (unset: every client trains the configured adapter)",
-    )
-    policy: str = Field(
-        "largest-fit", description="allocation: fixed, largest-fit, budget-proportional"
-    )
-    deadline_s: float | None = Field(
-        None, gt=0.0, description="round deadline: predicted compute + transfer seconds"
-    )
-    menu: tuple[str, ...] = Field(
-        ("2@1", "4@2", "8@4", "16@0"),
-        min_length=1,
-        description="LoRA sizes RANK@TOP_LAYERS (0 = all layers), smallest first",
-    )
-    fixed_index: int = Field(-1, description="menu entry of the fixed policy")
-    rule: Literal["hetlora", "flexlora", "ffa", "fedavg"] = Field(
-        "hetlora", description="aggregation of the mixed-size LoRA updates"
-    )
-
-    @field_validator("menu")
-    @classmethod
-    def _sizes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for entry in value:
-            parse_lora_size(entry)
-        return value
 
 
 class RunConfig(Section):

@@ -1,0 +1,116 @@
+"""The ``[privacy]`` section of the run config: secure aggregation and the DP
+sections (client-level DP-FedAvg, record-level DP-SGD); see :mod:`fedpeft.privacy`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from fedpeft.config_sections import Section
+
+
+class ClientDPSection(Section):
+    """Client-level DP-FedAvg (McMahan et al. 2018); see fedpeft.privacy.
+
+    Exactly one of ``noise_multiplier`` and ``target_epsilon`` is set.
+    """
+
+    clip_norm: float = Field(
+        0.1,
+        gt=0.0,
+        strict=True,
+        allow_inf_nan=False,
+        description="bound C on each update's L2 norm",
+    )
+    delta: float = Field(
+        1e-3, gt=0.0, lt=1.0, description="δ; keep it below 1/num_clients"
+    )
+    noise_multiplier: float | None = Field(
+        None,
+        gt=0.0,
+        strict=True,
+        allow_inf_nan=False,
+        description="σ (noise std σ·C)",
+    )
+    target_epsilon: float | None = Field(
+        None,
+        gt=0.0,
+        strict=True,
+        allow_inf_nan=False,
+        description="calibrate σ so that all rounds stay within ε",
+    )
+    mode: Literal["central", "distributed"] = "central"
+    accountant: Literal["rdp", "pld"] = "rdp"
+
+    @model_validator(mode="after")
+    def _noise_source(self) -> ClientDPSection:
+        _one_noise_source(self.noise_multiplier, self.target_epsilon)
+        return self
+
+
+class RecordDPSection(Section):
+    """Record-level DP-SGD inside every client (Abadi et al. 2016).
+
+    Exactly one of ``noise_multiplier`` and ``target_epsilon`` is set.
+    """
+
+    clip_norm: float = Field(
+        1.0,
+        gt=0.0,
+        strict=True,
+        allow_inf_nan=False,
+        description="per-example gradient bound",
+    )
+    delta: float = Field(1e-4, gt=0.0, lt=1.0)
+    noise_multiplier: float | None = Field(
+        None, gt=0.0, strict=True, allow_inf_nan=False
+    )
+    target_epsilon: float | None = Field(
+        None,
+        gt=0.0,
+        strict=True,
+        allow_inf_nan=False,
+        description="per client, whole run",
+    )
+    accountant: Literal["rdp", "pld"] = "rdp"
+
+    @model_validator(mode="after")
+    def _noise_source(self) -> RecordDPSection:
+        _one_noise_source(self.noise_multiplier, self.target_epsilon)
+        return self
+
+
+def _one_noise_source(sigma: float | None, target: float | None) -> None:
+    """Refuse a DP section with both or neither of σ and a target ε."""
+    if sigma is not None and target is not None:
+        raise ValueError(
+            f"set exactly one of noise_multiplier (got {sigma!r}) and "
+            f"target_epsilon (got {target!r}), not both: σ is either given or "
+            "calibrated to reach ε"
+        )
+    if sigma is None and target is None:
+        raise ValueError(
+            "set exactly one of noise_multiplier (σ) and target_epsilon (σ "
+            "calibrated so the whole run stays within ε); neither is set"
+        )
+
+
+class PrivacySection(Section):
+    secagg: bool = Field(False, description="secure aggregation of the client updates")
+    secagg_bits: int = Field(
+        32, ge=8, le=62, description="masked values live in Z_(2^b)"
+    )
+    secagg_clip_range: float = Field(
+        1.0, gt=0.0, description="per-coordinate range [-r, r] before quantization"
+    )
+    secagg_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="Shamir t / neighbours"
+    )
+    secagg_neighbours: Literal["complete", "log2"] = "complete"
+    secure: bool = Field(
+        False, description="masks, keys and noise from OS entropy (not reproducible)"
+    )
+    client_dp: ClientDPSection | None = None
+    record_dp: RecordDPSection | None = None
