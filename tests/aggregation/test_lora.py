@@ -1,4 +1,5 @@
-"""Tests for fedpeft.aggregation.lora: heterogeneous-rank LoRA aggregation."""
+"""Tests for fedpeft.aggregation.lora, .hetlora, .flexlora and .ffa_lora:
+heterogeneous-rank LoRA aggregation."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedpeft.aggregation.lora import (
-    RankScaling,
-    fedavg_lora,
-    ffa_lora_aggregate,
-    flexlora_aggregate,
-    flexlora_distribute,
+from fedpeft.aggregation.ffa_lora import ffa_lora_aggregate
+from fedpeft.aggregation.flexlora import flexlora_aggregate, flexlora_distribute
+from fedpeft.aggregation.hetlora import (
     hetlora_aggregate,
     hetlora_truncate,
     hetlora_weights,
+)
+from fedpeft.aggregation.lora import (
+    RankScaling,
+    fedavg_lora,
     lora_pairs,
     lora_products,
     lora_rank,

@@ -13,16 +13,17 @@ from fedpeft.aggregation.dynamic import (
     dynamic_weights,
     scale_distances,
 )
+from fedpeft.aggregation.ffa_lora import ffa_lora_aggregate
+from fedpeft.aggregation.flexlora import flexlora_aggregate, flexlora_distribute
+from fedpeft.aggregation.hetlora import (
+    hetlora_aggregate,
+    hetlora_truncate,
+    hetlora_weights,
+)
 from fedpeft.aggregation.lora import (
     RANK_SCALINGS,
     RankScaling,
     fedavg_lora,
-    ffa_lora_aggregate,
-    flexlora_aggregate,
-    flexlora_distribute,
-    hetlora_aggregate,
-    hetlora_truncate,
-    hetlora_weights,
     lora_pairs,
     lora_products,
     lora_rank,

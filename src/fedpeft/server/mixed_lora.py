@@ -38,16 +38,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fedpeft.aggregation.ffa_lora import ffa_lora_aggregate
+from fedpeft.aggregation.flexlora import flexlora_aggregate, flexlora_distribute
+from fedpeft.aggregation.hetlora import (
+    hetlora_aggregate,
+    hetlora_truncate,
+    hetlora_weights,
+)
 from fedpeft.aggregation.lora import (
     LORA_A,
     LORA_B,
     LORA_DELTA,
-    ffa_lora_aggregate,
-    flexlora_aggregate,
-    flexlora_distribute,
-    hetlora_aggregate,
-    hetlora_truncate,
-    hetlora_weights,
     lora_pairs,
     lora_scaling,
 )
