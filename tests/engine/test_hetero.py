@@ -12,7 +12,7 @@ from fedpeft.aggregation.mean import weighted_mean
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.experiment import Experiment
 from fedpeft.server.mixed_lora import LoraSize, MixedLoraServer
-from fedpeft.types import Params
+from fedpeft.types import ClientUpdate, Params
 
 TOP = "body.encoder.layer.5.attention.self.query"
 LOW = "body.encoder.layer.0.attention.self.query"
@@ -218,3 +218,70 @@ def test_a_killed_device_run_resumes_to_the_uninterrupted_result(
     for a, b in zip(straight.history, resumed.history, strict=True):
         keep = [k for k in a if "seconds" not in k]
         assert {k: a[k] for k in keep} == {k: b[k] for k in keep}
+
+
+@pytest.mark.parametrize("rule", ["hetlora", "fedavg", "ffa"])
+def test_the_secure_merge_equals_the_plain_merge(
+    tiny_experiment: Experiment, rule: str
+) -> None:
+    """Each rule as one secure sum of what each client computes alone
+    (fedpeft.server.mixed_secure) gives the pure functions' merge."""
+    from fedpeft.secagg import SecAggConfig
+    from fedpeft.server.aggregators import SecureAggregator, SecureSum
+
+    sizes: list[LoraSize | None] = [LoraSize(2, 1), LoraSize(4, 0), None, LoraSize(4)]
+    run = HeteroLoraRun(tiny_experiment, sizes, rule)
+    rng = np.random.default_rng(7)
+    start = {  # a global state after some rounds: B no longer zero
+        k: (v + 0.05 * rng.normal(size=v.shape) * ("lora_B" in k)).astype(np.float32)
+        for k, v in run._start().items()
+    }
+    sent = run.server.instructions(1, "fit", start, [0, 1, 3])
+    updates = [
+        ClientUpdate(
+            ins.client_id,
+            {
+                k: (0.02 * rng.normal(size=v.shape)).astype(np.float32)
+                for k, v in ins.payload.items()
+            },
+            n,
+        )
+        for ins, n in zip(sent, [30, 10, 20], strict=True)
+    ]
+    plain, _ = run.server.merge(1, start, updates)
+    config = SecAggConfig(clip_range=4.0, secure=False)
+    run.server.aggregator = SecureAggregator(SecureSum(config, seed=0), 60)
+    run.server.total_examples = 60
+    secure, stats = run.server.merge(1, start, updates)
+
+    assert stats["secagg_passes"] == 1
+    assert plain.keys() == secure.keys()
+    for key, value in plain.items():
+        np.testing.assert_allclose(secure[key], value, rtol=1e-4, atol=1e-5)
+    moved = [k for k in plain if not np.array_equal(plain[k], start[k])]
+    assert any("lora_B" in k for k in moved) and any("head" in k for k in moved)
+
+
+def test_a_device_run_under_secure_aggregation_tracks_the_plain_one(
+    tiny_experiment: Experiment,
+) -> None:
+    import dataclasses
+
+    sizes: list[LoraSize | None] = [LoraSize(2, 1), LoraSize(4, 0), None, LoraSize(4)]
+    secure_cfg = tiny_experiment.config.model_copy(
+        update={
+            "privacy": tiny_experiment.config.privacy.model_copy(
+                update={"secagg": True, "secagg_clip_range": 4.0}
+            )
+        }
+    )
+    plain = FederatedRun(tiny_experiment, sizes=sizes, rule="hetlora").run()
+    secure = FederatedRun(
+        dataclasses.replace(tiny_experiment, config=secure_cfg),
+        sizes=sizes,
+        rule="hetlora",
+    ).run()
+
+    assert all(r["secagg_passes"] == 1 for r in secure.history[1:])
+    for key, value in plain.params.items():
+        np.testing.assert_allclose(secure.params[key], value, atol=1e-4)

@@ -130,8 +130,21 @@ def test_cli_run_with_device_profiles_allocates_lora_sizes(tmp_path: Path) -> No
             "devices.policy",
         ),
         (
-            ["devices.profiles=tiers", "peft.method=lora", "privacy.secagg=true"],
-            "per-pair weights",
+            [
+                "devices.profiles=tiers",
+                "peft.method=lora",
+                "privacy.client_dp={noise_multiplier=1.0}",
+            ],
+            "sensitivity C/m̄ does not hold",
+        ),
+        (
+            [
+                "devices.profiles=tiers",
+                "peft.method=lora",
+                "privacy.secagg=true",
+                "devices.rule=flexlora",
+            ],
+            "FlexLoRA needs every client's dense",
         ),
     ],
 )

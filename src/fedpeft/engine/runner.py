@@ -19,6 +19,7 @@ from fedpeft.experiment import Experiment, build_experiment, check_names
 from fedpeft.rundir.directory import open_run_dir
 from fedpeft.rundir.files import write_atomic
 from fedpeft.rundir.sink import MetricsSink
+from fedpeft.server.mixed_secure import SECURE_RULES
 from fedpeft.wire import serialize
 
 logger = logging.getLogger(__name__)
@@ -99,12 +100,20 @@ def check_devices(cfg: RunConfig) -> None:
             f"but peft.method = {cfg.peft.method!r}; set peft.method=lora or unset "
             "devices.profiles"
         )
-    if cfg.privacy.secagg or cfg.privacy.client_dp or cfg.privacy.record_dp:
+    if cfg.privacy.client_dp or cfg.privacy.record_dp:
         raise ConfigError(
-            "devices.profiles: mixed-size LoRA merges each LoRA pair over the "
-            "clients that hold it, with per-pair weights that neither the secure "
-            "sum nor the DP-FedAvg analysis here covers (and record-level DP-SGD "
-            "supports soft prompts only); turn privacy off or unset devices.profiles"
+            "devices.profiles: mixed-size LoRA averages each LoRA pair over the "
+            "clients that hold it, so one client's weight in a pair depends on who "
+            "else holds it and the DP-FedAvg sensitivity C/m̄ does not hold "
+            "(record-level DP-SGD supports soft prompts only); drop "
+            "privacy.client_dp / privacy.record_dp or unset devices.profiles"
+        )
+    if cfg.privacy.secagg and cfg.devices.rule not in SECURE_RULES:
+        raise ConfigError(
+            f"devices.rule = {cfg.devices.rule!r} with privacy.secagg: FlexLoRA "
+            "needs every client's dense out×in product and per-rank weight totals, "
+            f"which are not summed securely here; use one of {SECURE_RULES} or "
+            "turn privacy.secagg off"
         )
     if cfg.devices.policy not in ALLOCATION_POLICIES:
         raise ConfigError(

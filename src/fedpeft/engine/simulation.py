@@ -21,7 +21,7 @@ from fedpeft.client.algorithm import GradientClient, TrainSettings
 from fedpeft.client.evaluate import evaluate_many
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.pool import AdapterPool, Shape
-from fedpeft.config import ClientSection, ConfigError, StrategySection
+from fedpeft.config import ClientSection, StrategySection
 from fedpeft.engine.embedded import EmbeddedRuntime
 from fedpeft.engine.loop import LoopResult, LoopSettings, Record, RoundLoop, Server
 from fedpeft.experiment import Experiment
@@ -183,13 +183,6 @@ class FederatedRun:
                 f"sizes has {len(self.sizes)} entries for {len(exp.clients)} "
                 "clients; give one LoraSize (or None) per client"
             )
-        if type(aggregator) is not PlainAggregator:
-            raise ConfigError(
-                "devices.profiles: mixed-size LoRA merges every pair over its "
-                "holders only, with per-pair weights the secure sum and the DP "
-                "analysis here do not cover; turn privacy off or unset "
-                "devices.profiles"
-            )
         num_layers = exp.backbone.num_layers
         for size in {s for s in self.sizes if s is not None}:
             if size.layers > num_layers:
@@ -233,6 +226,7 @@ class FederatedRun:
             float(lora.alpha),
             lora.rank_scaling,
             aggregator,
+            sum(len(c.train) for c in exp.clients),
         )
 
         def frozen(shape: Shape) -> Params:

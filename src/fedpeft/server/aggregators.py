@@ -53,6 +53,10 @@ class Aggregator(Protocol):
 
     releases_when_empty: bool
     """Whether a round with no valid update still merges (DP releases noise)."""
+    @property
+    def secure(self) -> SecureSum | None:
+        """The secure sum the server's merges must go through, if any."""
+        ...
 
     def merge(
         self,
@@ -83,6 +87,7 @@ class PlainAggregator:
     """The server sees every update: the strategy merges them itself."""
 
     releases_when_empty = False
+    secure: SecureSum | None = None
 
     def merge(
         self,

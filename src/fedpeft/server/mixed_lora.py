@@ -54,6 +54,7 @@ from fedpeft.aggregation.lora import (
 )
 from fedpeft.aggregation.mean import weighted_mean
 from fedpeft.messages import Instruction, Task
+from fedpeft.server import mixed_secure as secure_rule
 from fedpeft.server.aggregators import Aggregator, Metrics
 from fedpeft.types import ClientUpdate, Params
 
@@ -101,7 +102,11 @@ class MixedLoraServer:
         layouts: Per size, the keys of the trainable state a client of that
             size holds.
         alpha / scaling: LoRA's α and rank scaling.
-        aggregator: The warm start's mean (plain: privacy is refused here).
+        aggregator: Plain, or secure (HetLoRA, FFA-LoRA and padded FedAvg
+            merge through it: :mod:`fedpeft.server.mixed_secure`); also the
+            warm start's mean.
+        total_examples: Σ n_k over the federation (public; scales the secure
+            contributions into the quantizer's range).
     """
 
     sizes: Sequence[LoraSize | None]
@@ -111,6 +116,7 @@ class MixedLoraServer:
     alpha: float
     scaling: Any
     aggregator: Aggregator
+    total_examples: int = 1
     _sent: dict[int, Params] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -187,6 +193,8 @@ class MixedLoraServer:
         """Each client's trained state (sent slice + ΔP), merged by the rule."""
         if not updates:
             return params, {}
+        if self.aggregator.secure is not None:
+            return self._secure_merge(rnd, params, updates)
         trained = []
         for u in updates:
             size = self.sizes[u.client_id]
@@ -196,6 +204,30 @@ class MixedLoraServer:
             local.update(self.frozen_a(size))
             trained.append((local, u.num_examples))
         return self.aggregate(params, trained), {}
+
+    def _secure_merge(
+        self, rnd: int, params: Params, updates: Sequence[ClientUpdate]
+    ) -> tuple[Params, Metrics]:
+        """The rule as one secure sum of what each client computes alone."""
+        secure = self.aggregator.secure
+        assert secure is not None
+        secure.reset()
+        parts = []
+        for u in updates:
+            size = self.sizes[u.client_id]
+            assert size is not None
+            start = self._sent[u.client_id]
+            local = {key: start[key] + u.delta[key] for key in start}
+            local.update(self.frozen_a(size))
+            share = u.num_examples / self.total_examples
+            weight = secure_rule.client_weight(self.rule, local, share, self.scaling)
+            parts.append(
+                secure_rule.contribution(
+                    self.rule, params, u.delta, weight, share, self.scaling
+                )
+            )
+        total = secure(rnd, parts)
+        return secure_rule.finish(self.rule, params, total), dict(secure.stats)
 
     def merge_heads(
         self, params: Params, heads: Sequence[ClientUpdate]
