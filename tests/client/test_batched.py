@@ -8,13 +8,13 @@ import torch
 
 from fedpeft.client.batched import (
     ClientJob,
-    StackedAdamW,
     concat_batches,
     length_buckets,
     supports_batching,
     train_clients_batched,
 )
 from fedpeft.client.local import train_adapter
+from fedpeft.client.stacked_adamw import StackedAdamW
 from fedpeft.experiment import Experiment
 from fedpeft.seeding import stream
 from tests.client.helpers import perturbed_starts

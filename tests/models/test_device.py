@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedpeft.client.batched import StackedAdamW, _clip_per_client
+from fedpeft.client.batched import _clip_per_client
+from fedpeft.client.stacked_adamw import StackedAdamW
 from fedpeft.config import ConfigError, load_config
 from fedpeft.experiment import Experiment, check_names
 from fedpeft.models.backbone import Backbone

@@ -25,10 +25,10 @@ from fedpeft.client.batched import (
     check_jobs,
     length_buckets,
     shared_batch,
-    stacked_adamw,
     sub_batch,
     unstack,
 )
+from fedpeft.client.stacked_adamw import stacked_adamw
 from fedpeft.client.steps import LocalTrainStats, build_optimizer
 from fedpeft.config import ClientSection
 from fedpeft.models.precision import autocast
@@ -133,7 +133,7 @@ def dp_train_clients_batched(
     the gradient w.r.t. that copy is the example's own), each example's
     gradient is clipped, each client sums its own and adds noise from its own
     ``generators[k]`` (same draws, in the same order, as alone), and
-    :class:`~fedpeft.client.batched.StackedAdamW` steps every client that
+    :class:`~fedpeft.client.stacked_adamw.StackedAdamW` steps every client that
     took a step, an empty batch included (a noise-only step).
 
     Returns:
