@@ -53,6 +53,7 @@ class Aggregator(Protocol):
 
     releases_when_empty: bool
     """Whether a round with no valid update still merges (DP releases noise)."""
+
     @property
     def secure(self) -> SecureSum | None:
         """The secure sum the server's merges must go through, if any."""

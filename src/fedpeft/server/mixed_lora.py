@@ -3,7 +3,7 @@
 Device allocation (:mod:`fedpeft.devices`) gives each client a LoRA size, a rank
 and a number of tuned top layers, or excludes it. This server algorithm sends
 every client its slice of one global adapter and merges the updates with a
-heterogeneous-rank rule from :mod:`fedpeft.aggregation.lora`.
+heterogeneous-rank rule (:mod:`fedpeft.aggregation.hetlora`, `.flexlora`, `.ffa_lora`).
 
 The server holds one global adapter at the largest size: rank ``r_max`` on every
 layer. A client of size (r, l) receives the slice it holds, the first r rank
@@ -19,7 +19,7 @@ weighted by n_k. Rules:
 * ``flexlora`` (Bai et al. 2024): the server keeps the weighted mean of the
   holders' products ΔW = s·B·A per pair; a client gets the truncated SVD at its
   rank, null components refilled from the initial A
-  (:func:`~fedpeft.aggregation.lora.flexlora_distribute`).
+  (:func:`~fedpeft.aggregation.flexlora.flexlora_distribute`).
 * ``ffa`` (FFA-LoRA, Sun et al. 2024): every A stays at its seeded initial value
   and is never sent; clients train and send only B, averaged per column over
   the clients holding that column.
@@ -258,7 +258,7 @@ class MixedLoraServer:
         """Merge client states ``(trained state, n_k)`` into the global one.
 
         Each pair is merged by the rule over its holders only (the pure
-        functions of :mod:`fedpeft.aggregation.lora` on the holders' ``{A, B}``)
+        rules of :mod:`fedpeft.aggregation` on the holders' ``{A, B}``)
         and written back into the global pair at ``r_max``; components beyond
         the holders' largest rank keep their global values.
         """

@@ -16,7 +16,7 @@ components some client holds (c_j > 0), the rules of
 
 * HetLoRA / zero-padded FedAvg: ``A_j = G_A,j · c_j/W + ΣSA_j / W`` and
   ``B_:,j = G_B,:,j · c_j/W + ΣSB_:,j / W`` (padded zeros count, as in
-  :func:`~fedpeft.aggregation.lora.hetlora_aggregate`), with w_k = n_k/n, or
+  :func:`~fedpeft.aggregation.hetlora.hetlora_aggregate`), with w_k = n_k/n, or
   (n_k/n)·‖ΔW_k‖ for HetLoRA, the client's own adapter norm;
 * FFA-LoRA: A stays frozen and ``B_:,j = G_B,:,j + ΣSB_:,j / c_j`` (each
   column averaged over its holders), w_k = n_k/n.
