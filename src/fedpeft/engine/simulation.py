@@ -119,9 +119,9 @@ class FederatedRun:
             else PlainAggregator()
         )
         record_dp = RecordDPLedger.build(cfg, sizes, strategy) if self.private else None
-        self.model = exp.new_adapter(self.method)
         server: Server
         if self.sizes is None:
+            self.model = exp.new_adapter(self.method)
             self.pool = AdapterPool(lambda shape: self.model)
             server = UniformServer(strategy, aggregator, len(exp.clients))
             initial = self.model.trainable_state()
