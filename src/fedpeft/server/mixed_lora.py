@@ -195,15 +195,17 @@ class MixedLoraServer:
             return params, {}
         if self.aggregator.secure is not None:
             return self._secure_merge(rnd, params, updates)
-        trained = []
-        for u in updates:
-            size = self.sizes[u.client_id]
-            assert size is not None
-            start = self._sent[u.client_id]
-            local = {key: start[key] + u.delta[key] for key in start}
-            local.update(self.frozen_a(size))
-            trained.append((local, u.num_examples))
+        trained = [(self._local_state(u), u.num_examples) for u in updates]
         return self.aggregate(params, trained), {}
+
+    def _local_state(self, update: ClientUpdate) -> Params:
+        """The client's trained state: the slice it was sent + ΔP (+ FFA's A)."""
+        size = self.sizes[update.client_id]
+        assert size is not None
+        start = self._sent[update.client_id]
+        local = {key: start[key] + update.delta[key] for key in start}
+        local.update(self.frozen_a(size))
+        return local
 
     def _secure_merge(
         self, rnd: int, params: Params, updates: Sequence[ClientUpdate]
@@ -214,11 +216,7 @@ class MixedLoraServer:
         secure.reset()
         parts = []
         for u in updates:
-            size = self.sizes[u.client_id]
-            assert size is not None
-            start = self._sent[u.client_id]
-            local = {key: start[key] + u.delta[key] for key in start}
-            local.update(self.frozen_a(size))
+            local = self._local_state(u)
             share = u.num_examples / self.total_examples
             weight = secure_rule.client_weight(self.rule, local, share, self.scaling)
             parts.append(
