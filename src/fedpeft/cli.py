@@ -29,6 +29,7 @@ from fedpeft.cli_console import (
     ConfigArg,
     SetOption,
     Ui,
+    VerboseOption,
     get_ui,
     setup_logging,
     user_errors,
@@ -110,12 +111,7 @@ def run(
             "--quiet", "-q", help="No progress display; print only the final table."
         ),
     ] = False,
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose", "-v", help="Log at INFO level; show tracebacks of failures."
-        ),
-    ] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run a federated experiment and its baselines; write results to the run directory.
 

@@ -43,6 +43,12 @@ SetOption = Annotated[
         "(repeatable; values are read as TOML).",
     ),
 ]
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose", "-v", help="Log at INFO level; show tracebacks of failures."
+    ),
+]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from fedpeft.cli_console import (
     ConfigArg,
     SetOption,
     Ui,
+    VerboseOption,
     failures,
     get_ui,
     setup_logging,
@@ -79,12 +80,7 @@ def partition(
         Path | None,
         typer.Option("--plot", help="Write the label-mix chart to this PNG file."),
     ] = None,
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose", "-v", help="Log at INFO level; show tracebacks of failures."
-        ),
-    ] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Show how the configured partitioner splits the data across clients.
 
