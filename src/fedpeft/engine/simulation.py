@@ -27,7 +27,7 @@ from fedpeft.engine.loop import LoopResult, LoopSettings, Record, RoundLoop, Ser
 from fedpeft.experiment import Experiment
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.peft.lora.config import LoraConfig
-from fedpeft.server.aggregators import PlainAggregator
+from fedpeft.server.aggregators import Aggregator, PlainAggregator
 from fedpeft.server.build import build_aggregator
 from fedpeft.server.mixed_lora import HETERO_RULES, LoraSize, MixedLoraServer
 from fedpeft.server.record_dp import RecordDPLedger
@@ -173,7 +173,7 @@ class FederatedRun:
             self.on_round,
         )
 
-    def _mixed_server(self, aggregator: Any) -> tuple[MixedLoraServer, Params]:
+    def _mixed_server(self, aggregator: Aggregator) -> tuple[MixedLoraServer, Params]:
         """The mixed-size LoRA server and its r_max initial state; FFA-LoRA's A
         stays at its seeded value on every client (derived, never sent)."""
         exp, cfg = self.experiment, self.experiment.config

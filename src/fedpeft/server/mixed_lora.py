@@ -49,6 +49,7 @@ from fedpeft.aggregation.lora import (
     LORA_A,
     LORA_B,
     LORA_DELTA,
+    RankScaling,
     lora_pairs,
     lora_scaling,
 )
@@ -114,7 +115,7 @@ class MixedLoraServer:
     initial: Params
     layouts: Mapping[LoraSize, Sequence[str]]
     alpha: float
-    scaling: Any
+    scaling: RankScaling
     aggregator: Aggregator
     total_examples: int = 1
     _sent: dict[int, Params] = field(default_factory=dict)

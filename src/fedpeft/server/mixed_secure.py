@@ -33,7 +33,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from fedpeft.aggregation.lora import lora_pairs, lora_products, lora_scaling
+from fedpeft.aggregation.lora import (
+    RankScaling,
+    lora_pairs,
+    lora_products,
+    lora_scaling,
+)
 from fedpeft.types import Params
 
 DENSE_WEIGHT = "__dense_weight__"
@@ -41,15 +46,17 @@ COMPONENTS = "__components__/"
 SECURE_RULES = ("hetlora", "fedavg", "ffa")
 
 
-def _ratio(r_from: int, r_to: int, scaling: str) -> float:
-    return lora_scaling(1.0, r_from, scaling) / lora_scaling(1.0, r_to, scaling)  # type: ignore[arg-type]
+def _ratio(r_from: int, r_to: int, scaling: RankScaling) -> float:
+    return lora_scaling(1.0, r_from, scaling) / lora_scaling(1.0, r_to, scaling)
 
 
-def client_weight(rule: str, local: Params, share: float, scaling: str) -> float:
+def client_weight(
+    rule: str, local: Params, share: float, scaling: RankScaling
+) -> float:
     """w_k: the client's example share, times its adapter norm for HetLoRA."""
     if rule != "hetlora":
         return share
-    products = lora_products(local, alpha=1.0, rank_scaling=scaling)  # type: ignore[arg-type]
+    products = lora_products(local, alpha=1.0, rank_scaling=scaling)
     return share * float(np.sqrt(sum(np.sum(p * p) for p in products.values())))
 
 
@@ -59,7 +66,7 @@ def contribution(
     delta: Params,
     weight: float,
     share: float,
-    scaling: str,
+    scaling: RankScaling,
 ) -> Params:
     """What one client adds to the secure sum (module docstring).
 
