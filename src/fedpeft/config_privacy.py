@@ -4,97 +4,68 @@ sections (client-level DP-FedAvg, record-level DP-SGD); see :mod:`fedpeft.privac
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 
 from fedpeft.config_sections import Section
 
 
-class ClientDPSection(Section):
+def _positive(default: float | None, description: str = "") -> Any:
+    """A strictly positive, finite float option (σ, ε, C)."""
+    return Field(
+        default, gt=0.0, strict=True, allow_inf_nan=False, description=description
+    )
+
+
+class _DpNoiseSection(Section):
+    """What both DP sections share: σ given, or calibrated to a target ε
+    (exactly one of the two), and the accountant."""
+
+    noise_multiplier: float | None = _positive(None, "σ (noise std σ·C)")
+    target_epsilon: float | None = _positive(None, "calibrate σ to stay within ε")
+    accountant: Literal["rdp", "pld"] = "rdp"
+
+    @model_validator(mode="after")
+    def _noise_source(self) -> Self:
+        sigma, target = self.noise_multiplier, self.target_epsilon
+        if sigma is not None and target is not None:
+            raise ValueError(
+                f"set exactly one of noise_multiplier (got {sigma!r}) and "
+                f"target_epsilon (got {target!r}), not both: σ is either given "
+                "or calibrated to reach ε"
+            )
+        if sigma is None and target is None:
+            raise ValueError(
+                "set exactly one of noise_multiplier (σ) and target_epsilon (σ "
+                "calibrated so the whole run stays within ε); neither is set"
+            )
+        return self
+
+
+class ClientDPSection(_DpNoiseSection):
     """Client-level DP-FedAvg (McMahan et al. 2018); see fedpeft.privacy.
 
-    Exactly one of ``noise_multiplier`` and ``target_epsilon`` is set.
+    Exactly one of ``noise_multiplier`` and ``target_epsilon`` is set; the
+    target is for all rounds of the run.
     """
 
-    clip_norm: float = Field(
-        0.1,
-        gt=0.0,
-        strict=True,
-        allow_inf_nan=False,
-        description="bound C on each update's L2 norm",
-    )
+    clip_norm: float = _positive(0.1, "bound C on each update's L2 norm")
     delta: float = Field(
         1e-3, gt=0.0, lt=1.0, description="δ; keep it below 1/num_clients"
     )
-    noise_multiplier: float | None = Field(
-        None,
-        gt=0.0,
-        strict=True,
-        allow_inf_nan=False,
-        description="σ (noise std σ·C)",
-    )
-    target_epsilon: float | None = Field(
-        None,
-        gt=0.0,
-        strict=True,
-        allow_inf_nan=False,
-        description="calibrate σ so that all rounds stay within ε",
-    )
     mode: Literal["central", "distributed"] = "central"
-    accountant: Literal["rdp", "pld"] = "rdp"
-
-    @model_validator(mode="after")
-    def _noise_source(self) -> ClientDPSection:
-        _one_noise_source(self.noise_multiplier, self.target_epsilon)
-        return self
 
 
-class RecordDPSection(Section):
+class RecordDPSection(_DpNoiseSection):
     """Record-level DP-SGD inside every client (Abadi et al. 2016).
 
-    Exactly one of ``noise_multiplier`` and ``target_epsilon`` is set.
+    Exactly one of ``noise_multiplier`` and ``target_epsilon`` is set; the
+    target is per client, for the whole run.
     """
 
-    clip_norm: float = Field(
-        1.0,
-        gt=0.0,
-        strict=True,
-        allow_inf_nan=False,
-        description="per-example gradient bound",
-    )
+    clip_norm: float = _positive(1.0, "per-example gradient bound")
     delta: float = Field(1e-4, gt=0.0, lt=1.0)
-    noise_multiplier: float | None = Field(
-        None, gt=0.0, strict=True, allow_inf_nan=False
-    )
-    target_epsilon: float | None = Field(
-        None,
-        gt=0.0,
-        strict=True,
-        allow_inf_nan=False,
-        description="per client, whole run",
-    )
-    accountant: Literal["rdp", "pld"] = "rdp"
-
-    @model_validator(mode="after")
-    def _noise_source(self) -> RecordDPSection:
-        _one_noise_source(self.noise_multiplier, self.target_epsilon)
-        return self
-
-
-def _one_noise_source(sigma: float | None, target: float | None) -> None:
-    """Refuse a DP section with both or neither of σ and a target ε."""
-    if sigma is not None and target is not None:
-        raise ValueError(
-            f"set exactly one of noise_multiplier (got {sigma!r}) and "
-            f"target_epsilon (got {target!r}), not both: σ is either given or "
-            "calibrated to reach ε"
-        )
-    if sigma is None and target is None:
-        raise ValueError(
-            "set exactly one of noise_multiplier (σ) and target_epsilon (σ "
-            "calibrated so the whole run stays within ε); neither is set"
-        )
 
 
 class PrivacySection(Section):

@@ -42,7 +42,11 @@ class EmbeddedRuntime:
 
     def run(self, instructions: Sequence[Instruction]) -> list[Reply]:
         """Deliver every instruction; one reply per instruction, in order."""
-        blobs = [serialize(ins.payload) for ins in instructions]
+        encoded: dict[int, bytes] = {}  # a payload object sent to many clients
+        for ins in instructions:  # (the uniform server's global state) is
+            if id(ins.payload) not in encoded:  # serialized once
+                encoded[id(ins.payload)] = serialize(ins.payload)
+        blobs = [encoded[id(ins.payload)] for ins in instructions]
         received = [  # every client decodes its own copy
             dataclasses.replace(ins, payload=deserialize(blob))
             for ins, blob in zip(instructions, blobs, strict=True)
