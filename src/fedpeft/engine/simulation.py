@@ -132,8 +132,6 @@ class FederatedRun:
                 k: np.zeros_like(v) if k.startswith("head.") else v
                 for k, v in initial.items()
             }
-        if isinstance(server, MixedLoraServer):
-            initial = server.start(initial)
         self.client = GradientClient(
             self.pool,
             lambda k: exp.clients[k],
@@ -235,7 +233,7 @@ class FederatedRun:
 
         self.pool = AdapterPool(build, frozen if ffa else None)
         self.model = self.pool(full.shape)
-        return server, initial
+        return server, server.start(initial)  # FlexLoRA keeps products
 
     # ----------------------------------------------------------------- API
     def run(self, resume: bool = False) -> FederatedResult:
