@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Self, TypeVar, cast
 
@@ -343,3 +344,16 @@ def describe_error(error: Mapping[str, Any], prefix: Sequence[str] = ()) -> str:
 def _error_lines(what: str, err: ValidationError, prefix: Sequence[str]) -> str:
     lines = [describe_error(e, prefix) for e in err.errors()]
     return f"invalid {what} options:\n  " + "\n  ".join(lines)
+
+
+def register_submodules(
+    package: str, path: Iterable[str], *, packages_only: bool = False
+) -> None:
+    """Import every submodule of ``package`` (its ``__path__``), sorted by name,
+    so that each registers its components: a new method, partitioner or
+    strategy is one module (or folder, with ``packages_only``) and no edit
+    elsewhere."""
+    for module in sorted(
+        m.name for m in pkgutil.iter_modules(path) if m.ispkg or not packages_only
+    ):
+        importlib.import_module(f"{package}.{module}")

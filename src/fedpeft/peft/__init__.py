@@ -11,14 +11,12 @@ itself the same way.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import TYPE_CHECKING, Any
 
 from fedpeft.peft.config import PEFT_METHODS, PeftConfig, peft_config
+from fedpeft.registry import register_submodules
 
-for _method in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg):
-    importlib.import_module(f"{__name__}.{_method}")  # each registers itself
+register_submodules(__name__, __path__, packages_only=True)
 
 if TYPE_CHECKING:
     from fedpeft.peft.base import AdapterClassifier, build_adapter

@@ -7,9 +7,7 @@ defined outside the package registers itself the same way). :mod:`.config`
 holds the options base class and the registry.
 """
 
-import importlib
-import pkgutil
-
+from fedpeft.registry import register_submodules
 from fedpeft.strategies.base import Strategy, build_strategy, register_strategy
 from fedpeft.strategies.config import (
     STRATEGIES,
@@ -30,8 +28,7 @@ from fedpeft.strategies.fedprompt import FedPrompt, FedPromptOptions
 from fedpeft.strategies.fedprox import FedProx, FedProxOptions
 from fedpeft.strategies.sampling import sample_clients, sample_size, select_clients
 
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    importlib.import_module(f"{__name__}.{_module}")  # strategies register
+register_submodules(__name__, __path__)
 
 __all__ = [
     "STRATEGIES",

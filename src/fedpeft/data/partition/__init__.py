@@ -32,9 +32,6 @@ does below for every module in it (a new partitioner is one new module);
 :mod:`.stats` holds per-client splits and statistics.
 """
 
-import importlib
-import pkgutil
-
 from fedpeft.data.partition.base import (
     PARTITIONERS,
     IntArray,
@@ -53,9 +50,9 @@ from fedpeft.data.partition.stats import (
     label_skew,
     split_train_val,
 )
+from fedpeft.registry import register_submodules
 
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    importlib.import_module(f"{__name__}.{_module}")  # partitioners register
+register_submodules(__name__, __path__)
 
 __all__ = [
     "PARTITIONERS",
