@@ -52,6 +52,7 @@ def screen_updates(
     """
     rejected: dict[int, str] = {}
     valid: list[ClientUpdate] = []
+    valid_norms: list[float] = []
     for u in updates:
         try:
             check_params_like(
@@ -72,9 +73,10 @@ def screen_updates(
             rejected[u.client_id] = str(err)
             continue
         valid.append(u)
+        valid_norms.append(norm)
     if len(valid) < 2:
         return Screened(valid, rejected)
-    norms = np.array([global_norm(u.delta) for u in valid])
+    norms = np.array(valid_norms)
     median = float(np.sort(norms)[(len(norms) - 1) // 2])  # lower median
     ratio = float(norms.max() / median) if median > 0 else float("nan")
     if norm_ratio <= 0:
