@@ -1,9 +1,11 @@
 """Dirichlet label skew: ``dirichlet`` and ``dirichlet-balanced``.
 
 ``dirichlet`` splits each class across clients in proportions drawn from
-Dir(alpha) (Hsu et al. 2019, arXiv:1909.06335, sec. 3; Yurochkin et al. 2019),
-written here so that it can redraw up to ``max_draws`` times and, when no draw
-gives every client ``min_size`` examples, say why with numbers.
+Dir(alpha) (Yurochkin et al. 2019; Li et al. 2022, arXiv:2102.02079,
+"distribution-based label imbalance"; the usual reading of Hsu et al. 2019,
+arXiv:1909.06335, who draw each client's class mix instead). Written here so
+that it can redraw up to ``max_draws`` times and, when no draw gives every
+client ``min_size`` examples, say why with numbers.
 ``dirichlet-balanced`` fixes equal client sizes and draws each client's class
 mix from Dir(alpha) (after Acar et al. 2021, FedDyn), via flwr-datasets.
 """
@@ -70,7 +72,7 @@ def _dirichlet(
 ) -> list[IntArray]:
     """Label skew: each class split across clients by Dir(alpha) proportions.
 
-    Hsu et al. 2019 (arXiv:1909.06335), sec. 3: for every class c, client
+    As in Li et al. 2022 (arXiv:2102.02079): for every class c, client
     shares q_c ~ Dir(alpha * 1_K) over the K clients; the class's examples are
     shuffled and cut at floor(n_c * cumsum(q_c)). A client may hold none of a
     class (with small alpha most do). The whole draw is repeated, up to
