@@ -1,4 +1,4 @@
-"""Tests for the plain per-class ``dirichlet`` partitioner (Hsu et al. 2019)."""
+"""Tests for the plain ``dirichlet`` partitioner (each class cut by Dir(alpha))."""
 
 from __future__ import annotations
 
