@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from fedpeft.config_privacy import ClientDPSection, PrivacySection, RecordDPSection
 from fedpeft.config_sections import (
@@ -114,6 +114,42 @@ class RunConfig(Section):
                 "digits, '_', '-' or '.', not starting with '.'; e.g. name=my-run"
             )
         return value
+
+    @model_validator(mode="after")
+    def _label_skew_combinations(self) -> RunConfig:
+        """Refuse label-skew algorithms where their math or the simulation
+        cannot follow (each message names the setting to change)."""
+        p, c = self.privacy, self.client
+        if p.record_dp is not None and c.loss != "cross-entropy":
+            raise ValueError(
+                f"client.loss = {c.loss!r} makes an example's loss depend on the "
+                "client's class counts, outside record-level DP-SGD's per-example "
+                "analysis; use client.loss = 'cross-entropy' with privacy.record_dp"
+            )
+        if self.strategy.scaffold:
+            if p.secagg or p.client_dp is not None or p.record_dp is not None:
+                raise ValueError(
+                    "strategy.scaffold keeps every client's control variate on the "
+                    "simulated server, which secure aggregation and DP forbid it to "
+                    "see; set strategy.scaffold = false, or drop privacy.secagg / "
+                    "client_dp / record_dp"
+                )
+            if self.devices.profiles is not None:
+                raise ValueError(
+                    "strategy.scaffold needs one adapter layout for every client; "
+                    "unset devices.profiles or set strategy.scaffold = false"
+                )
+        if (
+            c.head == "frozen"
+            and self.peft.head_init == "zeros"
+            and c.head_unfreeze_round != 1
+        ):
+            raise ValueError(
+                "client.head = 'frozen' with peft.head_init = 'zeros' gives every "
+                "class the same logit and the body no gradient; use head_init = "
+                "'class-means', 'probe' or 'random'"
+            )
+        return self
 
     @property
     def run_dir(self) -> Path:

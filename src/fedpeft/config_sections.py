@@ -100,6 +100,35 @@ class ClientSection(Section):
         100, ge=1, description="L-BFGS iterations of the head-fitting linear probe"
     )
     probe_l2: float = Field(1e-3, ge=0.0, description="L2 strength of the linear probe")
+    loss: Literal[
+        "cross-entropy", "balanced-softmax", "logit-calibrated", "restricted-softmax"
+    ] = Field(
+        "cross-entropy",
+        description="local loss under label skew: balanced-softmax (logits + log "
+        "n_k,c), logit-calibrated (FedLC: logits - tau * n_k,c^(-1/4)), "
+        "restricted-softmax (FedRS: the logits of classes the client lacks x alpha)",
+    )
+    calibration_tau: float = Field(
+        1.0, gt=0.0, description="FedLC's tau (loss = logit-calibrated)"
+    )
+    restricted_alpha: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="FedRS's alpha: scale of absent classes' logits "
+        "(loss = restricted-softmax; 1 = plain softmax)",
+    )
+    head: Literal["train", "frozen"] = Field(
+        "train",
+        description="frozen: the head keeps its round-0 value during local training "
+        "(FedBABU); only the method's tensors train",
+    )
+    head_unfreeze_round: int = Field(
+        0,
+        ge=0,
+        description="with head = frozen: train the head again from this round on "
+        "(0 = never)",
+    )
 
 
 class FederationSection(Section):

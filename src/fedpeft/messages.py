@@ -14,9 +14,10 @@ from typing import Literal
 
 from fedpeft.types import ClientUpdate, Params
 
-Task = Literal["fit", "probe"]
+Task = Literal["fit", "probe", "class-stats"]
 """``fit``: train locally and return ΔP; ``probe``: fit the classification head
-as a linear probe on the client's features and return it (the warm start)."""
+as a linear probe on the client's features and return it; ``class-stats``:
+return per-class feature sums and counts (the two warm starts)."""
 
 
 @dataclass(frozen=True)

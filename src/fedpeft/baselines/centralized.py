@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from fedpeft.client import evaluate, train_adapter
-from fedpeft.client.probe import probe_start
+from fedpeft.client.probe import warm_start
 from fedpeft.client.steps import build_optimizer
 from fedpeft.experiment import Experiment
 from fedpeft.seeding import stream
@@ -32,12 +32,16 @@ def run_centralized(
     cfg = exp.config
     c = cfg.client
     model = exp.new_adapter(method)
-    if cfg.peft.head_init == "probe":
-        model.load_trainable_state(
-            probe_start(
-                model, model.trainable_state(), exp.train, c, cfg.model.eval_precision
-            )
+    model.load_trainable_state(
+        warm_start(
+            cfg.peft.head_init,
+            model,
+            model.trainable_state(),
+            exp.train,
+            c,
+            cfg.model.eval_precision,
         )
+    )
     prec, bs = cfg.model.eval_precision, cfg.federation.eval_batch_size
     records = [
         {

@@ -20,7 +20,7 @@ import numpy as np
 
 from fedpeft.client import evaluate, train_adapter
 from fedpeft.client.batched import ClientJob, supports_batching, train_clients_batched
-from fedpeft.client.probe import probe_start
+from fedpeft.client.probe import warm_start
 from fedpeft.config import ClientSection
 from fedpeft.experiment import Experiment
 from fedpeft.peft.base import AdapterClassifier
@@ -63,8 +63,8 @@ def local_models(
     exp: Experiment, model: AdapterClassifier, local_cfg: ClientSection
 ) -> list[Params]:
     """Every client's adapter trained alone on its own shard, from ``model``'s
-    state (with the client's own probe head under ``peft.head_init =
-    "probe"``); ``model`` is left holding one of them.
+    state (with the head ``peft.head_init`` fits on the client's own shard);
+    ``model`` is left holding one of them.
 
     Clients train together when ``federation.batch_clients`` is on and the
     method has a per-example forward, else one after another; each client's
@@ -74,14 +74,16 @@ def local_models(
     start = model.trainable_state()
     starts: list[Params] = []
     for client in exp.clients:
-        if cfg.peft.head_init == "probe":
-            starts.append(
-                probe_start(
-                    model, start, client.train, local_cfg, cfg.model.eval_precision
-                )
+        starts.append(
+            warm_start(
+                cfg.peft.head_init,
+                model,
+                start,
+                client.train,
+                local_cfg,
+                cfg.model.eval_precision,
             )
-        else:
-            starts.append(start)
+        )
     rngs = [stream(cfg.seed, "baseline", 1, k) for k in range(len(exp.clients))]
     if cfg.federation.batch_clients and supports_batching(model):
         jobs = [

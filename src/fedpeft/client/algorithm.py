@@ -19,8 +19,11 @@ import torch
 from fedpeft.client.batched import ClientJob, supports_batching, train_clients_batched
 from fedpeft.client.dp_local import RecordDP, dp_train_clients_batched
 from fedpeft.client.flops import FlopMeter
+from fedpeft.client.head_schedule import round_settings
+from fedpeft.client.label_skew import LogitAdjust, logit_adjust
 from fedpeft.client.local import finish_update, local_update
-from fedpeft.client.probe import probe_start
+from fedpeft.client.probe import class_statistics, probe_start
+from fedpeft.client.scaffold import split_control
 from fedpeft.config import ClientSection
 from fedpeft.messages import Instruction
 from fedpeft.models.tokenized import TokenizedDataset
@@ -50,6 +53,10 @@ class ClientAlgorithm(Protocol):
 
     def probe(self, ins: Instruction) -> ClientUpdate:
         """Fit the head as a linear probe on the client's features (warm start)."""
+        ...
+
+    def class_stats(self, ins: Instruction) -> ClientUpdate:
+        """Per-class feature statistics of the client's data (exact warm start)."""
         ...
 
 
@@ -91,16 +98,25 @@ class GradientClient:
             stream(self.settings.seed, "dp", ins.round, 10**6 + ins.client_id)
         )
 
+    def adjust(self, model: AdapterClassifier, client_id: int) -> LogitAdjust | None:
+        """Client k's label-skew logit map (``client.loss``), from its own counts."""
+        train = self.data_for(client_id).train
+        return logit_adjust(
+            self.settings.client, train.labels, model.head.out_features, model.device
+        )
+
     def fit(self, ins: Instruction) -> ClientUpdate:
         s = self.settings
         data = self.data_for(ins.client_id)
+        model = self.model_for(ins.shape)
+        state, correction = split_control(ins.payload)
         return local_update(
             ins.client_id,
-            self.model_for(ins.shape),
-            ins.payload,
+            model,
+            state,
             data.train,
             data.val,
-            s.client,
+            round_settings(s.client, ins.round),
             stream(s.seed, "client", ins.round, ins.client_id),
             proximal_mu=float(ins.config.get("proximal_mu", 0.0)),
             precision=s.precision,
@@ -109,6 +125,8 @@ class GradientClient:
             record_dp=self.record_dp,
             dp_generator=self.dp_generator(ins),
             flops=self.flops,
+            adjust=self.adjust(model, ins.client_id),
+            correction=correction,
         )
 
     def can_batch(self, shape: tuple[int, int] | None) -> bool:
@@ -127,22 +145,41 @@ class GradientClient:
         shapes = {ins.shape for ins in group}
         if len(shapes) != 1:
             raise ValueError(f"fit_many needs one adapter shape, got {shapes}")
+        rounds = {ins.round for ins in group}
+        if len(rounds) != 1:
+            raise ValueError(f"fit_many needs one round, got {sorted(rounds)}")
         s, model = self.settings, self.model_for(group[0].shape)
+        client_cfg = round_settings(s.client, group[0].round)
+        split = [split_control(ins.payload) for ins in group]
         jobs = [
             ClientJob(
                 ins.client_id,
-                ins.payload,
+                state,
                 self.data_for(ins.client_id).train,
                 stream(s.seed, "client", ins.round, ins.client_id),
             )
-            for ins in group
+            for ins, (state, _) in zip(group, split, strict=True)
         ]
+        adjust = LogitAdjust.stack(
+            [self.adjust(model, ins.client_id) for ins in group],
+            model.head.out_features,
+            model.device,
+        )
+        corrections = None
+        if any(control for _, control in split):
+            corrections = model.stack_states([control for _, control in split])
         if self.record_dp is not None:
+            if adjust is not None or corrections is not None:
+                raise ValueError(
+                    "record-level DP-SGD clips each example's gradient of plain "
+                    "cross-entropy; use client.loss = 'cross-entropy' and "
+                    "strategy.scaffold = false with privacy.record_dp"
+                )
             trained = dp_train_clients_batched(
                 model,
                 jobs,
                 [self.dp_generator(ins) for ins in group],
-                s.client,
+                client_cfg,
                 self.record_dp,
                 precision=s.precision,
                 bucket_size=s.bucket_size,
@@ -151,12 +188,14 @@ class GradientClient:
             trained = train_clients_batched(
                 model,
                 jobs,
-                s.client,
+                client_cfg,
                 proximal_mu=float(group[0].config.get("proximal_mu", 0.0)),
                 precision=s.precision,
                 flops=self.flops,
                 bucket_size=s.bucket_size,
                 bucket_threads=s.bucket_threads,
+                adjust=adjust,
+                corrections=corrections,
             )
         out = []
         for job, (state, stats) in zip(jobs, trained, strict=True):
@@ -183,3 +222,20 @@ class GradientClient:
         )
         head = {k: v for k, v in state.items() if k.startswith("head.")}
         return ClientUpdate(ins.client_id, head, len(train))
+
+    def class_stats(self, ins: Instruction) -> ClientUpdate:
+        """Per-class feature sums, counts and the per-dimension sum of squares
+        of the client's training data under ``ins.payload``, times the public
+        ``stats_scale`` (1 / Σ n over the federation), for the exact warm
+        start (:mod:`fedpeft.aggregation.class_means`)."""
+        s = self.settings
+        train = self.data_for(ins.client_id).train
+        model = self.model_for(ins.shape)
+        model.load_trainable_state(split_control(ins.payload)[0])
+        stats = class_statistics(model, train, s.eval_precision, s.eval_batch_size)
+        scale = float(ins.config.get("stats_scale", 1.0))
+        return ClientUpdate(
+            ins.client_id,
+            {k: (v * scale).astype("float32") for k, v in stats.items()},
+            len(train),
+        )

@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from fedpeft.client.flops import FlopMeter
+from fedpeft.client.label_skew import LogitAdjust
+from fedpeft.client.scaffold import GradientMean
 from fedpeft.client.stacked_adamw import stacked_adamw
 from fedpeft.client.steps import LocalTrainStats, batch_orders
 from fedpeft.config import ClientSection
@@ -230,6 +232,8 @@ def train_clients_batched(
     flops: FlopMeter | None = None,
     bucket_size: int = 0,
     bucket_threads: int = 1,
+    adjust: LogitAdjust | None = None,
+    corrections: Mapping[str, torch.Tensor] | None = None,
 ) -> list[tuple[Params, LocalTrainStats]]:
     """Train every job's copy of ``model``'s trainable tensors, together.
 
@@ -249,6 +253,10 @@ def train_clients_batched(
             in bucket order, so the result does not depend on scheduling. On
             a small CPU, two streams of small operations use the cores better
             than one stream of two-thread operations.
+        adjust: The clients' label-skew logit maps stacked ``(K, C)``
+            (:meth:`LogitAdjust.stack`).
+        corrections: SCAFFOLD's ``c − c_k`` stacked ``(K, ...)`` per tensor;
+            each client's stats then carry its mean raw gradient as ``control``.
 
     Returns:
         Per job, in order: the trained state and its statistics. A client's
@@ -270,6 +278,7 @@ def train_clients_batched(
     leaves = [stacked[n] for n in names]
     anchor = {n: t.detach().clone() for n, t in stacked.items()}
     optimizer = stacked_adamw(model, stacked, cfg)
+    grad_mean = GradientMean() if corrections is not None else None
     orders = [
         list(
             batch_orders(
@@ -310,7 +319,10 @@ def train_clients_batched(
                 params = {n: gather_rows(stacked[n], owner[idx]) for n in names}
                 with autocast(precision, device):
                     logits = model.per_example_logits(sub, params)
-                loss = F.cross_entropy(logits.float(), sub.labels, reduction="none")
+                logits = (
+                    logits.float() if adjust is None else adjust(logits, owner[idx])
+                )
+                loss = F.cross_entropy(logits, sub.labels, reduction="none")
                 # A tensor off the loss's path (BitFit: the unused pooler's bias)
                 # gets no gradient, as in sequential training.
                 part = torch.autograd.grad(
@@ -334,8 +346,16 @@ def train_clients_batched(
                 for n in names:  # every tensor, as the sequential loss has it
                     prox = proximal_mu * (stacked[n].detach() - anchor[n])
                     by_name[n] = by_name[n] + prox if n in by_name else prox
+            if grad_mean is not None:
+                grad_mean.add(by_name, mask)
             if cfg.max_grad_norm > 0:
                 _clip_per_client(by_name, cfg.max_grad_norm, k_total)
+            if corrections is not None:  # SCAFFOLD: g + c − c_k, per client
+                for n in names:
+                    have = by_name.get(n)
+                    by_name[n] = (
+                        corrections[n] if have is None else have + corrections[n]
+                    )
             optimizer.step(by_name, mask)
             offsets = np.concatenate([[0], np.cumsum(sizes)])
             example_losses = per_example.cpu()  # one transfer per step
@@ -348,6 +368,11 @@ def train_clients_batched(
     seconds = time.perf_counter() - started
     if pool is not None:
         pool.shutdown()
+    controls = (
+        None
+        if grad_mean is None
+        else grad_mean.mean(names, {n: stacked[n] for n in names})
+    )
     results = []
     for k in range(k_total):
         state = unstack(stacked, k)
@@ -357,6 +382,7 @@ def train_clients_batched(
             examples=int(shares[k]),
             flops=int(flop_share[k]),
             seconds=seconds * shares[k] / max(shares.sum(), 1),
+            control=None if controls is None else unstack(controls, k),
         )
         results.append((state, stats))
     return results

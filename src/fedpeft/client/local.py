@@ -16,6 +16,8 @@ import torch.nn.functional as F
 
 from fedpeft.client.evaluate import EvalResult, evaluate
 from fedpeft.client.flops import FlopMeter
+from fedpeft.client.label_skew import LogitAdjust
+from fedpeft.client.scaffold import GradientMean, with_control
 from fedpeft.client.steps import LocalTrainStats, batch_orders, build_optimizer
 from fedpeft.config import ClientSection
 from fedpeft.models.precision import autocast
@@ -48,6 +50,8 @@ def train_adapter(
     precision: str = "fp32",
     flops: FlopMeter | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    adjust: LogitAdjust | None = None,
+    correction: Mapping[str, torch.Tensor] | None = None,
 ) -> LocalTrainStats:
     """Train ``model``'s trainable tensors in place on ``data``.
 
@@ -61,6 +65,10 @@ def train_adapter(
         flops: Accumulates the FLOPs of the steps taken.
         optimizer: Continue with this optimizer (and its moments) instead of a
             fresh AdamW from :func:`build_optimizer`.
+        adjust: The label-skew loss's logit map (:mod:`fedpeft.client.label_skew`).
+        correction: SCAFFOLD's ``c − c_k`` per trainable tensor, added to every
+            step's gradient; the stats then carry the mean raw gradient as
+            ``control`` (:mod:`fedpeft.client.scaffold`).
     """
     if len(data) == 0:
         raise ValueError(
@@ -69,7 +77,9 @@ def train_adapter(
     meter = flops if flops is not None else FlopMeter()
     start_flops = meter.total
     optimizer = optimizer if optimizer is not None else build_optimizer(model, cfg)
-    anchor = {n: p.detach().clone() for n, p in model.trainable_parameters().items()}
+    params = model.trainable_parameters()
+    anchor = {n: p.detach().clone() for n, p in params.items()}
+    grad_mean = GradientMean() if correction is not None else None
     losses: list[float] = []
     examples = 0
     started = time.perf_counter()
@@ -81,16 +91,26 @@ def train_adapter(
         def step(batch: Batch = batch) -> float:
             with autocast(precision, model.device):
                 logits = model(batch)
+            if adjust is not None:
+                logits = adjust(logits)
             loss = F.cross_entropy(logits, batch.labels)
             total = loss
             if proximal_mu > 0:
                 total = loss + 0.5 * proximal_mu * _proximal_term(model, anchor)
             optimizer.zero_grad(set_to_none=True)
             total.backward()  # type: ignore[no-untyped-call]
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(
-                    model.trainable_parameters().values(), cfg.max_grad_norm
+            if grad_mean is not None:
+                grad_mean.add(
+                    {n: p.grad for n, p in params.items() if p.grad is not None}
                 )
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params.values(), cfg.max_grad_norm)
+            if correction is not None:
+                for n, p in params.items():
+                    if p.grad is None:
+                        p.grad = correction[n].clone()
+                    else:
+                        p.grad.add_(correction[n])
             optimizer.step()
             return float(loss.detach())
 
@@ -103,6 +123,12 @@ def train_adapter(
         examples=examples,
         flops=round(meter.total - start_flops),
         seconds=time.perf_counter() - started,
+        control=None
+        if grad_mean is None
+        else {
+            n: g.cpu().numpy().astype(np.float32)
+            for n, g in grad_mean.mean(list(params), anchor).items()
+        },
     )
 
 
@@ -122,13 +148,16 @@ def local_update(
     record_dp: RecordDP | None = None,
     dp_generator: torch.Generator | None = None,
     flops: FlopMeter | None = None,
+    adjust: LogitAdjust | None = None,
+    correction: Params | None = None,
 ) -> ClientUpdate:
     """One client's round: load the global state, train, return ΔP and metrics.
 
     The returned ``delta`` is ``local − global`` for every payload tensor;
     ``num_examples`` is the client's training-set size n_k. With ``record_dp``
     the local training is DP-SGD (:mod:`fedpeft.client.dp_local`), its noise
-    drawn from ``dp_generator``.
+    drawn from ``dp_generator``. ``adjust`` and ``correction`` are the
+    label-skew loss and SCAFFOLD's correction (:func:`train_adapter`).
     """
     model.load_trainable_state(global_params)
     if record_dp is not None:
@@ -140,6 +169,13 @@ def local_update(
             raise ValueError(
                 "FedProx's proximal term is not part of the DP-SGD "
                 "analysis; use another strategy with privacy.record_dp"
+            )
+        if adjust is not None or correction:
+            raise ValueError(
+                "record-level DP-SGD clips each example's gradient of plain "
+                "cross-entropy; client.loss and SCAFFOLD make an example's loss "
+                "depend on the client's other records. Use client.loss = "
+                "'cross-entropy' and strategy.scaffold = false with privacy.record_dp"
             )
         if dp_generator is None and not record_dp.secure:
             raise ValueError("record-level DP-SGD needs a seeded dp_generator")
@@ -161,6 +197,13 @@ def local_update(
             proximal_mu=proximal_mu,
             precision=precision,
             flops=flops,
+            adjust=adjust,
+            correction={
+                n: torch.from_numpy(np.asarray(v, np.float32)).to(model.device)
+                for n, v in correction.items()
+            }
+            if correction
+            else None,
         )
     return finish_update(
         client_id,
@@ -190,6 +233,8 @@ def finish_update(
     (``val_result``: those metrics, already computed with the trained state)."""
     local = model.trainable_state()
     delta = {k: local[k] - global_params[k] for k in global_params}
+    if stats.control is not None:
+        delta = with_control(delta, stats.control)
     metrics = {
         "train_loss": stats.loss,
         "train_steps": float(stats.steps),

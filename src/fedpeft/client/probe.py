@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedpeft.aggregation.class_means import class_mean_head
+from fedpeft.aggregation.class_means import class_statistics as feature_statistics
 from fedpeft.config import ClientSection
 from fedpeft.models.embed import map_pooled
 from fedpeft.models.tokenized import TokenizedDataset
@@ -108,3 +110,36 @@ def probe_start(
     model.load_trainable_state(state)
     head = fit_head(model, data, cfg.probe_iters, cfg.probe_l2, precision)
     return {**state, **head}
+
+
+def class_statistics(
+    model: AdapterClassifier,
+    data: TokenizedDataset,
+    precision: str = "bf16",
+    batch_size: int = 128,
+) -> dict[str, np.ndarray]:
+    """Per-class feature sums, counts and per-dimension sum of squares of
+    ``data`` under ``model``'s current state (the exact warm start's client
+    share: :mod:`fedpeft.aggregation.class_means`)."""
+    feats = pooled_features(model, data, batch_size, precision)
+    return feature_statistics(feats.numpy(), data.labels, model.head.out_features)
+
+
+def warm_start(
+    how: str,
+    model: AdapterClassifier,
+    state: Params,
+    data: TokenizedDataset,
+    cfg: ClientSection,
+    precision: str = "bf16",
+) -> Params:
+    """``state`` with the head ``peft.head_init`` fits on ``data`` alone
+    (``probe``: a linear probe; ``class-means``: the class-means head; any
+    other value: ``state`` unchanged). Baselines that see one data set use it;
+    ``model`` is left holding ``state``."""
+    if how == "probe":
+        return probe_start(model, state, data, cfg, precision)
+    if how == "class-means":
+        model.load_trainable_state(state)
+        return {**state, **class_mean_head(class_statistics(model, data, precision))}
+    return state

@@ -18,6 +18,7 @@ import torch
 
 from fedpeft.config import ClientSection
 from fedpeft.peft.base import AdapterClassifier
+from fedpeft.types import Params
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class LocalTrainStats:
     examples: int
     flops: int
     seconds: float
+    control: Params | None = None
+    """SCAFFOLD: the mean raw gradient per trainable tensor (the client's new
+    control variate); ``None`` without SCAFFOLD."""
 
 
 def batch_orders(

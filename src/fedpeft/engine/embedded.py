@@ -67,6 +67,8 @@ class EmbeddedRuntime:
         try:
             if ins.task == "probe":
                 return self.client.probe(ins)
+            if ins.task == "class-stats":
+                return self.client.class_stats(ins)
             return self.client.fit(ins)
         except CLIENT_ERRORS as err:
             logger.warning(

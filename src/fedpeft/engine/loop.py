@@ -3,7 +3,8 @@
 ::
 
     round 0   params = server's initial state
-              (warm start) probe instructions ─► runtime ─► heads ─► server.merge_heads
+              (warm start) probe / class-stats instructions ─► runtime
+                           ─► heads / statistics ─► server.merge_warm_start
     round t   selected  = seeded sample of server.eligible
               instructions = server.instructions(t, "fit", params, selected)
               replies   = runtime.run(instructions)        # real bytes both ways
@@ -33,6 +34,7 @@ from fedpeft.seeding import stream
 from fedpeft.server.aggregators import Aggregator, Metrics
 from fedpeft.server.record_dp import RecordDPLedger
 from fedpeft.server.screening import screen_updates
+from fedpeft.server.warm_start import WarmStart
 from fedpeft.strategies import select_clients
 from fedpeft.types import ClientUpdate, Params
 
@@ -57,8 +59,8 @@ class Server(Protocol):
         self, rnd: int, params: Params, updates: Sequence[ClientUpdate]
     ) -> tuple[Params, Metrics]: ...
 
-    def merge_heads(
-        self, params: Params, heads: Sequence[ClientUpdate]
+    def merge_warm_start(
+        self, task: Task, params: Params, replies: Sequence[ClientUpdate]
     ) -> tuple[Params, Metrics]: ...
 
     def eval_state(self, params: Params) -> tuple[Params, tuple[int, int] | None]: ...
@@ -88,7 +90,7 @@ class LoopSettings:
     min_clients: int
     poisson: bool = False
     eval_every: int = 1
-    warm_start: bool = True
+    warm_start: WarmStart | None = "probe"
     update_norm_ratio: float = 0.0
     label: str = "federated"
 
@@ -171,19 +173,24 @@ class RoundLoop:
         return params, [record], 1
 
     def initial_round(self) -> tuple[Params, Record]:
-        """Round 0: the initial state, with the warm start (every eligible
-        client fits the head as a linear probe on its own features; the server
-        takes their n_k-weighted mean, securely when configured)."""
+        """Round 0: the initial state, with the warm start: every eligible
+        client fits the head as a linear probe on its own features and the
+        server takes their n_k-weighted mean (``probe``), or every client sends
+        per-class feature statistics and the server builds the head the pooled
+        data would give (``class-means``); securely when configured."""
         started = time.perf_counter()
         params = self.initial
         record: Record = {"run": self.settings.label, "round": 0, "clients": []}
         record.update(bytes_up=0, bytes_down=0)
-        if self.settings.warm_start:
+        if self.settings.warm_start is not None:
+            task: Task = (
+                "class-stats" if self.settings.warm_start == "class-means" else "probe"
+            )
             eligible = self.server.eligible
-            ins = self.server.instructions(0, "probe", params, eligible)
+            ins = self.server.instructions(0, task, params, eligible)
             replies = self.runtime.run(ins)
             heads = [r.update for r in replies if r.update is not None]
-            params, stats = self.server.merge_heads(params, heads)
+            params, stats = self.server.merge_warm_start(task, params, heads)
             record.update(
                 clients=eligible,
                 bytes_down=sum(r.bytes_down for r in replies),

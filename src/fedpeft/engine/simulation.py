@@ -31,6 +31,7 @@ from fedpeft.server.aggregators import Aggregator, PlainAggregator
 from fedpeft.server.build import build_aggregator
 from fedpeft.server.mixed_lora import HETERO_RULES, LoraSize, MixedLoraServer
 from fedpeft.server.record_dp import RecordDPLedger
+from fedpeft.server.scaffold import ScaffoldServer
 from fedpeft.server.uniform import UniformServer
 from fedpeft.strategies import build_strategy
 from fedpeft.types import Params
@@ -123,8 +124,13 @@ class FederatedRun:
         if self.sizes is None:
             self.model = exp.new_adapter(self.method)
             self.pool = AdapterPool(lambda shape: self.model)
-            server = UniformServer(strategy, aggregator, len(exp.clients))
+            uniform = UniformServer(strategy, aggregator, len(exp.clients), sum(sizes))
             initial = self.model.trainable_state()
+            server = (
+                ScaffoldServer(uniform, initial)
+                if strategy_section.scaffold
+                else uniform
+            )
         else:
             server, initial = self._mixed_server(aggregator)
         if cfg.peft.head_init == "zeros":
@@ -162,7 +168,9 @@ class FederatedRun:
                 min_clients=strategy_section.min_fit_clients,
                 poisson=fed.sampling == "poisson",
                 eval_every=fed.eval_every,
-                warm_start=cfg.peft.head_init == "probe",
+                warm_start=cfg.peft.head_init
+                if cfg.peft.head_init in ("probe", "class-means")
+                else None,
                 update_norm_ratio=fed.update_norm_ratio,
                 label=self.label,
             ),

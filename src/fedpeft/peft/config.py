@@ -30,9 +30,11 @@ class PeftConfig(Options):
     """The ``[peft]`` section's keys common to every method."""
 
     method: str = Field("prompt", description="registered PEFT method")
-    head_init: Literal["probe", "zeros", "random"] = Field(
+    head_init: Literal["class-means", "probe", "zeros", "random"] = Field(
         "probe",
-        description="probe: a federated linear probe fits the head before round 1",
+        description="class-means: the head from the clients' summed per-class "
+        "feature statistics (exact, secure-aggregation friendly); probe: the mean "
+        "of the clients' linear-probe heads; both before round 1",
     )
 
     def adapter_options(self) -> dict[str, Any]:

@@ -48,6 +48,26 @@ at b = 32 bits the resolution stays below 1e-6 for up to ~100 clients."""
 Metrics = dict[str, Any]
 
 
+def plain_sum(arrays: Sequence[Params]) -> Params:
+    """Σ arrays key by key (float64 accumulation, float32 result).
+
+    Raises:
+        ValueError: if there is nothing to sum or the keys differ.
+    """
+    if not arrays:
+        raise ValueError("nothing to sum")
+    keys = set(arrays[0])
+    for a in arrays[1:]:
+        if set(a) != keys:
+            raise ValueError(f"arrays to sum have keys {sorted(a)} and {sorted(keys)}")
+    return {
+        k: np.sum([np.asarray(a[k], np.float64) for a in arrays], axis=0).astype(
+            np.float32
+        )
+        for k in arrays[0]
+    }
+
+
 class Aggregator(Protocol):
     """Turns a round's validated updates into new global parameters."""
 
@@ -73,6 +93,13 @@ class Aggregator(Protocol):
         self, rnd: int, arrays: Sequence[Params], num_examples: Sequence[int]
     ) -> tuple[Params, Metrics]:
         """The n_k-weighted mean of absolute arrays (the warm start's heads)."""
+        ...
+
+    def sum(
+        self, rnd: int, arrays: Sequence[Params], clip_range: float = 0.0
+    ) -> tuple[Params, Metrics]:
+        """Σ arrays (the exact warm start's class statistics); ``clip_range``
+        widens a secure sum's quantizer range."""
         ...
 
     def replay(self, rounds: int) -> None:
@@ -104,6 +131,11 @@ class PlainAggregator:
         self, rnd: int, arrays: Sequence[Params], num_examples: Sequence[int]
     ) -> tuple[Params, Metrics]:
         return weighted_mean(arrays, example_weights(num_examples)), {}
+
+    def sum(
+        self, rnd: int, arrays: Sequence[Params], clip_range: float = 0.0
+    ) -> tuple[Params, Metrics]:
+        return plain_sum(arrays), {}
 
     def replay(self, rounds: int) -> None:
         """Nothing to re-account."""
@@ -222,6 +254,14 @@ class SecureAggregator:
         mean = self.secure.weighted_mean(rnd, arrays, weights, PROBE_RANGE)
         return mean, dict(self.secure.stats)
 
+    def sum(
+        self, rnd: int, arrays: Sequence[Params], clip_range: float = 0.0
+    ) -> tuple[Params, Metrics]:
+        if not arrays:
+            raise ValueError(f"round {rnd}: nothing to sum securely")
+        self.secure.reset()
+        return self.secure(rnd, arrays, clip_range), dict(self.secure.stats)
+
     def replay(self, rounds: int) -> None:
         """Nothing to re-account."""
 
@@ -329,6 +369,11 @@ class DpAggregator:
             "a warm start from the clients' raw data is outside the DP accounting; "
             "use peft.head_init = 'zeros' (or 'random') with privacy.client_dp"
         )
+
+    def sum(
+        self, rnd: int, arrays: Sequence[Params], clip_range: float = 0.0
+    ) -> tuple[Params, Metrics]:
+        return self.weighted_mean(rnd, arrays, [])
 
     def replay(self, rounds: int) -> None:
         if rounds > 0:

@@ -55,9 +55,10 @@ def build_aggregator(
         check_strategy_compatible(strategy)
     except ValueError as err:
         raise ConfigError(f"privacy.client_dp: {err}") from None
-    if cfg.peft.head_init == "probe":
+    if cfg.peft.head_init in ("probe", "class-means"):
         raise ConfigError(
-            "peft.head_init = 'probe' fits the head on each client's raw data "
+            f"peft.head_init = {cfg.peft.head_init!r} computes the head from each "
+            "client's raw data "
             "outside the DP accounting; use peft.head_init = 'zeros' (or 'random') "
             "with privacy.client_dp"
         )

@@ -57,6 +57,7 @@ from fedpeft.aggregation.mean import weighted_mean
 from fedpeft.messages import Instruction, Task
 from fedpeft.server import mixed_secure as secure_rule
 from fedpeft.server.aggregators import Aggregator, Metrics
+from fedpeft.server.warm_start import merge_class_stats, merge_probe_heads, stats_config
 from fedpeft.types import ClientUpdate, Params
 
 HeteroRule = Literal["hetlora", "flexlora", "ffa", "fedavg"]
@@ -185,7 +186,8 @@ class MixedLoraServer:
                 raise ValueError(f"client {k} is excluded and cannot be sent work")
             payload = self.client_state(params, size)
             self._sent[k] = payload
-            out.append(Instruction(k, rnd, task, payload, {}, size.shape))
+            config = stats_config(self.total_examples) if task == "class-stats" else {}
+            out.append(Instruction(k, rnd, task, payload, config, size.shape))
         return out
 
     def merge(
@@ -228,15 +230,14 @@ class MixedLoraServer:
         total = secure(rnd, parts)
         return secure_rule.finish(self.rule, params, total), dict(secure.stats)
 
-    def merge_heads(
-        self, params: Params, heads: Sequence[ClientUpdate]
+    def merge_warm_start(
+        self, task: Task, params: Params, replies: Sequence[ClientUpdate]
     ) -> tuple[Params, Metrics]:
-        """The warm start: LoRA starts as the identity, so every size sees the
-        same features; the heads' n_k-weighted mean."""
-        mean, metrics = self.aggregator.weighted_mean(
-            0, [h.delta for h in heads], [h.num_examples for h in heads]
-        )
-        return {**params, **mean}, metrics
+        """Round 0: LoRA starts as the identity, so every size sees the same
+        features; the probe heads' mean or the class-means head."""
+        if task == "class-stats":
+            return merge_class_stats(self.aggregator, params, replies)
+        return merge_probe_heads(self.aggregator, params, replies)
 
     def eval_state(self, params: Params) -> tuple[Params, tuple[int, int]]:
         """The full-size (r_max, all layers) state and its shape."""

@@ -10,6 +10,7 @@ import numpy as np
 
 from fedpeft.messages import Instruction, Task
 from fedpeft.server.aggregators import Aggregator, Metrics
+from fedpeft.server.warm_start import merge_class_stats, merge_probe_heads, stats_config
 from fedpeft.strategies import Strategy
 from fedpeft.types import ClientUpdate, Params
 
@@ -23,11 +24,13 @@ class UniformServer:
         strategy: Client weights and the server step.
         aggregator: How the weighted mean is computed.
         num_clients: N; every client is eligible.
+        total_examples: Σ n_k (public; scales the warm start's statistics).
     """
 
     strategy: Strategy
     aggregator: Aggregator
     num_clients: int
+    total_examples: int = 1
 
     @property
     def eligible(self) -> list[int]:
@@ -36,7 +39,11 @@ class UniformServer:
     def instructions(
         self, rnd: int, task: Task, params: Params, selected: Sequence[int]
     ) -> list[Instruction]:
-        config = self.strategy.client_config(rnd) if task == "fit" else {}
+        config: dict[str, float] = {}
+        if task == "fit":
+            config = self.strategy.client_config(rnd)
+        elif task == "class-stats":
+            config = stats_config(self.total_examples)
         return [Instruction(k, rnd, task, params, config) for k in selected]
 
     def merge(
@@ -47,14 +54,14 @@ class UniformServer:
             return params, {}
         return self.aggregator.merge(rnd, params, updates, self.strategy)
 
-    def merge_heads(
-        self, params: Params, heads: Sequence[ClientUpdate]
+    def merge_warm_start(
+        self, task: Task, params: Params, replies: Sequence[ClientUpdate]
     ) -> tuple[Params, Metrics]:
-        """The warm start: the n_k-weighted mean of the clients' probe heads."""
-        mean, metrics = self.aggregator.weighted_mean(
-            0, [h.delta for h in heads], [h.num_examples for h in heads]
-        )
-        return {**params, **mean}, metrics
+        """Round 0: the probe heads' mean, or the class-means head
+        (:mod:`fedpeft.server.warm_start`)."""
+        if task == "class-stats":
+            return merge_class_stats(self.aggregator, params, replies)
+        return merge_probe_heads(self.aggregator, params, replies)
 
     def eval_state(self, params: Params) -> tuple[Params, None]:
         """The state to evaluate and the adapter shape it has (the run's)."""

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from fedpeft.aggregation import global_norm
+from fedpeft.registry import ConfigError
 from fedpeft.strategies.config import STRATEGIES, StrategyFactory, StrategyOptions
 from fedpeft.types import (
     ClientUpdate,
@@ -232,4 +233,11 @@ def build_strategy(
         raise TypeError(
             f"strategy {spec.name!r} does not implement the Strategy protocol"
         )
+    if spec.server_momentum > 0:
+        from fedpeft.strategies.momentum import ServerMomentum
+
+        try:
+            return ServerMomentum(strategy, spec.server_momentum)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     return strategy

@@ -39,6 +39,19 @@ class StrategyOptions(Options):
         0.5, gt=0.0, le=1.0, description="share of clients sampled per round"
     )
     min_fit_clients: int = Field(2, ge=1)
+    server_momentum: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="FedAvgM: the server steps by a velocity v <- beta*v + mean "
+        "update (0 = off; not with fedadam/fedyogi)",
+    )
+    scaffold: bool = Field(
+        False,
+        description="SCAFFOLD control variates: each client's gradient is corrected "
+        "by c - c_k (doubles the bytes; not with secure aggregation, DP or device "
+        "profiles)",
+    )
 
     def strategy_options(self) -> dict[str, Any]:
         """The keyword options of the strategy's constructor: every field its

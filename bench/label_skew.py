@@ -1,0 +1,252 @@
+"""Label skew, multi-seed: which local loss / aggregation keeps federated prompt
+tuning from collapsing (docs/benchmarks.md, "Label skew").
+
+Every cell is one federated run (corpus, partition, α, algorithm, start, seed);
+its round records are cached under ``--out/cells/`` as soon as it finishes, so
+an interrupted grid resumes where it stopped. Per (corpus, seed) the references
+are centralized prompt tuning (the same example budget as one federated run)
+and the tuned linear probe, both on the pooled training data.
+
+Subsampling (the whole grid must fit ~2 hours on 2 cores): 1,600 training /
+400 test examples per corpus, 64 tokens, 20 clients, 8 rounds of 4 clients
+(20%), 1 local epoch, bf16 backbone compute for training and evaluation.
+
+Phases, in the order they run (``--phases`` picks some):
+
+* ``algorithms``: Dir(0.1) at equal client sizes (``dirichlet-balanced``),
+  every algorithm, warm start from the class means.
+* ``starts``: FedAvg vs Dynamic from a cold start (random head) and both warm
+  starts, at Dir(0.1) and Dir(0.5), balanced.
+* ``partitions``: FedAvg and the recommended configuration at α ∈ {0.1, 0.5,
+  10} with ``dirichlet-balanced`` and the plain ``dirichlet`` (where it can
+  build 20 clients; where it cannot, the reason is recorded).
+
+    python bench/label_skew.py [--phases algorithms starts partitions]
+        [--corpora ...] [--seeds 0 1 2] [--out runs/label_skew] [--report-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedpeft.baselines.centralized import run_centralized
+from fedpeft.baselines.probe import run_linear_probe
+from fedpeft.config import load_config
+from fedpeft.data.partition.base import PartitionError
+from fedpeft.engine.simulation import FederatedRun
+from fedpeft.experiment import build_experiment
+from fedpeft.rundir.files import write_atomic
+
+BASE = [
+    "federation.num_clients=20",
+    "federation.rounds=8",
+    "strategy.fraction_fit=0.2",
+    "data.max_train=1600",
+    "data.max_test=400",
+    "model.max_length=64",
+    "model.precision=bf16",
+    "partition.min_size=20",
+    "baselines.run=[]",
+]
+PER_CORPUS = {"20newsgroups": ["data.max_chars=1200"]}
+CORPORA = ("rotten-tomatoes", "20newsgroups", "tweets-sentiment")
+
+ALGORITHMS: dict[str, list[str]] = {
+    "fedavg": [],
+    "dynamic": ["strategy.name=dynamic"],
+    "balanced-softmax": ["client.loss=balanced-softmax"],
+    "fedlc": ["client.loss=logit-calibrated"],
+    "fedrs": ["client.loss=restricted-softmax"],
+    "fedbabu": ["client.head=frozen"],
+    "fedavgm": ["strategy.server_momentum=0.5"],
+    "scaffold": ["strategy.scaffold=true"],
+}
+"""Each algorithm of the label-skew issue alone, on top of FedAvg (library
+defaults for their settings: FedLC τ = 1, FedRS α = 0.5, FedAvgM β = 0.5)."""
+
+RECOMMENDED = ["client.head=frozen", "client.loss=balanced-softmax"]
+"""The recommended configuration, chosen from the ``algorithms`` phase."""
+
+STARTS = {
+    "class-means": ["peft.head_init=class-means"],
+    "probe": ["peft.head_init=probe"],
+    "cold": ["peft.head_init=random"],
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    corpus: str
+    partition: str
+    alpha: float
+    algorithm: str
+    start: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return (
+            f"{self.corpus}/{self.partition}-a{self.alpha:g}/{self.algorithm}/"
+            f"{self.start}/s{self.seed}"
+        )
+
+    def overrides(self) -> list[str]:
+        algo = (
+            RECOMMENDED
+            if self.algorithm == "recommended"
+            else ALGORITHMS[self.algorithm]
+        )
+        return [
+            *BASE,
+            f"data.corpus={self.corpus}",
+            *PER_CORPUS.get(self.corpus, []),
+            f"partition.method={self.partition}",
+            f"partition.alpha={self.alpha}",
+            *STARTS[self.start],
+            *algo,
+            f"seed={self.seed}",
+        ]
+
+
+def cells(
+    phases: Sequence[str], corpora: Sequence[str], seeds: Sequence[int]
+) -> Iterator[Cell]:
+    for phase in phases:
+        for seed in seeds:
+            for corpus in corpora:
+                if phase == "algorithms":
+                    for algo in [*ALGORITHMS, "recommended"]:
+                        yield Cell(
+                            corpus, "dirichlet-balanced", 0.1, algo, "class-means", seed
+                        )
+                    yield Cell(
+                        corpus, "dirichlet-balanced", 0.1, "fedavg", "probe", seed
+                    )
+                elif phase == "starts":
+                    for alpha in (0.1, 0.5):
+                        for algo in ("fedavg", "dynamic"):
+                            for start in STARTS:
+                                yield Cell(
+                                    corpus,
+                                    "dirichlet-balanced",
+                                    alpha,
+                                    algo,
+                                    start,
+                                    seed,
+                                )
+                elif phase == "partitions":
+                    for partition in ("dirichlet-balanced", "dirichlet"):
+                        for alpha in (0.1, 0.5, 10.0):
+                            for algo in ("fedavg", "recommended"):
+                                yield Cell(
+                                    corpus, partition, alpha, algo, "class-means", seed
+                                )
+                else:
+                    raise SystemExit(f"unknown phase {phase!r}")
+
+
+def run_cell(cell: Cell, out: Path) -> dict[str, Any]:
+    path = out / "cells" / f"{cell.key.replace('/', '__')}.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    cfg = load_config(None, cell.overrides())
+    started = time.perf_counter()
+    try:
+        exp = build_experiment(cfg)
+    except PartitionError as err:
+        result: dict[str, Any] = {"cell": cell.key, "error": str(err)}
+    else:
+        fed = FederatedRun(exp).run()
+        result = {
+            "cell": cell.key,
+            "history": [
+                {
+                    k: r.get(k)
+                    for k in (
+                        "round",
+                        "test_accuracy",
+                        "test_macro_f1",
+                        "bytes_up",
+                        "bytes_down",
+                        "client_flops_total",
+                        "clients",
+                    )
+                }
+                for r in fed.history
+            ],
+            "seconds": time.perf_counter() - started,
+        }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(result))
+    acc = result.get("history", [{}])[-1].get("test_accuracy")
+    print(
+        f"{cell.key}: {'—' if acc is None else f'{acc:.4f}'} "
+        f"({time.perf_counter() - started:.0f} s)",
+        flush=True,
+    )
+    return result
+
+
+def run_reference(corpus: str, seed: int, out: Path) -> dict[str, Any]:
+    """Centralized prompt tuning (linear-probe warm start, LP-FT) and the
+    tuned linear probe on the pooled data of (corpus, seed)."""
+    path = out / "references" / f"{corpus}__s{seed}.json"
+    if path.exists():
+        return dict(json.loads(path.read_text()))
+    started = time.perf_counter()
+    cell = Cell(corpus, "dirichlet-balanced", 0.1, "fedavg", "probe", seed)
+    cfg = load_config(None, cell.overrides())
+    exp = build_experiment(cfg)
+    fed = cfg.federation
+    per_round = max(2, math.ceil(cfg.strategy.fraction_fit * fed.num_clients))
+    mean_n = float(np.mean([len(c.train) for c in exp.clients]))
+    budget = round(fed.rounds * per_round * mean_n)
+    result: dict[str, Any] = {"budget_examples": budget}
+    curve = run_centralized(exp, budget, fed.rounds)
+    result["centralized"] = [r["test_accuracy"] for r in curve]
+    result["linear_probe"] = run_linear_probe(exp)["test_accuracy"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(result))
+    print(
+        f"reference {corpus} s{seed}: centralized {result['centralized'][-1]:.4f}, "
+        "probe "
+        f"{result['linear_probe']:.4f} ({time.perf_counter() - started:.0f} s)",
+        flush=True,
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--phases", nargs="+", default=["algorithms", "starts", "partitions"]
+    )
+    parser.add_argument("--corpora", nargs="+", default=list(CORPORA))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("runs/label_skew"))
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    if not args.report_only:
+        for cell in cells(args.phases, args.corpora, args.seeds):
+            run_reference(cell.corpus, cell.seed, args.out)
+            run_cell(cell, args.out)
+    from label_skew_report import report  # bench/ sibling: tables from the cache
+
+    report(args.out)
+
+
+if __name__ == "__main__":
+    main()

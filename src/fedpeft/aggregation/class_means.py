@@ -1,0 +1,114 @@
+"""The exact federated warm start: a classification head from summed per-class
+feature statistics.
+
+Every client computes, on its own training data and under the initial adapter,
+the per-class feature sums Σ_{i: y_i=c} h_i, the class counts n_c and the
+per-dimension sum of squares Σ_i h_i²; these are additive, so their sum over
+clients (plain or through secure aggregation) is exactly what the pooled data
+would give. The server turns the sums into the Gaussian classifier with class
+means μ_c, a shared diagonal covariance σ² and the class prior π_c (diagonal
+linear discriminant analysis)::
+
+    logit_c(h) = Σ_j (μ_cj h_j − μ_cj² / 2) / σ_j²  + log π_c
+
+so ``head.weight[c] = μ_c / σ²`` and ``head.bias[c] = −Σ_j μ_cj² / (2σ_j²) +
+log π_c``. Unlike the mean of per-client probe heads, it does not depend on how
+the data is split: a client holding two of twenty classes contributes exactly
+its share of those two classes' statistics.
+
+The statistics may all be scaled by one public factor (1 / Σ n, to keep them in
+the secure-aggregation quantizer's range): the head is invariant to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from fedpeft.types import Params
+
+CLASS_SUM = "class_sum"
+CLASS_COUNT = "class_count"
+FEATURE_SUMSQ = "feature_sumsq"
+STAT_KEYS = (CLASS_SUM, CLASS_COUNT, FEATURE_SUMSQ)
+VARIANCE_FLOOR = 1e-3
+"""σ_j² is at least this fraction of the mean variance (a dimension that
+barely varies would otherwise get an unbounded weight)."""
+ABSENT_BIAS = -30.0
+"""Bias of a class no client holds (its weight row is zero)."""
+
+
+def class_statistics(
+    features: np.ndarray, labels: np.ndarray, num_classes: int
+) -> dict[str, np.ndarray]:
+    """Per-class sums ``(C, d)``, counts ``(C,)`` and per-dimension sum of
+    squares ``(d,)`` of ``features`` ``(n, d)``, in float64.
+
+    Raises:
+        ValueError: if the shapes disagree or a label is out of range.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if features.ndim != 2 or labels.shape != (features.shape[0],):
+        raise ValueError(
+            f"features {features.shape} and labels {labels.shape} do not pair up"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels outside [0, {num_classes}) for the warm start")
+    sums = np.zeros((num_classes, features.shape[1]))
+    np.add.at(sums, labels, features)
+    return {
+        CLASS_SUM: sums,
+        CLASS_COUNT: np.bincount(labels, minlength=num_classes).astype(np.float64),
+        FEATURE_SUMSQ: np.square(features).sum(axis=0),
+    }
+
+
+def class_mean_head(stats: Mapping[str, np.ndarray]) -> Params:
+    """The diagonal-LDA head (module docstring) from summed statistics.
+
+    Raises:
+        ValueError: if a statistic is missing, mis-shaped, not finite, or no
+            example was counted.
+    """
+    missing = [k for k in STAT_KEYS if k not in stats]
+    if missing:
+        raise ValueError(f"class statistics lack {missing}; expected {list(STAT_KEYS)}")
+    sums = np.asarray(stats[CLASS_SUM], np.float64)
+    counts = np.asarray(stats[CLASS_COUNT], np.float64)
+    sumsq = np.asarray(stats[FEATURE_SUMSQ], np.float64)
+    if (
+        sums.ndim != 2
+        or counts.shape != sums.shape[:1]
+        or sumsq.shape != sums.shape[1:]
+    ):
+        raise ValueError(
+            f"class statistics shapes {sums.shape}, {counts.shape}, {sumsq.shape} "
+            "do not pair up as (C, d), (C,), (d,)"
+        )
+    if not (
+        np.isfinite(sums).all()
+        and np.isfinite(counts).all()
+        and np.isfinite(sumsq).all()
+    ):
+        raise ValueError("class statistics hold NaN or infinite values")
+    # Secure aggregation's quantizer leaves ~1e-9 noise on counts of zero.
+    total = counts.sum()
+    if total <= 0:
+        raise ValueError("class statistics count no example; no head can be built")
+    held = counts > 1e-6 * total
+    means = np.zeros_like(sums)
+    means[held] = sums[held] / counts[held, None]
+    # Pooled within-class variance per dimension: E[h²] − Σ_c π_c μ_c².
+    prior = np.where(held, counts / total, 0.0)
+    var = sumsq / total - (prior[:, None] * means**2).sum(axis=0)
+    var = np.maximum(var, VARIANCE_FLOOR * max(float(var.mean()), 1e-12))
+    weight = means / var
+    bias = -0.5 * (means**2 / var).sum(axis=1) + np.log(np.where(held, prior, 1.0))
+    weight[~held] = 0.0
+    bias[~held] = ABSENT_BIAS
+    return {
+        "head.weight": weight.astype(np.float32),
+        "head.bias": bias.astype(np.float32),
+    }

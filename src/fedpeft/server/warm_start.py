@@ -1,0 +1,54 @@
+"""Round 0 on the server: the warm start's messages and merges, shared by the
+server algorithms.
+
+* ``probe``: every client fits the head as a linear probe on its own features;
+  the server takes the n_k-weighted mean of the heads (plain or secure).
+* ``class-means``: every client sends per-class feature sums and counts, scaled
+  by the public 1/Σn; the server sums them (plain or secure) and builds the
+  head the pooled data would give (:mod:`fedpeft.aggregation.class_means`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from fedpeft.aggregation.class_means import class_mean_head
+from fedpeft.server.aggregators import Aggregator, Metrics
+from fedpeft.types import ClientUpdate, Params
+
+WarmStart = Literal["probe", "class-means"]
+
+STATS_RANGE = 64.0
+"""Quantizer range of the scaled class statistics under secure aggregation:
+each is a sum over a client's examples divided by Σn over the federation, so
+|value| ≤ max |feature| (and ≤ 1 for counts)."""
+
+
+def stats_config(total_examples: int) -> dict[str, float]:
+    """The ``class-stats`` instruction's config: the public scale 1/Σn."""
+    return {"stats_scale": 1.0 / max(total_examples, 1)}
+
+
+def merge_probe_heads(
+    aggregator: Aggregator, params: Params, heads: Sequence[ClientUpdate]
+) -> tuple[Params, Metrics]:
+    """``params`` with the n_k-weighted mean of the clients' probe heads."""
+    mean, metrics = aggregator.weighted_mean(
+        0, [h.delta for h in heads], [h.num_examples for h in heads]
+    )
+    return {**params, **mean}, metrics
+
+
+def merge_class_stats(
+    aggregator: Aggregator, params: Params, stats: Sequence[ClientUpdate]
+) -> tuple[Params, Metrics]:
+    """``params`` with the head built from the summed class statistics.
+
+    Raises:
+        ValueError: if no client sent statistics.
+    """
+    if not stats:
+        raise ValueError("no client returned class statistics for the warm start")
+    total, metrics = aggregator.sum(0, [s.delta for s in stats], STATS_RANGE)
+    return {**params, **class_mean_head(total)}, metrics
