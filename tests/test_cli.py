@@ -34,7 +34,16 @@ SUMMARY: dict[str, Any] = {
         "final_accuracy": 0.875,
         "best_accuracy": 0.9,
         "final_macro_f1": 0.86,
-        "rounds_to_95pct_centralized": 2,
+        "convergence": {
+            "target_rule": "centralized accuracy - 0.01",
+            "target": 0.89,
+            "rounds": None,
+            "bytes": None,
+            "bytes_per_client": None,
+            "client_flops": None,
+            "warm_start_accuracy": 0.5,
+            "warm_start_met_target": False,
+        },
         "bytes_up_total": 120_000,
         "bytes_down_total": 130_000,
         "bytes_up_per_client_round": 20_000.0,
@@ -243,7 +252,11 @@ def test_run_shows_rounds_and_the_final_comparison(
     assert "87.5%" in out and "90.0%" in out and "31.2%" in out  # fed, best, zero-shot
     assert "20 kB up, 21 kB down" in out
     assert "1/4,329 of the full model" in out
-    assert "round 2 of 2" in out
+    lines = out.splitlines()
+    cost = next(line for line in lines if "to centralized − 1 pt (89.0%)" in line)
+    assert "not reached in 2 rounds" in cost  # 87.5% after round 2 < 89%
+    warm = next(line for line in lines if "warm start (round 0)" in line)
+    assert "50.0%, below the target" in warm
     assert str(tmp_path / "demo") in out
 
 

@@ -14,6 +14,10 @@ from fedpeft.experiment import Experiment
 from fedpeft.models.device import describe_device
 from fedpeft.wire import payload_bytes
 
+CONVERGENCE_MARGIN = 0.01
+"""The convergence target sits this far (absolute accuracy) below centralized."""
+CONVERGENCE_RULE = "centralized accuracy - 0.01"
+
 
 def final_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     evaluated = [r for r in records if r.get("test_accuracy") is not None]
@@ -25,13 +29,89 @@ def final_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     }
 
 
-def rounds_to_reach(history: Sequence[Mapping[str, Any]], target: float) -> int | None:
-    """First round whose test accuracy is at least ``target`` (None if never)."""
+def rounds_to_reach(
+    history: Sequence[Mapping[str, Any]], target: float, *, from_round: int = 1
+) -> int | None:
+    """First round ``>= from_round`` whose test accuracy is at least ``target``.
+
+    Round 0 is the warm start (the linear-probe head, before any federated
+    round), so it is not counted unless ``from_round=0``. Rounds without a test
+    evaluation are skipped. None if no such round.
+    """
     for record in history:
         acc = record.get("test_accuracy")
-        if acc is not None and acc >= target:
+        if record["round"] >= from_round and acc is not None and acc >= target:
             return int(record["round"])
     return None
+
+
+def convergence(
+    history: Sequence[Mapping[str, Any]], target: float | None
+) -> dict[str, Any]:
+    """How much federated training it took to reach ``target`` test accuracy.
+
+    Counted from round 1; round 0 (the warm start) is reported apart. With
+    ``eval_every > 1`` the reached round is the first *evaluated* one, so the
+    figures are upper bounds.
+
+    Args:
+        history: Round records (``round``, ``test_accuracy`` when evaluated,
+            ``bytes_up``, ``bytes_down``, ``client_flops_total``, ``clients``,
+            ``failed_clients``), as :class:`fedpeft.engine.loop.RoundLoop`
+            writes them.
+        target: The accuracy to reach in ``[0, 1]``; None when there is none
+            (no centralized baseline): every target figure is then None.
+
+    Returns:
+        ``target``; ``rounds``: the first round r >= 1 at the target;
+        ``bytes``: up + down over rounds 1..r; ``bytes_per_client``: what one
+        participating client exchanged over rounds 1..r on average (uploads
+        over the clients that sent an update in some round, downloads over the
+        clients that were sent the model, as in ``bytes_up_per_client_round``);
+        ``client_flops``: the clients' FLOPs over rounds 1..r (these four None
+        when never reached); ``warm_start_accuracy``: round 0's test accuracy;
+        ``warm_start_met_target``: whether it was already at the target (None
+        without a target or a round-0 evaluation).
+    """
+    warm = next((r for r in history if r["round"] == 0), {})
+    warm_acc = warm.get("test_accuracy")
+    out: dict[str, Any] = {
+        "target": target,
+        "rounds": None,
+        "bytes": None,
+        "bytes_per_client": None,
+        "client_flops": None,
+        "warm_start_accuracy": None if warm_acc is None else float(warm_acc),
+        "warm_start_met_target": None
+        if target is None or warm_acc is None
+        else bool(warm_acc >= target),
+    }
+    reached = None if target is None else rounds_to_reach(history, target)
+    if reached is not None:
+        spent = [r for r in history if 1 <= r["round"] <= reached]
+        out.update(rounds=reached, **training_cost(spent))
+    return out
+
+
+def training_cost(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Bytes (all, and per participating client) and client FLOPs of ``records``."""
+    up = sum(r.get("bytes_up", 0) for r in records)
+    down = sum(r.get("bytes_down", 0) for r in records)
+    senders: set[int] = set()
+    receivers: set[int] = set()
+    for r in records:
+        receivers.update(r.get("clients", []))
+        senders.update(set(r.get("clients", [])) - set(r.get("failed_clients", [])))
+    return {
+        "bytes": int(up + down),
+        "bytes_per_client": up / max(len(senders), 1) + down / max(len(receivers), 1),
+        "client_flops": float(sum(r.get("client_flops_total", 0.0) for r in records)),
+    }
+
+
+def convergence_target(central: float | None) -> float | None:
+    """The convergence target of a centralized accuracy (:data:`CONVERGENCE_RULE`)."""
+    return None if central is None else central - CONVERGENCE_MARGIN
 
 
 def full_model_bytes(exp: Experiment) -> int:
@@ -79,9 +159,10 @@ def summarize(
             "final_accuracy": float(evaluated[-1]["test_accuracy"]),
             "final_macro_f1": float(evaluated[-1]["test_macro_f1"]),
             "best_accuracy": float(max(r["test_accuracy"] for r in evaluated)),
-            "rounds_to_95pct_centralized": rounds_to_reach(history, 0.95 * central)
-            if central is not None
-            else None,
+            "convergence": {
+                "target_rule": CONVERGENCE_RULE,
+                **convergence(history, convergence_target(central)),
+            },
             "bytes_up_total": int(fed.totals["bytes_up"]),
             "bytes_down_total": int(fed.totals["bytes_down"]),
             "bytes_up_per_client_round": sum(r["bytes_up"] for r in rounds_run)

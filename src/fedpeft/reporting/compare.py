@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fedpeft.reporting.formatting import (
+    MISSING,
     accuracy,
     duration,
     human_bytes,
@@ -31,7 +32,7 @@ _COMPARISON_CELLS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "up": lambda r: human_bytes(r["bytes_up"]),
     "down": lambda r: human_bytes(r["bytes_down"]),
     "% of\nfull": lambda r: percent(r["fraction_of_full"]),
-    "rounds\nto 95%": lambda r: score(r["rounds_to_95"], "d"),
+    "rounds to\ncentral−1pt": lambda r: _rounds_cell(r),
     "wall\ntime": lambda r: duration(r["wall_seconds"]),
 }
 _NARROW_OMITS = ("best\nacc", "wall\ntime")  # dropped below _WIDE_ENOUGH columns
@@ -44,8 +45,11 @@ def comparison_rows(results: Sequence[RunResult]) -> list[dict[str, Any]]:
     Keys: ``run``, ``system`` ("federated" or the baseline name), ``method``
     ("prompt + fedavg" on federated rows, else None), ``final_accuracy``,
     ``best_accuracy``, ``macro_f1``, ``bytes_up``,
-    ``bytes_down`` (per client per round), ``fraction_of_full``, ``rounds_to_95``,
-    ``wall_seconds``; a value is None where it does not apply.
+    ``bytes_down`` (per client per round), ``fraction_of_full``, ``target`` (the
+    convergence target, centralized accuracy − 0.01), ``rounds_to_target`` (first
+    round from 1 on at the target), ``rounds_to_95_old`` (set only from a summary
+    written before the convergence block: its first round, round 0 included, at
+    95% of centralized), ``wall_seconds``; a value is None where it does not apply.
     """
     rows: list[dict[str, Any]] = []
     for label, result in zip(run_labels(results), results, strict=True):
@@ -61,7 +65,7 @@ def comparison_rows(results: Sequence[RunResult]) -> list[dict[str, Any]]:
                 "bytes_up": fed.get("bytes_up_per_client_round"),
                 "bytes_down": fed.get("bytes_down_per_client_round"),
                 "fraction_of_full": fed.get("payload_fraction_of_full"),
-                "rounds_to_95": fed.get("rounds_to_95pct_centralized"),
+                **_convergence_fields(fed),
                 "wall_seconds": fed.get("wall_seconds"),
             }
         )
@@ -86,9 +90,44 @@ def _baseline_row(
         "bytes_up": full,
         "bytes_down": full,
         "fraction_of_full": 1.0 if full else None,
-        "rounds_to_95": None,
+        "target": None,
+        "rounds_to_target": None,
+        "rounds_to_95_old": None,
         "wall_seconds": metrics.get("wall_seconds"),
     }
+
+
+def _convergence_fields(fed: Mapping[str, Any]) -> dict[str, Any]:
+    """The row's convergence keys from a summary's ``federated`` section, old
+    summaries (``rounds_to_95pct_centralized`` only) included."""
+    conv = fed.get("convergence")
+    conv = conv if isinstance(conv, Mapping) else {}
+    return {
+        "target": conv.get("target"),
+        "rounds_to_target": conv.get("rounds"),
+        "rounds_to_95_old": None if conv else fed.get("rounds_to_95pct_centralized"),
+    }
+
+
+def _rounds_cell(row: Mapping[str, Any]) -> str:
+    """``3``; ``not reached``; an old summary's ``2 (95%)``; ``—`` without target."""
+    if isinstance(row.get("rounds_to_target"), int):
+        return str(row["rounds_to_target"])
+    if isinstance(row.get("rounds_to_95_old"), int):
+        return f"{row['rounds_to_95_old']} (95%)"
+    return "not reached" if row.get("target") is not None else MISSING
+
+
+def _caption(rows: Sequence[Mapping[str, Any]]) -> str:
+    caption = (
+        "up, down: payload bytes per client per round; rounds to central−1pt: "
+        "first round from 1 on (round 0 = warm start not counted) at centralized "
+        "accuracy − 1 point"
+    )
+    if any(row.get("rounds_to_95_old") is not None for row in rows):
+        caption += "; (95%): an old summary's first round, round 0 counted, at 95% of "
+        caption += "centralized"
+    return caption
 
 
 def comparison_table(rows: Sequence[Mapping[str, Any]], wide: bool = True) -> Table:
@@ -98,8 +137,7 @@ def comparison_table(rows: Sequence[Mapping[str, Any]], wide: bool = True) -> Ta
         box=box.SIMPLE_HEAD,
         title="Comparison (each run on its own test set)",
         title_justify="left",
-        caption="up, down: payload bytes per client per round; rounds to 95%: "
-        "first round at 95% of centralized accuracy",
+        caption=_caption(rows),
         caption_justify="left",
     )
     cells = {

@@ -185,17 +185,6 @@ def _cost_items(
         fed.get("bytes_down_per_client_round"),
     )
     fraction = fed.get("payload_fraction_of_full")
-    rounds_95 = fed.get("rounds_to_95pct_centralized")
-    central = "centralized" in summary.get("baselines", {})
-    reached = (
-        "round 0 (before federated training)"
-        if rounds_95 == 0
-        else f"round {rounds_95} of {summary.get('rounds', '?')}"
-        if rounds_95 is not None
-        else "not reached"
-        if central
-        else "— (no centralized baseline)"
-    )
     return [
         ("trainable parameters", f"{score(trainable, ',')}{share}"),
         (
@@ -212,7 +201,7 @@ def _cost_items(
             f"{human_bytes(fed.get('bytes_up_total'))} up, "
             f"{human_bytes(fed.get('bytes_down_total'))} down",
         ),
-        ("rounds to 95% of centralized", reached),
+        *_convergence_items(summary, fed),
         (
             "wall time (federated)",
             f"{duration(fed.get('wall_seconds'))} "
@@ -220,6 +209,65 @@ def _cost_items(
             "train examples/s)",
         ),
     ]
+
+
+def _convergence_items(
+    summary: Mapping[str, Any], fed: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """What federated training took to reach centralized − 1 pt (from round 1),
+    and, on its own line, where the warm start (round 0) already stood."""
+    conv = fed.get("convergence")
+    if not isinstance(conv, Mapping):
+        return _old_convergence_items(summary, fed)
+    target, reached = conv.get("target"), conv.get("rounds")
+    if not isinstance(target, (int, float)):
+        cost = f"{MISSING} (no centralized baseline)"
+    elif reached is None:
+        cost = f"not reached in {summary.get('rounds', '?')} rounds"
+    else:
+        cost = (
+            f"round {reached} of {summary.get('rounds', '?')}: "
+            f"{human_bytes(conv.get('bytes'))} up + down "
+            f"({human_bytes(conv.get('bytes_per_client'))} per client), "
+            f"{_flops(conv.get('client_flops'))} on clients"
+        )
+    met = conv.get("warm_start_met_target")
+    verdict = {True: ", already at the target", False: ", below the target"}
+    warm = accuracy(conv.get("warm_start_accuracy")) + (
+        verdict[met] if isinstance(met, bool) else ""
+    )
+    return [
+        (f"to centralized − 1 pt ({accuracy(target)})", cost),
+        ("warm start (round 0)", warm),
+    ]
+
+
+def _old_convergence_items(
+    summary: Mapping[str, Any], fed: Mapping[str, Any]
+) -> list[tuple[str, str]]:
+    """The rounds-to-95% line of summaries written before ``convergence``."""
+    if "rounds_to_95pct_centralized" not in fed:
+        return []
+    rounds_95 = fed["rounds_to_95pct_centralized"]
+    central = "centralized" in summary.get("baselines", {})
+    reached = (
+        f"round {rounds_95} of {summary.get('rounds', '?')} (round 0 counted)"
+        if rounds_95 is not None
+        else "not reached"
+        if central
+        else f"{MISSING} (no centralized baseline)"
+    )
+    return [("rounds to 95% of centralized (old summary)", reached)]
+
+
+def _flops(value: Any) -> str:
+    """``3.1 TFLOP``, ``420 GFLOP`` (decimal prefixes); ``—`` when missing."""
+    if not isinstance(value, (int, float)):
+        return MISSING
+    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:,.0f} FLOP"
 
 
 def render_run_summary(
