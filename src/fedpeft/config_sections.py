@@ -142,6 +142,12 @@ class FederationSection(Section):
         1, ge=1, description="evaluate the global model every k rounds"
     )
     eval_batch_size: int = Field(128, ge=1)
+    eval_clients: bool = Field(
+        True,
+        description="also evaluate the global model on every client's validation "
+        "split each evaluated round (client_val_accuracy_mean/_p10); false: the "
+        "test set only, at the end too",
+    )
     batch_clients: bool = Field(
         True,
         description="train the selected clients together: one forward/backward over "

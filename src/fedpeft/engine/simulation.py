@@ -64,7 +64,11 @@ class Evaluator:
         model = self.pool(shape)
         model.load_trainable_state(state)
         cfg = self.experiment.config
-        held = [(k, c.val) for k, c in enumerate(self.experiment.clients) if len(c.val)]
+        held = [
+            (k, c.val)
+            for k, c in enumerate(self.experiment.clients)
+            if len(c.val) and cfg.federation.eval_clients
+        ]
         test, *checks = evaluate_many(
             model,
             [self.experiment.test, *(v for _, v in held)],

@@ -52,14 +52,12 @@ class ScaffoldServer:
     initial: Params
     control: Params = field(default_factory=dict)
     client_controls: dict[int, Params] = field(default_factory=dict)
+    aggregator: Aggregator = field(init=False)
 
     def __post_init__(self) -> None:
+        self.aggregator = self.inner.aggregator
         if not self.control:
             self.control = {k: np.zeros_like(v) for k, v in self.initial.items()}
-
-    @property
-    def aggregator(self) -> Aggregator:
-        return self.inner.aggregator
 
     @property
     def eligible(self) -> list[int]:
@@ -119,12 +117,12 @@ class ScaffoldServer:
             model_updates.append(dataclasses.replace(u, delta=delta))
             controls[u.client_id] = control
         new, metrics = self.inner.merge(rnd, params, model_updates)
-        n = self.inner.num_clients
+        num = self.inner.num_clients
         for k, control in controls.items():
             old = self._own(k)
             for name, value in control.items():
                 self.control[name] = (
-                    self.control[name] + (value - old[name]) / n
+                    self.control[name] + (value - old[name]) / num
                 ).astype(np.float32)
             self.client_controls[k] = {
                 name: np.asarray(v, np.float32) for name, v in control.items()
