@@ -13,8 +13,8 @@ class beside it, selected by ``partition.method``):
 
 * ``iid``: a uniform random split into near-equal shards.
 * ``dirichlet``: label skew; each class is split across clients in proportions
-  drawn from Dir(alpha) (Hsu et al. 2019, arXiv:1909.06335; Yurochkin et al. 2019),
-  via flwr-datasets' ``DirichletPartitioner``.
+  drawn from Dir(alpha) (Yurochkin et al. 2019; Li et al. 2022), redrawn up to
+  ``max_draws`` times until every client has ``min_size`` examples.
 * ``dirichlet-balanced``: label skew at equal client sizes.
 * ``quantity``: quantity skew; client sizes drawn from a power law or a
   log-normal, labels IID inside each client.
