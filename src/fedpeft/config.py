@@ -126,6 +126,15 @@ class RunConfig(Section):
                 "client's class counts, outside record-level DP-SGD's per-example "
                 "analysis; use client.loss = 'cross-entropy' with privacy.record_dp"
             )
+        if self.strategy.server_momentum > 0 and self.strategy.name in (
+            "fedadam",
+            "fedyogi",
+        ):
+            raise ValueError(
+                f"strategy {self.strategy.name!r} keeps its own first moment; set "
+                "strategy.server_momentum = 0, or use fedavg, fedprompt, fedprox "
+                "or dynamic with momentum"
+            )
         if self.strategy.scaffold:
             if p.secagg or p.client_dp is not None or p.record_dp is not None:
                 raise ValueError(

@@ -71,6 +71,8 @@ def test_a_strategy_registered_outside_the_package_is_built_from_the_config(
         "name": damped,
         "fraction_fit": 0.5,
         "min_fit_clients": 2,
+        "server_momentum": 0.0,
+        "scaffold": False,
         "damping": 0.25,
     }
 

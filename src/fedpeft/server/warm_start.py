@@ -22,7 +22,8 @@ WarmStart = Literal["probe", "class-means"]
 STATS_RANGE = 64.0
 """Quantizer range of the scaled class statistics under secure aggregation:
 each is a sum over a client's examples divided by Σn over the federation, so
-|value| ≤ max |feature| (and ≤ 1 for counts)."""
+|value| ≤ max |feature| for the sums, max feature² for the sum of squares
+and ≤ 1 for the counts."""
 
 
 def stats_config(total_examples: int) -> dict[str, float]:
