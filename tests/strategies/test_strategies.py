@@ -81,8 +81,8 @@ def test_build_strategy_refuses_foreign_options_and_unknown_names() -> None:
         build_strategy("fedavg", proximal_mu=0.5)
     assert (
         "strategy.proximal_mu is not an option of strategy.name='fedavg'; its "
-        "options: fraction_fit, min_fit_clients, server_momentum, scaffold; proximal_mu is an option of "
-        "strategy.name='fedprox'"
+        "options: fraction_fit, min_fit_clients, server_momentum, scaffold; "
+        "proximal_mu is an option of strategy.name='fedprox'"
     ) in str(err.value)
     with pytest.raises(ConfigError, match=r"strategy.name='dynamic'"):
         build_strategy("dynamic", gamma=3.0, proximal_mu=0.5)
