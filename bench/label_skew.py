@@ -81,8 +81,10 @@ ALGORITHMS: dict[str, list[str]] = {
 """Each algorithm of the label-skew issue alone, on top of FedAvg (library
 defaults for their settings: FedLC τ = 1, FedRS α = 0.5, FedAvgM β = 0.5)."""
 
-RECOMMENDED = ["client.head=frozen", "client.loss=balanced-softmax"]
-"""The recommended configuration, chosen from the ``algorithms`` phase."""
+RECOMMENDED = "balanced-softmax"
+"""The recommended configuration (with the class-means warm start): the
+algorithm with the best mean final accuracy over the ``algorithms`` phase's
+cells (docs/benchmarks.md)."""
 
 STARTS = {
     "class-means": ["peft.head_init=class-means"],
@@ -108,11 +110,7 @@ class Cell:
         )
 
     def overrides(self) -> list[str]:
-        algo = (
-            RECOMMENDED
-            if self.algorithm == "recommended"
-            else ALGORITHMS[self.algorithm]
-        )
+        algo = ALGORITHMS[self.algorithm]
         return [
             *BASE,
             f"data.corpus={self.corpus}",
@@ -145,7 +143,7 @@ def cells(
                     continue
                 for partition in ("dirichlet-balanced", "dirichlet"):
                     for alpha in (0.1, 0.5, 10.0):
-                        for algo in ("fedavg", "dynamic", "recommended"):
+                        for algo in ("fedavg", "dynamic", RECOMMENDED):
                             yield Cell(
                                 corpus, partition, alpha, algo, "class-means", seed
                             )

@@ -23,6 +23,8 @@ import numpy as np
 
 from fedpeft.engine.summary import convergence
 
+RECOMMENDED = "balanced-softmax"  # bench/label_skew.py's RECOMMENDED
+
 DROP_AFTER = 2
 """Rounds after this one are checked for a drop below the best before them."""
 
@@ -188,10 +190,16 @@ def report(out: Path) -> str:
             f"| {rounds_text([r['rounds'] for r in fa])} "
             f"| {rounds_text([r['rounds'] for r in dy])} |"
         )
-    lines += ["", "### Partitions: FedAvg and the recommended configuration", ""]
+    lines += [
+        "",
+        "### Partitions: FedAvg, Dynamic and the recommended configuration",
+        "",
+    ]
     lines += table(
         groups,
-        lambda c, p, a, s: a in ("fedavg", "recommended") and s == "class-means",
+        lambda c, p, a, s: (
+            a in ("fedavg", "dynamic", RECOMMENDED) and s == "class-means"
+        ),
     )
     text = "\n".join(lines)
     results = Path("bench/results")
