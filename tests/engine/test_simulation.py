@@ -185,3 +185,24 @@ def test_batch_clients_with_full_fine_tuning_trains_one_after_another(
     params, _ = run.initial_round()
     _, record = run.run_round(1, params)
     assert record["clients"] and not record["failed_clients"]
+
+
+def test_eval_clients_false_evaluates_the_test_set_only(tiny_experiment) -> None:  # type: ignore[no-untyped-def]
+    """``federation.eval_clients = false`` skips the clients' validation pass;
+    the test metrics are the same as with it."""
+    exp = tiny_experiment
+    cfg = exp.config
+    quiet = dataclasses.replace(
+        exp,
+        config=cfg.model_copy(
+            update={
+                "federation": cfg.federation.model_copy(update={"eval_clients": False})
+            }
+        ),
+    )
+    state = exp.new_adapter().trainable_state()
+    full = FederatedRun(exp).evaluator(state, None)
+    test_only = FederatedRun(quiet).evaluator(state, None)
+    assert "client_val_accuracy_mean" in full
+    assert "client_val_accuracy_mean" not in test_only
+    assert test_only["test_accuracy"] == full["test_accuracy"]
