@@ -14,10 +14,12 @@ from typing import Literal
 
 from fedpeft.types import ClientUpdate, Params
 
-Task = Literal["fit", "probe", "class-stats"]
+Task = Literal["fit", "probe", "class-stats", "calibrate"]
 """``fit``: train locally and return ΔP; ``probe``: fit the classification head
 as a linear probe on the client's features and return it; ``class-stats``:
-return per-class feature sums and counts (the two warm starts)."""
+return per-class feature sums and counts; ``calibrate``: return the summed NLL
+of the client's data under the payload's head at each calibration temperature
+(the two warm starts)."""
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,17 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from fedpeft.aggregation.class_means import (
     ABSENT_BIAS,
+    TEMPERATURES,
+    calibrate_head,
     class_mean_head,
     class_statistics,
+    nll_sums,
 )
 from fedpeft.client import probe
 from fedpeft.engine.simulation import FederatedRun
@@ -186,8 +190,10 @@ def _class_means_run(exp: Experiment, **privacy: object) -> FederatedRun:
 
 
 def _centralized_head(exp: Experiment, run: FederatedRun) -> Params:
-    """The class-means head of the pooled training data (exp.train is the
-    union of the clients' train splits) under the run's initial adapter."""
+    """The calibrated class-means head of the pooled training data (exp.train
+    is the union of the clients' train splits) under the run's initial
+    adapter: the diagonal-LDA head, divided by the grid temperature with the
+    smallest NLL on the pooled data (computed here with torch's log-softmax)."""
     assert len(exp.train) == sum(len(c.train) for c in exp.clients)
     model = exp.new_adapter()
     model.load_trainable_state(run.loop.initial)
@@ -195,7 +201,68 @@ def _centralized_head(exp: Experiment, run: FederatedRun) -> Params:
     stats = probe.class_statistics(
         model, exp.train, cfg.model.eval_precision, cfg.federation.eval_batch_size
     )
-    return class_mean_head(stats)
+    head = class_mean_head(stats)
+    feats = probe.pooled_features(
+        model, exp.train, cfg.federation.eval_batch_size, cfg.model.eval_precision
+    ).double()
+    logits = (
+        feats @ torch.from_numpy(head["head.weight"]).double().T
+        + torch.from_numpy(head["head.bias"]).double()
+    )
+    labels = torch.from_numpy(exp.train.labels)
+    nll = [
+        float(torch.nn.functional.cross_entropy(logits / t, labels, reduction="sum"))
+        for t in TEMPERATURES
+    ]
+    t = float(TEMPERATURES[int(np.argmin(nll))])
+    return {k: v / t for k, v in head.items()}
+
+
+def test_calibration_picks_the_temperature_with_the_smallest_nll() -> None:
+    """nll_sums against a hand computation; calibrate_head divides by the
+    argmin temperature."""
+    logits = np.array([[4.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    labels = np.array([0, 1, 1])
+    temps = np.array([0.5, 1.0, 4.0])
+    by_hand = [
+        sum(
+            math.log(sum(math.exp(z / t) for z in row)) - row[y] / t
+            for row, y in zip(logits.tolist(), labels.tolist(), strict=True)
+        )
+        for t in temps
+    ]
+    sums = nll_sums(logits, labels, temps)
+    np.testing.assert_allclose(sums, by_hand, rtol=1e-12)
+    head = {"head.weight": np.array([[2.0, 4.0]]), "head.bias": np.array([8.0])}
+    scaled, t = calibrate_head(head, sums, temps)
+    assert t == temps[int(np.argmin(by_hand))]
+    np.testing.assert_allclose(scaled["head.weight"], head["head.weight"] / t)
+    with pytest.raises(ValueError, match="calibration sums"):
+        calibrate_head(head, sums[:2], temps)
+
+
+@pytest.mark.slow
+def test_centralized_warm_start_equals_the_federated_one(
+    tiny_experiment: Experiment,
+) -> None:
+    """The baselines' single-data-set warm start on the pooled data gives the
+    federated round-0 head."""
+    exp = tiny_experiment
+    run = _class_means_run(exp)
+    params, _ = run.initial_round()
+    model = exp.new_adapter()
+    state = probe.warm_start(
+        "class-means",
+        model,
+        run.loop.initial,
+        exp.train,
+        exp.config.client,
+        exp.config.model.eval_precision,
+    )
+    _assert_heads(
+        {k: params[k] for k in ("head.weight", "head.bias")},
+        {k: state[k] for k in ("head.weight", "head.bias")},
+    )
 
 
 @pytest.mark.slow

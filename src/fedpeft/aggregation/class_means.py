@@ -18,6 +18,15 @@ its share of those two classes' statistics.
 
 The statistics may all be scaled by one public factor (1 / Σ n, to keep them in
 the secure-aggregation quantizer's range): the head is invariant to it.
+
+Treating 384 correlated dimensions as independent makes this head far too
+confident (a test loss of 1.5–2.0 nats at 72% accuracy on two classes), and a
+soft prompt trained against an overconfident head gets large, noisy gradients.
+So a second exchange calibrates it (temperature scaling, Guo et al. 2017): each
+client sends the summed negative log-likelihood of its training data under
+logits / T for every T of :data:`TEMPERATURES` (additive again), and the server
+divides the head by the T with the smallest total — the temperature the pooled
+data would pick.
 """
 
 from __future__ import annotations
@@ -37,6 +46,10 @@ VARIANCE_FLOOR = 1e-3
 barely varies would otherwise get an unbounded weight)."""
 ABSENT_BIAS = -30.0
 """Bias of a class no client holds (its weight row is zero)."""
+TEMPERATURES = np.geomspace(0.5, 2000.0, 49)
+"""The temperatures the calibration pass scores (ratio 1.19 between neighbours)."""
+NLL_SUMS = "nll_sums"
+"""Key of a client's summed NLL per temperature in its calibration reply."""
 
 
 def class_statistics(
@@ -112,3 +125,34 @@ def class_mean_head(stats: Mapping[str, np.ndarray]) -> Params:
         "head.weight": weight.astype(np.float32),
         "head.bias": bias.astype(np.float32),
     }
+
+
+def nll_sums(
+    logits: np.ndarray, labels: np.ndarray, temperatures: np.ndarray = TEMPERATURES
+) -> np.ndarray:
+    """Σ_i −log softmax(logits_i / T)[y_i] for every T: ``(len(temperatures),)``."""
+    z = np.asarray(logits, np.float64)[None] / np.asarray(temperatures)[:, None, None]
+    z = z - z.max(axis=2, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=2))
+    picked = np.take_along_axis(z, np.asarray(labels)[None, :, None], axis=2)[..., 0]
+    out: np.ndarray = (log_norm - picked).sum(axis=1)
+    return out
+
+
+def calibrate_head(
+    head: Params, sums: np.ndarray, temperatures: np.ndarray = TEMPERATURES
+) -> tuple[Params, float]:
+    """``head`` divided by the temperature with the smallest summed NLL, and
+    that temperature.
+
+    Raises:
+        ValueError: if ``sums`` does not have one finite value per temperature.
+    """
+    sums = np.asarray(sums, np.float64)
+    if sums.shape != temperatures.shape or not np.isfinite(sums).all():
+        raise ValueError(
+            f"calibration sums have shape {sums.shape} (expected "
+            f"{temperatures.shape}) or non-finite values"
+        )
+    t = float(temperatures[int(np.argmin(sums))])
+    return {k: (np.asarray(v) / t).astype(np.float32) for k, v in head.items()}, t

@@ -11,25 +11,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import torch
 
+from fedpeft.aggregation.class_means import NLL_SUMS, nll_sums
+from fedpeft.aggregation.class_means import class_statistics as feature_statistics
 from fedpeft.client.batched import ClientJob, supports_batching, train_clients_batched
 from fedpeft.client.dp_local import RecordDP, dp_train_clients_batched
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.head_schedule import round_settings
 from fedpeft.client.label_skew import LogitAdjust, logit_adjust
 from fedpeft.client.local import finish_update, local_update
-from fedpeft.client.probe import class_statistics, probe_start
+from fedpeft.client.probe import pooled_features, probe_start
 from fedpeft.client.scaffold import split_control
 from fedpeft.config import ClientSection
 from fedpeft.messages import Instruction
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.seeding import stream, torch_generator
-from fedpeft.types import ClientUpdate
+from fedpeft.types import ClientUpdate, Params
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,10 @@ class ClientAlgorithm(Protocol):
 
     def class_stats(self, ins: Instruction) -> ClientUpdate:
         """Per-class feature statistics of the client's data (exact warm start)."""
+        ...
+
+    def calibrate(self, ins: Instruction) -> ClientUpdate:
+        """Summed NLL per calibration temperature (exact warm start, 2nd pass)."""
         ...
 
 
@@ -91,6 +98,9 @@ class GradientClient:
     settings: TrainSettings
     record_dp: RecordDP | None = None
     flops: FlopMeter | None = None
+    _feature_cache: dict[tuple[int, int], tuple[Params, np.ndarray]] = field(
+        default_factory=dict, repr=False
+    )
 
     def dp_generator(self, ins: Instruction) -> torch.Generator:
         """Client k's DP-SGD noise stream in this round (batched or not)."""
@@ -228,14 +238,49 @@ class GradientClient:
         of the client's training data under ``ins.payload``, times the public
         ``stats_scale`` (1 / Σ n over the federation), for the exact warm
         start (:mod:`fedpeft.aggregation.class_means`)."""
-        s = self.settings
         train = self.data_for(ins.client_id).train
-        model = self.model_for(ins.shape)
-        model.load_trainable_state(split_control(ins.payload)[0])
-        stats = class_statistics(model, train, s.eval_precision, s.eval_batch_size)
+        feats = self._features(ins)
+        num_classes = self.model_for(ins.shape).head.out_features
+        stats = feature_statistics(feats, train.labels, num_classes)
         scale = float(ins.config.get("stats_scale", 1.0))
         return ClientUpdate(
             ins.client_id,
             {k: (v * scale).astype("float32") for k, v in stats.items()},
             len(train),
         )
+
+    def calibrate(self, ins: Instruction) -> ClientUpdate:
+        """The summed NLL of the client's training data under the payload's
+        head divided by each temperature of the calibration grid, times the
+        public ``stats_scale`` (:func:`fedpeft.aggregation.class_means.nll_sums`)."""
+        train = self.data_for(ins.client_id).train
+        feats = self._features(ins)
+        state = split_control(ins.payload)[0]
+        logits = feats @ state["head.weight"].T + state["head.bias"]
+        scale = float(ins.config.get("stats_scale", 1.0))
+        sums = nll_sums(logits, train.labels) * scale
+        self._feature_cache.pop((ins.client_id, ins.round), None)
+        return ClientUpdate(
+            ins.client_id, {NLL_SUMS: sums.astype("float32")}, len(train)
+        )
+
+    def _features(self, ins: Instruction) -> np.ndarray:
+        """Client k's pooled training features under the payload's body, kept
+        from the warm start's first pass for its second (the body is the same
+        and only round 0 is cached)."""
+        state = split_control(ins.payload)[0]
+        body = {k: v for k, v in state.items() if not k.startswith("head.")}
+        cached = self._feature_cache.get((ins.client_id, ins.round))
+        if cached is not None and all(
+            np.array_equal(cached[0][k], v) for k, v in body.items()
+        ):
+            return cached[1]
+        model = self.model_for(ins.shape)
+        model.load_trainable_state(state)
+        s = self.settings
+        train = self.data_for(ins.client_id).train
+        feats = pooled_features(model, train, s.eval_batch_size, s.eval_precision)
+        features = feats.numpy()
+        if ins.round == 0:
+            self._feature_cache[(ins.client_id, 0)] = (body, features)
+        return features

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedpeft.aggregation.class_means import class_mean_head
+from fedpeft.aggregation.class_means import calibrate_head, class_mean_head, nll_sums
 from fedpeft.aggregation.class_means import class_statistics as feature_statistics
 from fedpeft.config import ClientSection
 from fedpeft.models.embed import map_pooled
@@ -134,12 +134,18 @@ def warm_start(
     precision: str = "bf16",
 ) -> Params:
     """``state`` with the head ``peft.head_init`` fits on ``data`` alone
-    (``probe``: a linear probe; ``class-means``: the class-means head; any
+    (``probe``: a linear probe; ``class-means``: the calibrated class-means head; any
     other value: ``state`` unchanged). Baselines that see one data set use it;
     ``model`` is left holding ``state``."""
     if how == "probe":
         return probe_start(model, state, data, cfg, precision)
     if how == "class-means":
         model.load_trainable_state(state)
-        return {**state, **class_mean_head(class_statistics(model, data, precision))}
+        feats = pooled_features(model, data, precision=precision).numpy()
+        head = class_mean_head(
+            feature_statistics(feats, data.labels, model.head.out_features)
+        )
+        logits = feats @ head["head.weight"].T + head["head.bias"]
+        calibrated, _ = calibrate_head(head, nll_sums(logits, data.labels))
+        return {**state, **calibrated}
     return state

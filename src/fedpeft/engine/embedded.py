@@ -69,6 +69,8 @@ class EmbeddedRuntime:
                 return self.client.probe(ins)
             if ins.task == "class-stats":
                 return self.client.class_stats(ins)
+            if ins.task == "calibrate":
+                return self.client.calibrate(ins)
             return self.client.fit(ins)
         except CLIENT_ERRORS as err:
             logger.warning(

@@ -187,18 +187,27 @@ class RoundLoop:
                 "class-stats" if self.settings.warm_start == "class-means" else "probe"
             )
             eligible = self.server.eligible
-            ins = self.server.instructions(0, task, params, eligible)
-            replies = self.runtime.run(ins)
-            heads = [r.update for r in replies if r.update is not None]
-            params, stats = self.server.merge_warm_start(task, params, heads)
-            record.update(
-                clients=eligible,
-                bytes_down=sum(r.bytes_down for r in replies),
-                bytes_up=sum(r.bytes_up for r in replies),
-                failed_clients=[r.client_id for r in replies if r.update is None],
-                **stats,
-            )
-            _secagg_bytes(record, stats, len(heads))
+            passes: list[Task] = [task]
+            if task == "class-stats":
+                passes.append("calibrate")
+            failed: set[int] = set()
+            for kind in passes:
+                ins = self.server.instructions(0, kind, params, eligible)
+                replies = self.runtime.run(ins)
+                heads = [r.update for r in replies if r.update is not None]
+                params, stats = self.server.merge_warm_start(kind, params, heads)
+                failed.update(r.client_id for r in replies if r.update is None)
+                part: Record = {
+                    "bytes_down": sum(r.bytes_down for r in replies),
+                    "bytes_up": sum(r.bytes_up for r in replies),
+                }
+                _secagg_bytes(part, stats, len(heads))
+                record["bytes_down"] += part["bytes_down"]
+                record["bytes_up"] += part["bytes_up"]
+                record.update(
+                    {k: v for k, v in stats.items() if not k.startswith("secagg_bytes")}
+                )
+            record.update(clients=eligible, failed_clients=sorted(failed))
         record.update(self._evaluate(params))
         record["round_seconds"] = time.perf_counter() - started
         return params, record

@@ -57,7 +57,12 @@ from fedpeft.aggregation.mean import weighted_mean
 from fedpeft.messages import Instruction, Task
 from fedpeft.server import mixed_secure as secure_rule
 from fedpeft.server.aggregators import Aggregator, Metrics
-from fedpeft.server.warm_start import merge_class_stats, merge_probe_heads, stats_config
+from fedpeft.server.warm_start import (
+    merge_calibration,
+    merge_class_stats,
+    merge_probe_heads,
+    stats_config,
+)
 from fedpeft.types import ClientUpdate, Params
 
 HeteroRule = Literal["hetlora", "flexlora", "ffa", "fedavg"]
@@ -186,7 +191,11 @@ class MixedLoraServer:
                 raise ValueError(f"client {k} is excluded and cannot be sent work")
             payload = self.client_state(params, size)
             self._sent[k] = payload
-            config = stats_config(self.total_examples) if task == "class-stats" else {}
+            config = (
+                stats_config(self.total_examples)
+                if task in ("class-stats", "calibrate")
+                else {}
+            )
             out.append(Instruction(k, rnd, task, payload, config, size.shape))
         return out
 
@@ -237,6 +246,8 @@ class MixedLoraServer:
         features; the probe heads' mean or the class-means head."""
         if task == "class-stats":
             return merge_class_stats(self.aggregator, params, replies)
+        if task == "calibrate":
+            return merge_calibration(self.aggregator, params, replies)
         return merge_probe_heads(self.aggregator, params, replies)
 
     def eval_state(self, params: Params) -> tuple[Params, tuple[int, int]]:

@@ -10,7 +10,12 @@ import numpy as np
 
 from fedpeft.messages import Instruction, Task
 from fedpeft.server.aggregators import Aggregator, Metrics
-from fedpeft.server.warm_start import merge_class_stats, merge_probe_heads, stats_config
+from fedpeft.server.warm_start import (
+    merge_calibration,
+    merge_class_stats,
+    merge_probe_heads,
+    stats_config,
+)
 from fedpeft.strategies import Strategy
 from fedpeft.types import ClientUpdate, Params
 
@@ -42,7 +47,7 @@ class UniformServer:
         config: dict[str, float] = {}
         if task == "fit":
             config = self.strategy.client_config(rnd)
-        elif task == "class-stats":
+        elif task in ("class-stats", "calibrate"):
             config = stats_config(self.total_examples)
         return [Instruction(k, rnd, task, params, config) for k in selected]
 
@@ -61,6 +66,8 @@ class UniformServer:
         (:mod:`fedpeft.server.warm_start`)."""
         if task == "class-stats":
             return merge_class_stats(self.aggregator, params, replies)
+        if task == "calibrate":
+            return merge_calibration(self.aggregator, params, replies)
         return merge_probe_heads(self.aggregator, params, replies)
 
     def eval_state(self, params: Params) -> tuple[Params, None]:

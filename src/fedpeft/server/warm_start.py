@@ -5,7 +5,9 @@ server algorithms.
   the server takes the n_k-weighted mean of the heads (plain or secure).
 * ``class-means``: every client sends per-class feature sums and counts, scaled
   by the public 1/Σn; the server sums them (plain or secure) and builds the
-  head the pooled data would give (:mod:`fedpeft.aggregation.class_means`).
+  head the pooled data would give; a second exchange (``calibrate``) sums each
+  client's NLL per temperature and the server divides the head by the best
+  one (:mod:`fedpeft.aggregation.class_means`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from fedpeft.aggregation.class_means import class_mean_head
+from fedpeft.aggregation.class_means import NLL_SUMS, calibrate_head, class_mean_head
 from fedpeft.server.aggregators import Aggregator, Metrics
 from fedpeft.types import ClientUpdate, Params
 
@@ -24,6 +26,11 @@ STATS_RANGE = 64.0
 each is a sum over a client's examples divided by Σn over the federation, so
 |value| ≤ max |feature| for the sums, max feature² for the sum of squares
 and ≤ 1 for the counts."""
+
+
+NLL_RANGE = 1e4
+"""Quantizer range of the scaled NLL sums (per-example NLL / Σn summed over a
+client's examples: at most the largest per-example NLL)."""
 
 
 def stats_config(total_examples: int) -> dict[str, float]:
@@ -53,3 +60,20 @@ def merge_class_stats(
         raise ValueError("no client returned class statistics for the warm start")
     total, metrics = aggregator.sum(0, [s.delta for s in stats], STATS_RANGE)
     return {**params, **class_mean_head(total)}, metrics
+
+
+def merge_calibration(
+    aggregator: Aggregator, params: Params, sums: Sequence[ClientUpdate]
+) -> tuple[Params, Metrics]:
+    """``params`` with the head divided by the temperature whose summed NLL
+    over every client is smallest.
+
+    Raises:
+        ValueError: if no client sent its sums.
+    """
+    if not sums:
+        raise ValueError("no client returned calibration sums for the warm start")
+    total, metrics = aggregator.sum(0, [s.delta for s in sums], NLL_RANGE)
+    head = {k: v for k, v in params.items() if k.startswith("head.")}
+    calibrated, temperature = calibrate_head(head, total[NLL_SUMS])
+    return {**params, **calibrated}, {**metrics, "warm_start_temperature": temperature}
