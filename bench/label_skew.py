@@ -123,32 +123,49 @@ class Cell:
         ]
 
 
+PRIORITY = [
+    ("fedavg", "class-means"),
+    (RECOMMENDED, "class-means"),
+    ("dynamic", "class-means"),
+    ("fedavg", "cold"),
+    ("dynamic", "cold"),
+    ("fedbabu", "class-means"),
+    ("fedlc", "class-means"),
+    ("fedrs", "class-means"),
+    ("fedavgm", "class-means"),
+    ("scaffold", "class-means"),
+    ("fedavg", "probe"),
+]
+"""The ``algorithms`` phase, in the order it runs: each (algorithm, start) on
+every corpus and seed before the next, so a partial grid has whole rows."""
+
+
 def cells(
     phases: Sequence[str], corpora: Sequence[str], seeds: Sequence[int]
 ) -> Iterator[Cell]:
-    """The grid's cells, phase by phase, seed-major (a partial grid has every
-    corpus at its first seeds)."""
+    """The grid's cells, phase by phase (module docstring)."""
     strong = ("dirichlet-balanced", 0.1)
     for phase in phases:
-        if phase not in ("algorithms", "partitions"):
-            raise SystemExit(f"unknown phase {phase!r}; use algorithms, partitions")
-        for seed in seeds:
-            for corpus in corpora:
-                if phase == "algorithms":
-                    for algo in ALGORITHMS:
-                        yield Cell(corpus, *strong, algo, "class-means", seed)
-                    yield Cell(corpus, *strong, "fedavg", "probe", seed)
+        if phase == "algorithms":
+            for algo, start in PRIORITY:
+                for seed in seeds:
+                    for corpus in corpora:
+                        yield Cell(corpus, *strong, algo, start, seed)
+        elif phase == "partitions":
+            for seed in seeds:
+                for corpus in corpora:
+                    for partition in ("dirichlet-balanced", "dirichlet"):
+                        for alpha in (0.1, 0.5, 10.0):
+                            for algo in ("fedavg", "dynamic", RECOMMENDED):
+                                yield Cell(
+                                    corpus, partition, alpha, algo, "class-means", seed
+                                )
                     for algo in ("fedavg", "dynamic"):
-                        yield Cell(corpus, *strong, algo, "cold", seed)
-                    continue
-                for partition in ("dirichlet-balanced", "dirichlet"):
-                    for alpha in (0.1, 0.5, 10.0):
-                        for algo in ("fedavg", "dynamic", RECOMMENDED):
-                            yield Cell(
-                                corpus, partition, alpha, algo, "class-means", seed
-                            )
-                for algo in ("fedavg", "dynamic"):
-                    yield Cell(corpus, "dirichlet-balanced", 0.5, algo, "cold", seed)
+                        yield Cell(
+                            corpus, "dirichlet-balanced", 0.5, algo, "cold", seed
+                        )
+        else:
+            raise SystemExit(f"unknown phase {phase!r}; use algorithms, partitions")
 
 
 def run_cell(cell: Cell, out: Path) -> dict[str, Any]:
