@@ -152,7 +152,14 @@ def paired(
 def report(out: Path) -> str:
     cells, refs = load(out)
     groups = group(cells, refs)
-    lines = ["### Dir(0.1), equal client sizes: every algorithm", ""]
+    seconds = sum(c.get("seconds", 0.0) for c in cells.values())
+    lines = [
+        f"{len(cells)} cells finished ({seconds / 3600:.2f} h of cell time), "
+        f"{len(refs)} (corpus, seed) references.",
+        "",
+        "### Dir(0.1), equal client sizes: every algorithm",
+        "",
+    ]
     lines += table(
         groups,
         lambda c, p, a, s: (

@@ -120,6 +120,11 @@ class RunConfig(Section):
         """Refuse label-skew algorithms where their math or the simulation
         cannot follow (each message names the setting to change)."""
         p, c = self.privacy, self.client
+        if p.record_dp is not None and "loss" not in c.model_fields_set:
+            # The default loss uses the client's class counts; DP-SGD's
+            # per-example analysis needs plain cross-entropy.
+            c = c.model_copy(update={"loss": "cross-entropy"})
+            object.__setattr__(self, "client", c)
         if p.record_dp is not None and c.loss != "cross-entropy":
             raise ValueError(
                 f"client.loss = {c.loss!r} makes an example's loss depend on the "

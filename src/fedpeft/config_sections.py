@@ -103,10 +103,11 @@ class ClientSection(Section):
     loss: Literal[
         "cross-entropy", "balanced-softmax", "logit-calibrated", "restricted-softmax"
     ] = Field(
-        "cross-entropy",
+        "balanced-softmax",
         description="local loss under label skew: balanced-softmax (logits + log "
-        "n_k,c), logit-calibrated (FedLC: logits - tau * n_k,c^(-1/4)), "
-        "restricted-softmax (FedRS: the logits of classes the client lacks x alpha)",
+        "n_k,c; the default, cross-entropy under privacy.record_dp), "
+        "logit-calibrated (FedLC: logits - tau * n_k,c^(-1/4)), restricted-softmax "
+        "(FedRS: the logits of classes the client lacks x alpha), cross-entropy",
     )
     calibration_tau: float = Field(
         1.0, gt=0.0, description="FedLC's tau (loss = logit-calibrated)"

@@ -31,7 +31,7 @@ class PeftConfig(Options):
 
     method: str = Field("prompt", description="registered PEFT method")
     head_init: Literal["class-means", "probe", "zeros", "random"] = Field(
-        "probe",
+        "class-means",
         description="class-means: the head from the clients' summed per-class "
         "feature statistics (exact, secure-aggregation friendly); probe: the mean "
         "of the clients' linear-probe heads; both before round 1",
