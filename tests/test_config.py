@@ -127,7 +127,7 @@ def test_a_method_keeps_todays_keys_and_defaults() -> None:
 
     assert lora.model_dump() == {
         "method": "lora",
-        "head_init": "probe",
+        "head_init": "class-means",
         "rank": 16,
         "alpha": 16.0,
         "rank_scaling": "standard",
@@ -136,7 +136,7 @@ def test_a_method_keeps_todays_keys_and_defaults() -> None:
     }
     assert load_config().peft.model_dump() == {
         "method": "prompt",
-        "head_init": "probe",
+        "head_init": "class-means",
         "prompt_length": 20,
         "prompt_init": "vocab",
     }
@@ -220,6 +220,8 @@ def test_a_strategy_keeps_todays_keys_and_defaults() -> None:
         "name": "dynamic",
         "fraction_fit": 0.5,
         "min_fit_clients": 2,
+        "server_momentum": 0.0,
+        "scaffold": False,
         "gamma": 2.0,
         "distance_scale": "median",
         "quality_beta": 0.0,
@@ -228,6 +230,8 @@ def test_a_strategy_keeps_todays_keys_and_defaults() -> None:
         "name": "fedadam",
         "fraction_fit": 0.5,
         "min_fit_clients": 2,
+        "server_momentum": 0.0,
+        "scaffold": False,
         "server_lr": 1e-2,
         "beta1": 0.9,
         "beta2": 0.99,
@@ -248,6 +252,8 @@ def test_default_strategy_section_is_unchanged_in_config_show() -> None:
         "name": "fedavg",
         "fraction_fit": 0.5,
         "min_fit_clients": 2,
+        "server_momentum": 0.0,
+        "scaffold": False,
     }
 
 
@@ -257,8 +263,8 @@ def test_a_key_of_another_strategy_names_the_strategy_and_its_options() -> None:
 
     assert (
         "strategy.gamma is not an option of strategy.name='fedavg'; its options: "
-        "fraction_fit, min_fit_clients; gamma is an option of "
-        "strategy.name='dynamic'"
+        "fraction_fit, min_fit_clients, server_momentum, scaffold; gamma is an "
+        "option of strategy.name='dynamic'"
     ) in str(err.value)
 
 

@@ -94,7 +94,7 @@ def test_a_method_registered_outside_the_package_runs_through_the_cli(
     saved = tomllib.loads((run_dir / "config.toml").read_text())
     assert saved["peft"] == {
         "method": pooled_bias,
-        "head_init": "probe",
+        "head_init": "class-means",
         "bias_scale": 0.5,
     }
 
@@ -109,7 +109,7 @@ def test_config_show_prints_a_registered_methods_own_options(
     assert result.exit_code == 0, result.output
     assert tomllib.loads(result.stdout)["peft"] == {
         "method": pooled_bias,
-        "head_init": "probe",
+        "head_init": "class-means",
         "bias_scale": 2.0,
     }
 
