@@ -40,7 +40,7 @@ EXPECTED = {
     "logit-calibrated": LOGITS - TAU * np.array([0.7598357, 100.0, 1.0]),
     "restricted-softmax": LOGITS * np.array([1.0, ALPHA, 1.0]),
 }
-CFG = ClientSection(calibration_tau=TAU, restricted_alpha=ALPHA)
+CFG = ClientSection(loss="cross-entropy", calibration_tau=TAU, restricted_alpha=ALPHA)
 
 
 def _cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -156,7 +156,7 @@ def test_batched_clients_with_a_loss_match_sequential_clients(
             assert (diff > tight).sum() <= max(2, 1e-3 * diff.size), name
             assert diff.max() <= 0.05 * step, name
     # The loss is really applied: plain cross-entropy trains client 0 otherwise.
-    plain = _run(exp, **settings).client.fit(group[0])
+    plain = _run(exp, loss="cross-entropy", **settings).client.fit(group[0])
     moved = max(
         float(np.abs(plain.delta[n] - sequential[0].delta[n]).max())
         for n in plain.delta

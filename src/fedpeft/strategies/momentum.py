@@ -18,13 +18,15 @@ first moment and refuse it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedpeft.aggregation import global_norm
-from fedpeft.strategies.base import DpRole, RoundStats, Strategy, SumFn
 from fedpeft.types import ClientUpdate, Float64Array, Params
+
+if TYPE_CHECKING:
+    from fedpeft.strategies.base import DpRole, RoundStats, Strategy, SumFn
 
 VELOCITY = "momentum/"
 """Key prefix of the velocity in the strategy's checkpointed state."""
