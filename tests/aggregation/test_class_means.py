@@ -198,13 +198,12 @@ def _centralized_head(exp: Experiment, run: FederatedRun) -> Params:
     model = exp.new_adapter()
     model.load_trainable_state(run.loop.initial)
     cfg = exp.config
-    stats = probe.class_statistics(
-        model, exp.train, cfg.model.eval_precision, cfg.federation.eval_batch_size
-    )
-    head = class_mean_head(stats)
     feats = probe.pooled_features(
         model, exp.train, cfg.federation.eval_batch_size, cfg.model.eval_precision
     ).double()
+    head = class_mean_head(
+        class_statistics(feats.numpy(), exp.train.labels, exp.num_classes)
+    )
     logits = (
         feats @ torch.from_numpy(head["head.weight"]).double().T
         + torch.from_numpy(head["head.bias"]).double()

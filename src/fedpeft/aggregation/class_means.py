@@ -156,3 +156,13 @@ def calibrate_head(
         )
     t = float(temperatures[int(np.argmin(sums))])
     return {k: (np.asarray(v) / t).astype(np.float32) for k, v in head.items()}, t
+
+
+def pooled_head(features: np.ndarray, labels: np.ndarray, num_classes: int) -> Params:
+    """The calibrated class-means head of one data set held in one place
+    (what the two federated exchanges compute from every client's share)."""
+    head = class_mean_head(class_statistics(features, labels, num_classes))
+    logits = (
+        np.asarray(features, np.float64) @ head["head.weight"].T + head["head.bias"]
+    )
+    return calibrate_head(head, nll_sums(logits, labels))[0]

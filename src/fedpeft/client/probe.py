@@ -11,8 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedpeft.aggregation.class_means import calibrate_head, class_mean_head, nll_sums
-from fedpeft.aggregation.class_means import class_statistics as feature_statistics
+from fedpeft.aggregation.class_means import pooled_head
 from fedpeft.config import ClientSection
 from fedpeft.models.embed import map_pooled
 from fedpeft.models.tokenized import TokenizedDataset
@@ -112,19 +111,6 @@ def probe_start(
     return {**state, **head}
 
 
-def class_statistics(
-    model: AdapterClassifier,
-    data: TokenizedDataset,
-    precision: str = "bf16",
-    batch_size: int = 128,
-) -> dict[str, np.ndarray]:
-    """Per-class feature sums, counts and per-dimension sum of squares of
-    ``data`` under ``model``'s current state (the exact warm start's client
-    share: :mod:`fedpeft.aggregation.class_means`)."""
-    feats = pooled_features(model, data, batch_size, precision)
-    return feature_statistics(feats.numpy(), data.labels, model.head.out_features)
-
-
 def warm_start(
     how: str,
     model: AdapterClassifier,
@@ -142,10 +128,5 @@ def warm_start(
     if how == "class-means":
         model.load_trainable_state(state)
         feats = pooled_features(model, data, precision=precision).numpy()
-        head = class_mean_head(
-            feature_statistics(feats, data.labels, model.head.out_features)
-        )
-        logits = feats @ head["head.weight"].T + head["head.bias"]
-        calibrated, _ = calibrate_head(head, nll_sums(logits, data.labels))
-        return {**state, **calibrated}
+        return {**state, **pooled_head(feats, data.labels, model.head.out_features)}
     return state
