@@ -67,6 +67,17 @@ class ClientAlgorithm(Protocol):
         ...
 
 
+def run_task(client: ClientAlgorithm, ins: Instruction) -> ClientUpdate:
+    """Carry out ``ins`` with ``client``: the task names the method."""
+    if ins.task == "probe":
+        return client.probe(ins)
+    if ins.task == "class-stats":
+        return client.class_stats(ins)
+    if ins.task == "calibrate":
+        return client.calibrate(ins)
+    return client.fit(ins)
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """How local training runs (from the run config's client/model sections)."""

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fedpeft.client.algorithm import GradientClient
+from fedpeft.client.algorithm import GradientClient, run_task
 from fedpeft.messages import Instruction, Reply
 from fedpeft.types import ClientUpdate
 from fedpeft.wire import deserialize, serialize
@@ -65,13 +65,7 @@ class EmbeddedRuntime:
 
     def _one(self, ins: Instruction) -> ClientUpdate | str:
         try:
-            if ins.task == "probe":
-                return self.client.probe(ins)
-            if ins.task == "class-stats":
-                return self.client.class_stats(ins)
-            if ins.task == "calibrate":
-                return self.client.calibrate(ins)
-            return self.client.fit(ins)
+            return run_task(self.client, ins)
         except CLIENT_ERRORS as err:
             logger.warning(
                 "round %d: client %d failed (%s); dropped",

@@ -23,12 +23,19 @@ from fedpeft.client.flops import FlopMeter
 from fedpeft.client.pool import AdapterPool, Shape
 from fedpeft.config import ClientSection, StrategySection
 from fedpeft.engine.embedded import EmbeddedRuntime
-from fedpeft.engine.loop import LoopResult, LoopSettings, Record, RoundLoop, Server
+from fedpeft.engine.loop import (
+    LoopResult,
+    LoopSettings,
+    Record,
+    RoundLoop,
+    Runtime,
+    Server,
+)
 from fedpeft.experiment import Experiment
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.peft.lora.config import LoraConfig
-from fedpeft.server.aggregators import Aggregator, PlainAggregator
-from fedpeft.server.build import build_aggregator
+from fedpeft.server.aggregators import Aggregator, PlainAggregator, SecureSum
+from fedpeft.server.build import SecureSumFactory, build_aggregator
 from fedpeft.server.mixed_lora import HETERO_RULES, LoraSize, MixedLoraServer
 from fedpeft.server.record_dp import RecordDPLedger
 from fedpeft.server.scaffold import ScaffoldServer
@@ -99,6 +106,9 @@ class FederatedRun:
             reference baselines).
         sizes / rule: Mixed-size LoRA: per client its size (``None``:
             excluded) and the aggregation rule (:mod:`fedpeft.server.mixed_lora`).
+        runtime: Builds the runtime from the client algorithm (default: the
+            embedded one; :mod:`fedpeft.flower` passes its own).
+        secure_sum: Builds the secure sum (default: in process).
     """
 
     experiment: Experiment
@@ -111,6 +121,8 @@ class FederatedRun:
     private: bool = True
     sizes: Sequence[LoraSize | None] | None = None
     rule: str = "hetlora"
+    runtime: Callable[[GradientClient], Runtime] | None = None
+    secure_sum: SecureSumFactory = SecureSum
 
     def __post_init__(self) -> None:
         exp, cfg = self.experiment, self.experiment.config
@@ -119,7 +131,7 @@ class FederatedRun:
         strategy = build_strategy(strategy_section)
         sizes = [len(c.train) for c in exp.clients]
         aggregator = (
-            build_aggregator(cfg, strategy, sum(sizes))
+            build_aggregator(cfg, strategy, sum(sizes), self.secure_sum)
             if self.private
             else PlainAggregator()
         )
@@ -161,7 +173,9 @@ class FederatedRun:
         self.evaluator = Evaluator(self.pool, exp)
         self.loop = RoundLoop(
             server,
-            EmbeddedRuntime(self.client, fed.batch_clients),
+            self.runtime(self.client)
+            if self.runtime
+            else EmbeddedRuntime(self.client, fed.batch_clients),
             self.evaluator,
             initial,
             LoopSettings(

@@ -3,6 +3,8 @@ mean is computed (plain, secure, differentially private)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fedpeft.config import ConfigError, RunConfig
 from fedpeft.privacy import check_strategy_compatible
 from fedpeft.secagg import SecAggConfig
@@ -22,8 +24,16 @@ def strategy_from_config(cfg: RunConfig) -> Strategy:
     return build_strategy(cfg.strategy)
 
 
+SecureSumFactory = Callable[[SecAggConfig, int], SecureSum]
+"""Builds the secure sum from its config and the run seed (in process by
+default; a remote runtime passes its own, :mod:`fedpeft.remote.secure_sum`)."""
+
+
 def build_aggregator(
-    cfg: RunConfig, strategy: Strategy, total_examples: int
+    cfg: RunConfig,
+    strategy: Strategy,
+    total_examples: int,
+    secure_sum: SecureSumFactory = SecureSum,
 ) -> Aggregator:
     """How the round's mean is computed under ``cfg.privacy``.
 
@@ -45,7 +55,7 @@ def build_aggregator(
             neighbours=p.secagg_neighbours,
             secure=p.secure,
         )
-        secure = SecureSum(config, cfg.seed)
+        secure = secure_sum(config, cfg.seed)
     dp = client_dp_plan(cfg)
     if dp is None:
         if secure is None:

@@ -1,0 +1,217 @@
+"""One data holder of a real federation: its shard, the backbone, kept warm.
+
+A :class:`NodeWorker` is a long-lived process per client (``fedpeft node``). It
+loads the backbone once and answers requests (:mod:`fedpeft.remote.envelope`)
+from whatever carries them — the Flower ClientApp over a local socket
+(:mod:`fedpeft.remote.socket`), or a test in this process:
+
+* ``hello``: the node's client id and n_k, after checking that the server runs
+  the same configuration and fedpeft version;
+* ``task``: an :class:`~fedpeft.messages.Instruction`, carried out by the same
+  client algorithm as in the embedded engine
+  (:func:`fedpeft.client.algorithm.run_task`).
+  Under secure aggregation the update stays here (*sealed*): only its names,
+  shapes, n_k and metrics travel;
+* ``secagg``: one stage of a secure sum over the kept update
+  (:mod:`fedpeft.remote.secure_sum`).
+
+The node builds the run's partition from the shared config (simulated data
+holders on one corpus) and then drops every other client's examples, the
+pooled training set and the test set: it holds only its own shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import fedpeft
+from fedpeft.client.algorithm import run_task
+from fedpeft.config import RunConfig
+from fedpeft.engine.simulation import FederatedRun
+from fedpeft.experiment import ClientData, Experiment, build_experiment
+from fedpeft.messages import Instruction
+from fedpeft.remote.envelope import (
+    Envelope,
+    EnvelopeError,
+    error,
+    instruction,
+    update_envelope,
+)
+from fedpeft.remote.secure_sum import ClientSessions, ReplaySum, captured_vector
+from fedpeft.secagg import SecAggConfig, SecAggError
+from fedpeft.server.aggregators import SecureSum
+from fedpeft.types import ClientUpdate, Params
+
+logger = logging.getLogger(__name__)
+
+RUNTIME_KEYS = ("threads",)
+"""Config keys each process may set for itself (not part of the digest)."""
+
+
+def config_digest(cfg: RunConfig) -> str:
+    """A fingerprint of everything that must agree between server and clients."""
+    data = cfg.model_dump(mode="json")
+    for key in RUNTIME_KEYS:
+        data.pop(key, None)
+    text = json.dumps(data, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def only_shard(exp: Experiment, client_id: int) -> Experiment:
+    """``exp`` reduced to what client ``client_id`` holds: its own split; every
+    other client, the pooled training set and the test set are emptied."""
+    own = exp.clients[client_id]
+    none = own.train.subset(np.zeros(0, np.int64))
+    empty = ClientData(none, none)
+    corpus = exp.corpus
+    mine = exp.partition[client_id]
+    corpus = dataclasses.replace(
+        corpus,
+        train=corpus.train.subset(mine),
+        test=corpus.test.subset(np.zeros(0, np.int64)),
+    )
+    return dataclasses.replace(
+        exp,
+        corpus=corpus,
+        train=own.train,
+        test=none,
+        partition=[p if k == client_id else p[:0] for k, p in enumerate(exp.partition)],
+        clients=[own if k == client_id else empty for k in range(len(exp.clients))],
+    )
+
+
+@dataclass
+class NodeWorker:
+    """Client ``client_id`` of the run ``cfg`` (module docstring).
+
+    Attributes:
+        cfg: The run configuration (the server's must have the same digest).
+        client_id: Which client of the run's partition this node is.
+        build: Builds the experiment (tests pass a prepared one).
+    """
+
+    cfg: RunConfig
+    client_id: int
+    build: Callable[[RunConfig], Experiment] = build_experiment
+    kept: dict[tuple[str, int], tuple[Params, ClientUpdate]] = field(
+        default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        exp = self.build(self.cfg)
+        if not 0 <= self.client_id < len(exp.clients):
+            raise ValueError(
+                f"client id {self.client_id} is outside this run's "
+                f"{len(exp.clients)} clients (federation.num_clients); start the "
+                "node with a partition id in range"
+            )
+        sizes = [len(c.train) for c in exp.clients]
+        self.replay: ReplaySum | None = None
+
+        def replay_sum(config: SecAggConfig, seed: int) -> SecureSum:
+            self.replay = ReplaySum(config, seed)
+            return self.replay
+
+        run = FederatedRun(exp, secure_sum=replay_sum)
+        mine = only_shard(exp, self.client_id)
+        run.experiment = mine
+        run.client.data_for = lambda k: mine.clients[k]
+        del exp
+        self.num_examples = sizes[self.client_id]
+        self.client = run.client
+        self.server = run.loop.server
+        self.sealed = self.replay is not None
+        self.digest = config_digest(self.cfg)
+        self.sessions = ClientSessions(
+            self.client_id, self.cfg.seed, self.cfg.privacy.secure, self._vector
+        )
+
+    def handle(self, env: Envelope) -> Envelope:
+        """Answer one request; a bad request or a failing task gets an error
+        reply and leaves the node's state as it was."""
+        try:
+            if env.kind == "hello":
+                return self._hello(env)
+            if env.kind == "task":
+                return self._task(instruction(env))
+            if env.kind == "secagg":
+                if not self.sealed:
+                    raise ValueError("this run has no secure aggregation")
+                return self.sessions.handle(env)
+            raise EnvelopeError(f"a node does not answer {env.kind!r} messages")
+        except (EnvelopeError, SecAggError, ValueError, RuntimeError, KeyError) as err:
+            logger.warning("client %d: %s", self.client_id, err)
+            return error(f"client {self.client_id}: {type(err).__name__}: {err}")
+        except MemoryError as err:
+            return error(f"client {self.client_id}: out of memory ({err})")
+
+    def _hello(self, env: Envelope) -> Envelope:
+        digest = env.header.get("digest")
+        version = env.header.get("version")
+        if version != fedpeft.__version__:
+            raise ValueError(
+                f"the server runs fedpeft {version}, this node {fedpeft.__version__}; "
+                "install the same version on both sides"
+            )
+        if digest != self.digest:
+            raise ValueError(
+                f"the server's run configuration (digest {digest}) differs from "
+                f"this node's ({self.digest}); start the node from the same "
+                "config file and --set options as the server"
+            )
+        return Envelope(
+            "reply",
+            {
+                "client_id": self.client_id,
+                "num_examples": self.num_examples,
+                "digest": self.digest,
+                "version": fedpeft.__version__,
+            },
+        )
+
+    def _task(self, ins: Instruction) -> Envelope:
+        if ins.client_id != self.client_id:
+            raise ValueError(
+                f"this node holds client {self.client_id}, not client {ins.client_id}"
+            )
+        update = run_task(self.client, ins)
+        for name, value in update.delta.items():
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"local training produced non-finite {name!r}")
+        if self.sealed:
+            for key in [k for k in self.kept if k[0] == ins.task]:
+                del self.kept[key]  # only the latest of each task is needed
+            self.kept[(ins.task, ins.round)] = (ins.payload, update)
+        return update_envelope(update, self.sealed)
+
+    def _vector(
+        self, scope: str, rnd: int, index: int, published: list[Params]
+    ) -> Params:
+        """This client's input to pass ``index`` of the server's merge of
+        ``(scope, rnd)``: the merge replayed on the kept update."""
+        if (scope, rnd) not in self.kept:
+            raise ValueError(f"no {scope} update of round {rnd} is kept here")
+        params, update = self.kept[(scope, rnd)]
+        assert self.replay is not None
+        server = self.server
+
+        def merge() -> object:
+            if scope == "fit":
+                return server.merge(rnd, params, [update])
+            return server.merge_warm_start(scope, params, [update])  # type: ignore[arg-type]
+
+        vector = captured_vector(merge, self.replay, published, index)
+        for name, value in vector.items():
+            if not np.all(np.isfinite(value)) or not math.isfinite(
+                float(np.abs(value).max(initial=0.0))
+            ):
+                raise ValueError(f"secure-sum input {name!r} is not finite")
+        return vector

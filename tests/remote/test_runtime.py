@@ -1,0 +1,179 @@
+"""The round loop with clients behind a message boundary (remote runtime,
+nodes in this process): the same result as the embedded engine, secure sums
+run as real protocol stages over the messages, and failures that drop a
+client instead of the round."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from fedpeft.engine.simulation import FederatedRun
+from fedpeft.experiment import Experiment
+from fedpeft.remote.envelope import Envelope
+from fedpeft.remote.node import NodeWorker, config_digest
+from fedpeft.remote.runtime import FederationError, LocalTransport, RemoteRuntime
+from fedpeft.remote.secure_sum import RemoteSum
+from fedpeft.secagg import SecAggConfig
+from fedpeft.server.aggregators import SecureSum
+from tests.conftest import tiny_config
+
+
+def _experiment(exp: Experiment, tmp_path: object, *extra: str) -> Experiment:
+    cfg = tiny_config(tmp_path, "federation.batch_clients=false", *extra)
+    return dataclasses.replace(exp, config=cfg)
+
+
+def _remote(
+    exp: Experiment, **transport: object
+) -> tuple[FederatedRun, LocalTransport]:
+    """A federated run of ``exp`` whose clients are nodes behind messages."""
+    nodes = [
+        NodeWorker(exp.config, k, build=lambda _: exp) for k in range(len(exp.clients))
+    ]
+    local = LocalTransport(nodes, **transport)  # type: ignore[arg-type]
+    holder: dict[str, RemoteSum] = {}
+
+    def secure_sum(config: SecAggConfig, seed: int) -> SecureSum:
+        holder["sum"] = RemoteSum(config, seed, exchange=local.exchange)
+        return holder["sum"]
+
+    runtime = RemoteRuntime(local)
+    run = FederatedRun(exp, runtime=lambda _: runtime, secure_sum=secure_sum)
+    runtime.secure = holder.get("sum")
+    runtime.connect(config_digest(exp.config), [len(c.train) for c in exp.clients])
+    return run, local
+
+
+def _max_diff(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+def test_plain_remote_run_equals_embedded(
+    tiny_experiment: Experiment, tmp_path: object
+) -> None:
+    exp = _experiment(tiny_experiment, tmp_path)
+    embedded = FederatedRun(exp).run()
+    remote, _ = _remote(exp)
+    result = remote.run()
+    assert _max_diff(result.params, embedded.params) == 0.0
+    assert [r["test_accuracy"] for r in result.history] == [
+        r["test_accuracy"] for r in embedded.history
+    ]
+    # every byte that crossed the boundary is counted, both ways
+    assert all(r["bytes_up"] > 0 and r["bytes_down"] > 0 for r in result.history)
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "dynamic"])
+def test_secure_remote_run_matches_embedded(
+    tiny_experiment: Experiment, tmp_path: object, strategy: str
+) -> None:
+    """Secure sums run as protocol stages between server and nodes; the
+    server never receives a client's update, yet reaches the embedded
+    engine's result within the quantizer's error."""
+    exp = _experiment(
+        tiny_experiment,
+        tmp_path,
+        "privacy.secagg=true",
+        f"strategy.name={strategy}",
+        *(["strategy.distance_scale=mean"] if strategy == "dynamic" else []),
+    )
+    embedded = FederatedRun(exp).run()
+    remote, _ = _remote(exp)
+    result = remote.run()
+    assert _max_diff(result.params, embedded.params) < 1e-4
+    fit = result.history[1]
+    assert fit["secagg_passes"] == (3 if strategy == "dynamic" else 1)
+    assert fit["bytes_up"] > 0
+
+
+def test_sealed_replies_carry_no_update(
+    tiny_experiment: Experiment, tmp_path: object
+) -> None:
+    exp = _experiment(tiny_experiment, tmp_path, "privacy.secagg=true")
+    node = NodeWorker(exp.config, 1, build=lambda _: exp)
+    run = FederatedRun(exp)
+    ins = run.loop.server.instructions(1, "fit", run.loop.initial, [1])[0]
+    from fedpeft.remote.envelope import task_envelope
+
+    reply = node.handle(task_envelope(ins))
+    assert reply.kind == "reply" and reply.header["sealed"]
+    assert reply.arrays == {}
+    assert set(reply.header["shapes"]) == set(ins.payload)
+
+
+def test_client_vanishing_mid_secure_sum_is_recovered(
+    tiny_experiment: Experiment, tmp_path: object
+) -> None:
+    """Client 2 vanishes when asked for its masked input in round 1: the
+    round completes with the other clients' sum, exactly their plain mean."""
+    exp = _experiment(
+        tiny_experiment,
+        tmp_path,
+        "privacy.secagg=true",
+        "federation.rounds=1",
+        "strategy.fraction_fit=1.0",
+    )
+    remote, local = _remote(exp, fail_at={2: (1, "mask")})
+    params0, _ = remote.initial_round()
+    params1, record = remote.run_round(1, params0)
+    survivors = [n for n in local.nodes if n.client_id != 2]
+    updates = [n.kept[("fit", 1)][1] for n in survivors]
+    plain = FederatedRun(exp).loop.server.strategy.aggregate(1, params0, updates)[0]
+    assert _max_diff(params1, plain) < 1e-5
+    assert record["accepted_clients"] == [0, 1, 2, 3]  # 2 trained, then vanished
+
+
+def test_node_refuses_a_different_config(
+    tiny_experiment: Experiment, tmp_path: object
+) -> None:
+    exp = _experiment(tiny_experiment, tmp_path)
+    other = _experiment(tiny_experiment, tmp_path, "client.lr=0.5")
+    nodes: Sequence[NodeWorker] = [NodeWorker(other.config, 0, build=lambda _: other)]
+    runtime = RemoteRuntime(LocalTransport(nodes))
+    with pytest.raises(FederationError, match="differs from this node"):
+        runtime.connect(config_digest(exp.config), [len(c.train) for c in exp.clients])
+
+
+def test_node_holds_only_its_shard(
+    tiny_experiment: Experiment, tmp_path: object
+) -> None:
+    exp = _experiment(tiny_experiment, tmp_path)
+    node = NodeWorker(exp.config, 3, build=lambda _: exp)
+    data = [node.client.data_for(k) for k in range(len(exp.clients))]
+    assert [len(d.train) for d in data[:3]] == [0, 0, 0]
+    assert len(data[3].train) == len(exp.clients[3].train)
+
+
+def test_bad_requests_get_errors_and_change_nothing(
+    tiny_experiment: Experiment, tmp_path: object
+) -> None:
+    exp = _experiment(tiny_experiment, tmp_path, "privacy.secagg=true")
+    node = NodeWorker(exp.config, 0, build=lambda _: exp)
+    assert (
+        "holds client 0, not client 1"
+        in node.handle(
+            Envelope("task", {"client_id": 1, "round": 1, "task": "fit"})
+        ).error
+    )
+    assert (
+        "unknown task"
+        in node.handle(
+            Envelope("task", {"client_id": 0, "round": 1, "task": "steal"})
+        ).error
+    )
+    assert (
+        "without advertise"
+        in node.handle(
+            Envelope(
+                "secagg",
+                {"stage": "mask", "scope": "fit", "round": 1, "pass": 0, "index": 0},
+                {"blob": np.zeros(3, np.uint8)},
+            )
+        ).error
+    )
+    assert node.kept == {}
