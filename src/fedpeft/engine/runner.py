@@ -25,6 +25,11 @@ from fedpeft.wire import serialize
 logger = logging.getLogger(__name__)
 
 EventCallback = Callable[[str, dict[str, Any]], None]
+FederatedFactory = Callable[
+    [Experiment, Path, Callable[[dict[str, Any]], None]], FederatedRun
+]
+"""Builds the federated run from the experiment, the run directory and the
+per-round callback (the Flower ServerApp passes one with its own runtime)."""
 
 
 def _ignore(kind: str, payload: dict[str, Any]) -> None:
@@ -37,6 +42,7 @@ def run_experiment(
     resume: bool = False,
     overwrite: bool = False,
     on_event: EventCallback | None = None,
+    federated: FederatedFactory | None = None,
 ) -> dict[str, Any]:
     """Run the federated experiment of ``cfg`` and its baselines.
 
@@ -51,11 +57,16 @@ def run_experiment(
     check_names(cfg)
     check_devices(cfg)
     with open_run_dir(cfg, resume=resume, overwrite=overwrite) as run_dir:
-        return _run(cfg, run_dir, resume=resume, on_event=on_event)
+        return _run(cfg, run_dir, resume=resume, on_event=on_event, federated=federated)
 
 
 def _run(
-    cfg: RunConfig, run_dir: Path, *, resume: bool, on_event: EventCallback | None
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    resume: bool,
+    on_event: EventCallback | None,
+    federated: FederatedFactory | None = None,
 ) -> dict[str, Any]:
     emit = on_event or _ignore
     if cfg.threads:
@@ -68,9 +79,8 @@ def _run(
     )
     if cfg.devices.profiles is not None:
         return run_device_experiment(exp, run_dir, emit, resume)
-    fed = FederatedRun(exp, run_dir=run_dir, on_round=lambda r: emit("round", r)).run(
-        resume
-    )
+    build = federated or _embedded
+    fed = build(exp, run_dir, lambda r: emit("round", r)).run(resume)
     wall = fed.wall_seconds  # summed over the sessions of a resumed run
     baselines, curves = run_baselines(exp, fed, run_dir, resume, emit)
     sink = MetricsSink(run_dir / "metrics.jsonl")
@@ -82,6 +92,12 @@ def _run(
     _plot(run_dir)
     emit("done", summary)
     return summary
+
+
+def _embedded(
+    exp: Experiment, run_dir: Path, on_round: Callable[[dict[str, Any]], None]
+) -> FederatedRun:
+    return FederatedRun(exp, run_dir=run_dir, on_round=on_round)
 
 
 def check_devices(cfg: RunConfig) -> None:

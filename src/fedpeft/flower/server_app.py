@@ -1,0 +1,134 @@
+"""Flower ServerApp: the round loop, server algorithm and privacy of an
+embedded run, with clients on SuperNodes.
+
+The run configuration comes from a fedpeft TOML file named in the Flower run
+config (``fedpeft-config``); every node worker is started from the same file
+and refuses a server whose configuration differs
+(:func:`fedpeft.remote.node.config_digest`). The run directory, metrics,
+checkpoints, summary and adapter are the same as ``fedpeft run`` writes;
+``fedpeft-resume = true`` continues after the last checkpoint (a restarted
+server loses no finished round).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedpeft.config import ConfigError, RunConfig, load_config
+from fedpeft.engine.runner import run_experiment
+from fedpeft.engine.simulation import FederatedRun
+from fedpeft.experiment import Experiment
+from fedpeft.flower.transport import FlowerTransport
+from fedpeft.remote.node import config_digest
+from fedpeft.remote.runtime import RemoteRuntime
+from fedpeft.remote.secure_sum import RemoteSum
+from fedpeft.secagg import SecAggConfig
+from fedpeft.server.aggregators import SecureSum
+
+logger = logging.getLogger(__name__)
+
+CONFIG = "fedpeft-config"
+RESUME = "fedpeft-resume"
+OVERWRITE = "fedpeft-overwrite"
+TIMEOUT = "fedpeft-timeout"
+NODES = "fedpeft-nodes"
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    rc = context.run_config
+    if CONFIG not in rc:
+        raise ConfigError(
+            f"the Flower run config has no {CONFIG!r}; pass --run-config "
+            f"\"{CONFIG}='/path/to/run.toml'\" (fedpeft deploy does)"
+        )
+    cfg = load_config(Path(str(rc[CONFIG])), [])
+    serve(
+        grid,
+        cfg,
+        resume=bool(rc.get(RESUME, False)),
+        overwrite=bool(rc.get(OVERWRITE, False)),
+        timeout=float(rc.get(TIMEOUT, 120.0)),
+        nodes=int(rc.get(NODES, cfg.federation.num_clients)),
+    )
+
+
+def check_flower_config(cfg: RunConfig) -> None:
+    """What a run on Flower supports.
+
+    Raises:
+        ConfigError: naming the setting to change.
+    """
+    if cfg.federation.eval_clients:
+        raise ConfigError(
+            "federation.eval_clients = true evaluates on every client's validation "
+            "split, which the server of a real federation does not hold; set "
+            "federation.eval_clients = false for Flower"
+        )
+    if cfg.baselines.run:
+        raise ConfigError(
+            f"baselines.run = {list(cfg.baselines.run)} trains on the pooled client "
+            "data, which the server of a real federation does not hold; set "
+            "baselines.run = [] for Flower (run them with `fedpeft run`)"
+        )
+    if cfg.devices.profiles is not None:
+        raise ConfigError(
+            "devices.profiles (mixed-size LoRA) does not run on Flower yet; unset it"
+        )
+
+
+def serve(
+    grid: Grid,
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    timeout: float = 120.0,
+    nodes: int = 0,
+) -> dict[str, Any]:
+    """Run the experiment of ``cfg`` with its clients on the grid's nodes;
+    returns the summary (also written to the run directory)."""
+    check_flower_config(cfg)
+
+    def federated(
+        exp: Experiment, run_dir: Path, on_round: Callable[[dict[str, Any]], None]
+    ) -> FederatedRun:
+        transport = FlowerTransport(grid, timeout, expected=nodes)
+        sums: list[RemoteSum] = []
+
+        def secure_sum(config: SecAggConfig, seed: int) -> SecureSum:
+            sums.append(RemoteSum(config, seed, exchange=transport.exchange))
+            return sums[-1]
+
+        runtime = RemoteRuntime(transport)
+        run = FederatedRun(
+            exp,
+            run_dir=run_dir,
+            on_round=on_round,
+            runtime=lambda _: runtime,
+            secure_sum=secure_sum,
+        )
+        runtime.secure = sums[0] if sums else None
+        runtime.connect(config_digest(exp.config), [len(c.train) for c in exp.clients])
+        return run
+
+    def log_round(kind: str, record: dict[str, Any]) -> None:
+        if kind == "round":
+            logger.info(
+                "round %s: test accuracy %.4f, %d clients",
+                record.get("round"),
+                record.get("test_accuracy", float("nan")),
+                len(record.get("accepted_clients", record.get("clients", []))),
+            )
+
+    return run_experiment(
+        cfg, resume=resume, overwrite=overwrite, on_event=log_round, federated=federated
+    )
