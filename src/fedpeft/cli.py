@@ -211,3 +211,11 @@ app.command()(export)
 app.command()(datasets)
 app.command()(models)
 app.command()(partition)
+
+from fedpeft.cli_flower import deploy, node  # noqa: E402 - after the app exists
+
+app.command()(deploy)
+app.command()(node)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,149 @@
+"""``fedpeft node`` and ``fedpeft deploy``: running on a real Flower federation.
+
+``fedpeft deploy`` brings a whole federation up on this machine (SuperLink,
+one SuperNode and one node worker per client), runs the experiment on it and
+takes everything down again. ``fedpeft node`` is the node worker alone, for
+federations whose parts run on machines of their own (docs/flower.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedpeft.cli_console import (
+    ConfigArg,
+    SetOption,
+    VerboseOption,
+    get_ui,
+    setup_logging,
+    user_errors,
+)
+from fedpeft.config import RunConfig, load_config
+
+logger = logging.getLogger(__name__)
+
+FLOWER_OVERRIDES = ("federation.eval_clients=false", "baselines.run=[]")
+"""What a real federation's server cannot do: it holds no client data."""
+
+
+def node(
+    ctx: typer.Context,
+    config: ConfigArg = None,
+    overrides: SetOption = None,
+    client_id: Annotated[
+        int, typer.Option("--client-id", help="Which client of the partition this is.")
+    ] = 0,
+    socket: Annotated[
+        Path,
+        typer.Option(
+            "--socket", help="Unix socket the SuperNode's ClientApp talks to."
+        ),
+    ] = Path("fedpeft-node.sock"),
+    verbose: VerboseOption = False,
+) -> None:
+    """Serve one client of a Flower federation: load the backbone and this
+    client's shard once, then answer the ClientApp over a local socket.
+
+    Start it with the same config (and --set options) as the server, then start
+    the SuperNode with --node-config "fedpeft-socket='SOCKET'".
+    """
+    import torch
+
+    from fedpeft.remote.node import NodeWorker
+    from fedpeft.remote.socket import serve
+
+    ui = get_ui(ctx)
+    setup_logging(ui.err, verbose=verbose)
+    with user_errors(ui):
+        cfg = load_config(config, overrides or [])
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        worker = NodeWorker(cfg, client_id)
+        ui.err.print(
+            f"client {client_id}: {worker.num_examples} examples; serving on {socket}"
+        )
+        serve(worker, socket.absolute())
+
+
+def deploy(
+    ctx: typer.Context,
+    config: ConfigArg = None,
+    overrides: SetOption = None,
+    tls: Annotated[
+        bool,
+        typer.Option("--tls", help="TLS to the SuperLink (self-signed certificate)."),
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(help="Seconds the server waits for the clients' replies."),
+    ] = 120.0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from the last checkpoint.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the run in the run directory.")
+    ] = False,
+    keep: Annotated[
+        bool,
+        typer.Option("--keep-workspace", help="Keep logs, sockets and certificates."),
+    ] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Run the experiment on a Flower federation on this machine: a SuperLink,
+    one SuperNode and one node worker per client, on 127.0.0.1.
+
+    The server never sees client data: client evaluation and the pooled-data
+    baselines are off. Results go to the run directory, as with fedpeft run.
+    """
+    import json
+    import shutil
+
+    from fedpeft.flower.deploy import DeployError, LoopbackFederation
+    from fedpeft.flower.server_app import check_flower_config
+    from fedpeft.reporting.tables import render_run_summary
+
+    ui = get_ui(ctx)
+    setup_logging(ui.err, verbose=verbose)
+    with user_errors(ui):
+        cfg = flower_config(config, overrides or [])
+        check_flower_config(cfg)
+    fed = LoopbackFederation(cfg, tls=tls)
+    ui.err.print(
+        f"deploying {cfg.federation.num_clients} clients on 127.0.0.1 "
+        f"(workspace {fed.workspace})"
+    )
+    rc = 1
+    try:
+        with fed:
+            rc = fed.run(
+                resume=resume,
+                overwrite=overwrite,
+                timeout=timeout,
+                stream=sys.stderr if verbose else None,
+            )
+    except DeployError as err:
+        ui.error(f"{err}\n(logs kept in {fed.logs})", title="deploy failed")
+        raise typer.Exit(1) from None
+    if rc != 0:
+        ui.error(
+            f"the Flower run ended with status {rc}; see {fed.logs}/run.log",
+            title="run failed",
+        )
+        raise typer.Exit(1)
+    if not keep:
+        shutil.rmtree(fed.workspace or "", ignore_errors=True)
+    summary = json.loads((cfg.run_dir / "summary.json").read_text())
+    render_run_summary(summary, ui.out, run_dir=cfg.run_dir)
+
+
+def flower_config(config: Path | None, overrides: list[str]) -> RunConfig:
+    """The run config with what a Flower server cannot do turned off (unless
+    the user set it, which :func:`check_flower_config` then refuses)."""
+    given = {o.split("=", 1)[0].strip() for o in overrides}
+    extra = [o for o in FLOWER_OVERRIDES if o.split("=", 1)[0] not in given]
+    return load_config(config, [*extra, *overrides])

@@ -1,0 +1,436 @@
+"""A whole Flower federation on this machine, brought up and down by one call.
+
+:class:`LoopbackFederation` starts, on 127.0.0.1:
+
+1. one fedpeft node worker per client (``fedpeft node``: backbone + shard,
+   serving a Unix socket);
+2. a Flower SuperLink (``flower-superlink``), with a generated self-signed
+   certificate when ``tls`` is on;
+3. one SuperNode per client (:mod:`fedpeft.flower.supernode`), its node config
+   naming its worker's socket;
+
+then :meth:`LoopbackFederation.run` submits the fedpeft Flower app with
+``flwr run`` and waits for it. Leaving the ``with`` block stops every process
+it started (SIGTERM, then SIGKILL after a grace period), including the
+processes Flower spawns (each is started in its own process group).
+
+The same steps by hand, for machines of their own, are in docs/flower.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import tomli_w
+
+from fedpeft.config import RunConfig
+from fedpeft.flower.client_app import SOCKET
+from fedpeft.flower.server_app import CONFIG, NODES, OVERWRITE, RESUME, TIMEOUT
+from fedpeft.flower.supernode import SCALE_ENV
+
+logger = logging.getLogger(__name__)
+
+CONNECTION = "fedpeft"
+"""Name of the SuperLink connection in the generated ``$FLWR_HOME/config.toml``."""
+
+APP_PYPROJECT = {
+    "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
+    "project": {
+        "name": "fedpeft-app",
+        "version": "1.0.0",
+        "description": "fedpeft's round loop as a Flower app",
+        "license": "Apache-2.0",
+        "dependencies": [],
+    },
+    "tool": {
+        "hatch": {"build": {"targets": {"wheel": {"packages": ["."]}}}},
+        "flwr": {
+            "app": {
+                "publisher": "fedpeft",
+                "components": {
+                    "serverapp": "fedpeft.flower.server_app:app",
+                    "clientapp": "fedpeft.flower.client_app:app",
+                },
+                "config": {
+                    CONFIG: "",
+                    RESUME: False,
+                    OVERWRITE: False,
+                    TIMEOUT: 120.0,
+                    NODES: 0,
+                },
+            }
+        },
+    },
+}
+"""The app bundle: code lives in the installed fedpeft package, so the bundle
+holds only this file (Flower bundles are limited to 10 MB)."""
+
+
+class DeployError(RuntimeError):
+    """A part of the federation did not come up, or the run failed."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def self_signed(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1/localhost (valid one day);
+    returns (ca, certificate, key) paths. Keys are written owner-only."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "fedpeft loopback CA")]
+    )
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    paths = (directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    paths[0].write_bytes(ca.public_bytes(pem))
+    paths[1].write_bytes(cert.public_bytes(pem))
+    fd = os.open(paths[2], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                pem,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return paths
+
+
+@dataclass
+class LoopbackFederation:
+    """SuperLink + N SuperNodes + N node workers on this machine (module docstring).
+
+    Attributes:
+        cfg: The run configuration (written to the workspace for every process).
+        nodes: Client ids to start a node for (default: every client).
+        tls: Encrypt SuperLink traffic with a generated self-signed certificate.
+        sleep_scale: Scale of the SuperNode's idle sleeps
+            (:mod:`fedpeft.flower.supernode`); 1.0 is Flower's default.
+        poll_interval: The SuperExec's task poll interval in seconds.
+        workspace: Where sockets, logs, certificates and Flower's home go
+            (a new temporary directory by default; removed unless kept).
+        startup_timeout: Seconds each part may take to come up.
+    """
+
+    cfg: RunConfig
+    nodes: list[int] | None = None
+    tls: bool = False
+    sleep_scale: float = 0.1
+    poll_interval: float = 0.2
+    workspace: Path | None = None
+    startup_timeout: float = 180.0
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.nodes is None:
+            self.nodes = list(range(self.cfg.federation.num_clients))
+        self.bin = Path(sys.executable).parent
+        # Unix socket paths are limited to ~100 bytes: a short temporary root.
+        self.workspace = self.workspace or Path(
+            tempfile.mkdtemp(prefix="fedpeft-", dir="/tmp")
+        )
+        self.logs = self.workspace / "logs"
+        self.home = self.workspace / "flwr_home"
+        self.app = self.workspace / "app"
+        for d in (self.logs, self.home, self.app):
+            d.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.workspace / "run.toml"
+        self.config_path.write_text(tomli_w.dumps(self.cfg.to_dict()))
+        (self.app / "pyproject.toml").write_text(tomli_w.dumps(APP_PYPROJECT))
+        self.link_port = free_port()
+        self.env = {
+            **os.environ,
+            "FLWR_HOME": str(self.home),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "FLWR_DISABLE_UPDATE_CHECK": "1",
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": str(self.poll_interval),
+            SCALE_ENV: str(self.sleep_scale),
+            "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    # ------------------------------------------------------------ up
+    def __enter__(self) -> LoopbackFederation:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def socket_of(self, k: int) -> Path:
+        assert self.workspace is not None
+        return self.workspace / f"node{k}.sock"
+
+    def start(self) -> None:
+        """Workers first (they load the backbone), then SuperLink, then SuperNodes."""
+        assert self.nodes is not None
+        deadline = time.monotonic() + self.startup_timeout
+        for k in self.nodes:
+            self.start_worker(k)
+        tls: list[str] = ["--insecure"]
+        root: list[str] = ["--insecure"]
+        connection: dict[str, Any] = {"address": f"127.0.0.1:{self.link_port}"}
+        if self.tls:
+            assert self.workspace is not None
+            ca, cert, key = self_signed(self.workspace)
+            tls = ["--ssl-ca-certfile", str(ca), "--ssl-certfile", str(cert)]
+            tls += ["--ssl-keyfile", str(key)]
+            root = ["--root-certificates", str(ca)]
+            connection["root-certificates"] = str(ca)
+        else:
+            connection["insecure"] = True
+        (self.home / "config.toml").write_text(
+            tomli_w.dumps(
+                {"superlink": {"default": CONNECTION, CONNECTION: connection}}
+            )
+        )
+        self._spawn(
+            "superlink",
+            [
+                str(self.bin / "flower-superlink"),
+                *tls,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.link_port),
+                "--disable-runtime-dependency-installation",
+            ],
+        )
+        if not _wait_port(self.link_port, deadline):
+            raise DeployError(self._failure("superlink", "did not open its port"))
+        self.root = root
+        for k in self.nodes:
+            self._wait_worker(k, deadline)
+            self.start_supernode(k)
+
+    def start_worker(self, k: int) -> None:
+        """The node worker of client ``k`` (``fedpeft node``)."""
+        self.socket_of(k).unlink(missing_ok=True)
+        self._spawn(
+            f"worker{k}",
+            [
+                sys.executable,
+                "-m",
+                "fedpeft.cli",
+                "node",
+                str(self.config_path),
+                "--client-id",
+                str(k),
+                "--socket",
+                str(self.socket_of(k)),
+            ],
+        )
+
+    def _wait_worker(self, k: int, deadline: float) -> None:
+        sock = self.socket_of(k)
+        key = sock.with_name(sock.name + ".key")
+        while not (sock.exists() and key.exists()):
+            proc = self.procs[f"worker{k}"]
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise DeployError(self._failure(f"worker{k}", "did not start"))
+            time.sleep(0.1)
+
+    def start_supernode(self, k: int) -> None:
+        """The SuperNode of client ``k`` (again, after :meth:`kill`: it rejoins)."""
+        port = free_port()
+        self._spawn(
+            f"supernode{k}",
+            [
+                sys.executable,
+                "-m",
+                "fedpeft.flower.supernode",
+                *self.root,
+                "--superlink",
+                f"127.0.0.1:{self.link_port}",
+                "--port",
+                str(port),
+                "--node-config",
+                f"{SOCKET}='{self.socket_of(k)}'",
+            ],
+        )
+
+    def _spawn(self, name: str, cmd: list[str]) -> None:
+        log: IO[bytes] = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115
+        with log:
+            self.procs[name] = subprocess.Popen(
+                cmd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        logger.debug("started %s: %s", name, shlex.join(cmd))
+
+    def _failure(self, name: str, what: str) -> str:
+        tail = ""
+        path = self.logs / f"{name}.log"
+        if path.exists():
+            tail = "\n".join(path.read_text(errors="replace").splitlines()[-15:])
+        return f"{name} {what}; the end of {path}:\n{tail}"
+
+    # ------------------------------------------------------------ run
+    def run(
+        self,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        timeout: float = 120.0,
+        wall_limit: float | None = None,
+        stream: IO[str] | None = None,
+    ) -> int:
+        """Submit the fedpeft app and wait until its run ends; ``flwr run``'s
+        exit status. Its output (the ServerApp's log) goes to ``stream`` and
+        the workspace's logs/run.log.
+
+        Args:
+            timeout: Seconds the server waits for one exchange's replies.
+            wall_limit: Stop the run after this many seconds (``None``: no limit).
+        """
+        assert self.nodes is not None
+        run_config = {
+            CONFIG: str(self.config_path),
+            RESUME: resume,
+            OVERWRITE: overwrite,
+            TIMEOUT: float(timeout),
+            NODES: len(self.nodes),
+        }
+        cmd = [
+            str(self.bin / "flwr"),
+            "run",
+            str(self.app),
+            CONNECTION,
+            "--stream",
+            "--run-config",
+            " ".join(f"{k}={_toml_value(v)}" for k, v in run_config.items()),
+        ]
+        with open(self.logs / "run.log", "a") as log:
+            proc = subprocess.Popen(
+                cmd,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                start_new_session=True,
+            )
+            self.procs["flwr-run"] = proc  # type: ignore[assignment]
+            started = time.monotonic()
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                if stream is not None:
+                    stream.write(line)
+                if wall_limit and time.monotonic() - started > wall_limit:
+                    _stop(proc, 2.0)
+                    raise DeployError(f"the run passed its limit of {wall_limit}s")
+            return proc.wait()
+
+    # ------------------------------------------------------------ faults, down
+    def kill(self, name: str) -> None:
+        """SIGKILL one process and everything it started (a crash)."""
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop every process this federation started, newest first."""
+        for name in reversed(list(self.procs)):
+            _stop(self.procs[name], grace)
+        self.procs.clear()
+
+
+def _stop(proc: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
+    if proc.poll() is not None:
+        _kill_group(proc.pid, signal.SIGKILL)  # leftover children
+        return
+    _kill_group(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace)
+    _kill_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _toml_value(value: object) -> str:
+    """A run-config value as ``flwr run --run-config`` parses it (TOML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
