@@ -38,24 +38,36 @@ def node(
     client_id: Annotated[
         int, typer.Option("--client-id", help="Which client of the partition this is.")
     ] = 0,
-    socket: Annotated[
-        Path,
+    supernode: Annotated[
+        str | None,
         typer.Option(
-            "--socket", help="Unix socket the SuperNode's ClientApp talks to."
+            "--supernode",
+            help="Take the ClientApp tasks of the SuperNode whose Runtime API is "
+            "at this address (a SuperNode started with --isolation process).",
         ),
-    ] = Path("fedpeft-node.sock"),
+    ] = None,
+    socket: Annotated[
+        Path | None,
+        typer.Option(
+            "--socket",
+            help="Instead, serve this Unix socket for the stock ClientApp "
+            "(fedpeft.flower.client_app) of a SuperNode in subprocess isolation.",
+        ),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve one client of a Flower federation: load the backbone and this
-    client's shard once, then answer the ClientApp over a local socket.
+    client's shard once, then answer every message of the run.
 
-    Start it with the same config (and --set options) as the server, then start
-    the SuperNode with --node-config "fedpeft-socket='SOCKET'".
+    Start it with the same config (and --set options) as the server. Either
+    the SuperNode runs with --isolation process and this node takes its tasks
+    (--supernode 127.0.0.1:PORT, the faster way), or the SuperNode runs the
+    stock ClientApp with --node-config "fedpeft-socket='SOCKET'" and this node
+    serves that socket (--socket SOCKET).
     """
     import torch
 
     from fedpeft.remote.node import NodeWorker
-    from fedpeft.remote.socket import serve
 
     ui = get_ui(ctx)
     setup_logging(ui.err, verbose=verbose)
@@ -63,10 +75,18 @@ def node(
         cfg = load_config(config, overrides or [])
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if (supernode is None) == (socket is None):
+            raise typer.BadParameter("give exactly one of --supernode and --socket")
         worker = NodeWorker(cfg, client_id)
-        ui.err.print(
-            f"client {client_id}: {worker.num_examples} examples; serving on {socket}"
-        )
+        ui.err.print(f"client {client_id}: {worker.num_examples} examples")
+    if supernode is not None:
+        from fedpeft.flower.executor import serve_tasks
+
+        serve_tasks(supernode, worker.handle)
+    else:
+        from fedpeft.remote.socket import serve
+
+        assert socket is not None
         serve(worker, socket.absolute())
 
 
@@ -117,10 +137,9 @@ def deploy(
         f"deploying {cfg.federation.num_clients} clients on 127.0.0.1 "
         f"(workspace {fed.workspace})"
     )
-    rc = 1
     try:
         with fed:
-            rc = fed.run(
+            failure = fed.run(
                 resume=resume,
                 overwrite=overwrite,
                 timeout=timeout,
@@ -129,11 +148,8 @@ def deploy(
     except DeployError as err:
         ui.error(f"{err}\n(logs kept in {fed.logs})", title="deploy failed")
         raise typer.Exit(1) from None
-    if rc != 0:
-        ui.error(
-            f"the Flower run ended with status {rc}; see {fed.logs}/run.log",
-            title="run failed",
-        )
+    if failure:
+        ui.error(f"{failure}\n(logs kept in {fed.logs})", title="run failed")
         raise typer.Exit(1)
     if not keep:
         shutil.rmtree(fed.workspace or "", ignore_errors=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import ipaddress
+import json
 import logging
 import os
 import shlex
@@ -174,6 +175,9 @@ class LoopbackFederation:
         workspace: Where sockets, logs, certificates and Flower's home go
             (a new temporary directory by default; removed unless kept).
         startup_timeout: Seconds each part may take to come up.
+        relay: Run Flower's stock ClientApp process per message, relaying to
+            the worker's socket, instead of the worker taking the SuperNode's
+            tasks itself (:mod:`fedpeft.flower.executor`, the default).
     """
 
     cfg: RunConfig
@@ -183,6 +187,7 @@ class LoopbackFederation:
     poll_interval: float = 0.2
     workspace: Path | None = None
     startup_timeout: float = 180.0
+    relay: bool = False
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -230,9 +235,11 @@ class LoopbackFederation:
         return self.workspace / f"node{k}.sock"
 
     def start(self) -> None:
-        """Workers first (they load the backbone), then SuperLink, then SuperNodes."""
+        """Workers (they load the backbone while the rest starts), SuperLink,
+        SuperNodes."""
         assert self.nodes is not None
         deadline = time.monotonic() + self.startup_timeout
+        self.ports = {k: free_port() for k in self.nodes}
         for k in self.nodes:
             self.start_worker(k)
         tls: list[str] = ["--insecure"]
@@ -268,12 +275,18 @@ class LoopbackFederation:
             raise DeployError(self._failure("superlink", "did not open its port"))
         self.root = root
         for k in self.nodes:
-            self._wait_worker(k, deadline)
+            if self.relay:
+                self._wait_worker(k, deadline)
             self.start_supernode(k)
 
     def start_worker(self, k: int) -> None:
         """The node worker of client ``k`` (``fedpeft node``)."""
         self.socket_of(k).unlink(missing_ok=True)
+        where = (
+            ["--socket", str(self.socket_of(k))]
+            if self.relay
+            else ["--supernode", f"127.0.0.1:{self.ports[k]}"]
+        )
         self._spawn(
             f"worker{k}",
             [
@@ -284,8 +297,10 @@ class LoopbackFederation:
                 str(self.config_path),
                 "--client-id",
                 str(k),
-                "--socket",
-                str(self.socket_of(k)),
+                *where,
+                "--set",
+                f"threads={max(1, (os.cpu_count() or 1) // len(self.nodes or [1]))}",
+                "--verbose",
             ],
         )
 
@@ -300,7 +315,7 @@ class LoopbackFederation:
 
     def start_supernode(self, k: int) -> None:
         """The SuperNode of client ``k`` (again, after :meth:`kill`: it rejoins)."""
-        port = free_port()
+        isolation = [] if self.relay else ["--isolation", "process"]
         self._spawn(
             f"supernode{k}",
             [
@@ -311,7 +326,8 @@ class LoopbackFederation:
                 "--superlink",
                 f"127.0.0.1:{self.link_port}",
                 "--port",
-                str(port),
+                str(self.ports[k]),
+                *isolation,
                 "--node-config",
                 f"{SOCKET}='{self.socket_of(k)}'",
             ],
@@ -346,10 +362,14 @@ class LoopbackFederation:
         timeout: float = 120.0,
         wall_limit: float | None = None,
         stream: IO[str] | None = None,
-    ) -> int:
-        """Submit the fedpeft app and wait until its run ends; ``flwr run``'s
-        exit status. Its output (the ServerApp's log) goes to ``stream`` and
-        the workspace's logs/run.log.
+    ) -> str:
+        """Submit the fedpeft app and wait until its run ends.
+
+        Returns:
+            ``""`` when the run completed; otherwise what Flower says went
+            wrong. The ServerApp's log goes to ``stream`` and the workspace's
+            logs/run.log. (``flwr run --stream`` exits 0 for failed runs too,
+            so the status is read back with ``flwr ls``.)
 
         Args:
             timeout: Seconds the server waits for one exchange's replies.
@@ -384,16 +404,40 @@ class LoopbackFederation:
             )
             self.procs["flwr-run"] = proc  # type: ignore[assignment]
             started = time.monotonic()
+            run_id = ""
             assert proc.stdout is not None
             for line in proc.stdout:
                 log.write(line)
                 log.flush()
                 if stream is not None:
                     stream.write(line)
+                if line.startswith("Successfully started run "):
+                    run_id = line.split()[-1]
                 if wall_limit and time.monotonic() - started > wall_limit:
                     _stop(proc, 2.0)
                     raise DeployError(f"the run passed its limit of {wall_limit}s")
-            return proc.wait()
+            if proc.wait() != 0 or not run_id:
+                return f"flwr run failed (status {proc.returncode}); see {log.name}"
+        return self.status(run_id)
+
+    def status(self, run_id: str) -> str:
+        """``""`` if run ``run_id`` completed, else its status and details."""
+        command = [str(self.bin / "flwr"), "ls", CONNECTION, "--run-id", run_id]
+        out = subprocess.run(
+            [*command, "--format", "json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        try:
+            run = json.loads(out.stdout)["runs"][0]
+        except (ValueError, KeyError, IndexError):
+            return f"cannot read the status of run {run_id}: {out.stdout}{out.stderr}"
+        if run.get("status") == "finished:completed":
+            return ""
+        return f"run {run_id} {run.get('status')}: {run.get('status-details', '')}"
 
     # ------------------------------------------------------------ faults, down
     def kill(self, name: str) -> None:

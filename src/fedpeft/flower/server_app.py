@@ -24,6 +24,7 @@ from fedpeft.config import ConfigError, RunConfig, load_config
 from fedpeft.engine.runner import run_experiment
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.experiment import Experiment
+from fedpeft.flower.latency import shorten_serverapp_waits
 from fedpeft.flower.transport import FlowerTransport
 from fedpeft.remote.node import config_digest
 from fedpeft.remote.runtime import RemoteRuntime
@@ -51,6 +52,7 @@ def main(grid: Grid, context: Context) -> None:
             f"\"{CONFIG}='/path/to/run.toml'\" (fedpeft deploy does)"
         )
     cfg = load_config(Path(str(rc[CONFIG])), [])
+    shorten_serverapp_waits()
     serve(
         grid,
         cfg,

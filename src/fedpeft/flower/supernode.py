@@ -1,46 +1,24 @@
-"""``flower-supernode`` with shorter idle waits.
-
-``python -m fedpeft.flower.supernode ARGS`` takes flower-supernode's arguments.
-
-flwr 1.42's SuperNode sleeps 3 s after every pull that found no message and
-0.5 s between checks for a finished reply (``time.sleep`` calls hard-coded in
-``flwr.supernode.start_client_internal``). Between the many short messages of
-a round (a task, then four secure-sum stages per pass) these waits, not the
-compute, set the round time. This entry point scales those sleeps by
-``FEDPEFT_SUPERNODE_SLEEP_SCALE`` (default 0.1: 0.3 s and 0.05 s) and then runs
-Flower's own ``flower-supernode`` with the same arguments; nothing else changes.
-The price is idle polling: more pulls per second against the SuperLink.
+"""``flower-supernode`` with shorter waits: ``python -m fedpeft.flower.supernode``
+takes flower-supernode's arguments, scales the SuperNode's idle sleeps by
+``FEDPEFT_SUPERNODE_SLEEP_SCALE`` (default 0.1: 3 s becomes 0.3 s) and shortens
+its object-pull backoff (:mod:`fedpeft.flower.latency`), then runs Flower's own
+entry point; nothing else changes.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
-from typing import Any
+
+from fedpeft.flower.latency import shorten_supernode_waits
 
 SCALE_ENV = "FEDPEFT_SUPERNODE_SLEEP_SCALE"
 
 
-class _ScaledTime:
-    """The ``time`` module with ``sleep`` scaled."""
-
-    def __init__(self, scale: float) -> None:
-        self.scale = scale
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(time, name)
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds * self.scale)
-
-
 def main() -> None:
-    import flwr.supernode.start_client_internal as internal
     from flwr.supernode.cli import flower_supernode
 
-    scale = float(os.environ.get(SCALE_ENV, "0.1"))
-    setattr(internal, "time", _ScaledTime(scale))  # noqa: B010 - see docstring
+    shorten_supernode_waits(float(os.environ.get(SCALE_ENV, "0.1")))
     sys.argv = ["flower-supernode", *sys.argv[1:]]
     flower_supernode()
 
