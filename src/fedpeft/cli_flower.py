@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -24,8 +25,11 @@ from fedpeft.cli_console import (
     user_errors,
 )
 from fedpeft.config import RunConfig, load_config
+from fedpeft.remote.envelope import Envelope
 
 logger = logging.getLogger(__name__)
+
+Handle = Callable[[Envelope], Envelope]
 
 FLOWER_OVERRIDES = ("federation.eval_clients=false", "baselines.run=[]")
 """What a real federation's server cannot do: it holds no client data."""
@@ -54,6 +58,15 @@ def node(
             "(fedpeft.flower.client_app) of a SuperNode in subprocess isolation.",
         ),
     ] = None,
+    exit_at: Annotated[
+        str | None,
+        typer.Option(
+            "--exit-at",
+            hidden=True,
+            help="Fault drill: the process dies (exit 70) when the secure sum of "
+            "round R reaches STAGE (ROUND:STAGE).",
+        ),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Serve one client of a Flower federation: load the backbone and this
@@ -79,15 +92,16 @@ def node(
             raise typer.BadParameter("give exactly one of --supernode and --socket")
         worker = NodeWorker(cfg, client_id)
         ui.err.print(f"client {client_id}: {worker.num_examples} examples")
+    handle = worker.handle if exit_at is None else crash_at(worker.handle, exit_at)
     if supernode is not None:
         from fedpeft.flower.executor import serve_tasks
 
-        serve_tasks(supernode, worker.handle)
+        serve_tasks(supernode, handle)
     else:
-        from fedpeft.remote.socket import serve
+        from fedpeft.remote.socket import Handler, serve
 
         assert socket is not None
-        serve(worker, socket.absolute())
+        serve(Handler(handle), socket.absolute())
 
 
 def deploy(
@@ -155,6 +169,24 @@ def deploy(
         shutil.rmtree(fed.workspace or "", ignore_errors=True)
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
     render_run_summary(summary, ui.out, run_dir=cfg.run_dir)
+
+
+def crash_at(handle: Handle, when: str) -> Handle:
+    """``handle`` that kills its process at secure-sum stage ``ROUND:STAGE``
+    of a training round (a client vanishing mid-round, for fault drills)."""
+    import os
+
+    rnd, _, stage = when.partition(":")
+
+    def handle_or_die(env: Envelope) -> Envelope:
+        h = env.header
+        here = (h.get("scope"), str(h.get("round")), h.get("stage"))
+        if env.kind == "secagg" and here == ("fit", rnd, stage):
+            logger.warning("fault drill: exiting at %s", when)
+            os._exit(70)
+        return handle(env)
+
+    return handle_or_die
 
 
 def flower_config(config: Path | None, overrides: list[str]) -> RunConfig:

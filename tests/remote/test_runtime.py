@@ -126,6 +126,7 @@ def test_client_vanishing_mid_secure_sum_is_recovered(
     plain = FederatedRun(exp).loop.server.strategy.aggregate(1, params0, updates)[0]
     assert _max_diff(params1, plain) < 1e-5
     assert record["accepted_clients"] == [0, 1, 2, 3]  # 2 trained, then vanished
+    assert record["secagg_dropped"] == 1
 
 
 def test_node_refuses_a_different_config(

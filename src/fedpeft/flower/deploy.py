@@ -175,6 +175,7 @@ class LoopbackFederation:
         workspace: Where sockets, logs, certificates and Flower's home go
             (a new temporary directory by default; removed unless kept).
         startup_timeout: Seconds each part may take to come up.
+        worker_args: Extra ``fedpeft node`` arguments per client id.
         relay: Run Flower's stock ClientApp process per message, relaying to
             the worker's socket, instead of the worker taking the SuperNode's
             tasks itself (:mod:`fedpeft.flower.executor`, the default).
@@ -188,6 +189,7 @@ class LoopbackFederation:
     workspace: Path | None = None
     startup_timeout: float = 180.0
     relay: bool = False
+    worker_args: dict[int, list[str]] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -298,6 +300,7 @@ class LoopbackFederation:
                 "--client-id",
                 str(k),
                 *where,
+                *self.worker_args.get(k, []),
                 "--set",
                 f"threads={max(1, (os.cpu_count() or 1) // len(self.nodes or [1]))}",
                 "--verbose",

@@ -217,7 +217,7 @@ class _Session:
             self.state, [UnmaskResponse.decode(b) for b in up.values()]
         )
         self.server_seconds += time.perf_counter() - start
-        self._account(result.error_bound)
+        self._account(result.error_bound, len(result.dropped))
         if result.dropped:
             logger.warning(
                 "round %d: secure sum over %d clients; %s dropped out",
@@ -291,9 +291,10 @@ class _Session:
         self.server_seconds += time.perf_counter() - start
         return state, encoded
 
-    def _account(self, error_bound: float) -> None:
+    def _account(self, error_bound: float, dropped: int) -> None:
         acc = self.owner.stats
         for key, value in (
+            ("secagg_dropped", float(dropped)),
             ("secagg_bytes_up", float(self.sent)),
             ("secagg_bytes_down", float(self.received)),
             ("secagg_server_seconds", self.server_seconds),

@@ -16,18 +16,22 @@ import logging
 import os
 import secrets
 import signal
+from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
-from typing import Protocol
 
 from fedpeft.remote.envelope import Envelope, EnvelopeError, error
 
 logger = logging.getLogger(__name__)
 
 
-class Handler(Protocol):
-    def handle(self, env: Envelope) -> Envelope: ...
+@dataclass
+class Handler:
+    """What answers requests: a request handler function."""
+
+    handle: Callable[[Envelope], Envelope]
 
 
 def key_path(socket: Path) -> Path:

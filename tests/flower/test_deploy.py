@@ -1,0 +1,83 @@
+"""A real Flower federation on 127.0.0.1: SuperLink, three SuperNodes and their
+node workers as separate processes, two rounds with secure aggregation, and
+one client's process dying in the middle of round 1's secure sum."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedpeft.client.algorithm import GradientClient
+from fedpeft.engine.embedded import EmbeddedRuntime
+from fedpeft.engine.simulation import FederatedRun
+from fedpeft.experiment import build_experiment
+from fedpeft.flower.deploy import LoopbackFederation
+from fedpeft.messages import Instruction
+from fedpeft.rundir.checkpoint import load_checkpoint
+from fedpeft.types import ClientUpdate
+from tests.conftest import tiny_config
+
+SETTINGS = (
+    "federation.num_clients=3",
+    "federation.rounds=2",
+    "federation.batch_clients=false",
+    "federation.eval_clients=false",
+    "strategy.fraction_fit=1.0",
+    "privacy.secagg=true",
+    "baselines.run=[]",
+)
+
+
+class _Vanishing(GradientClient):
+    """Client 2 answers nothing from round 1 on (the embedded reference)."""
+
+    def fit(self, ins: Instruction) -> ClientUpdate:
+        if ins.client_id == 2:
+            raise RuntimeError("client 2 vanished")
+        return super().fit(ins)
+
+
+def _vanishing(client: GradientClient) -> EmbeddedRuntime:
+    fields = {f.name: getattr(client, f.name) for f in dataclasses.fields(client)}
+    return EmbeddedRuntime(_Vanishing(**fields), batch=False)
+
+
+def _alive(pids: Sequence[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            continue
+        out.append(pid)
+    return out
+
+
+def test_loopback_federation_survives_a_client_dying_mid_round(
+    tmp_path: object,
+) -> None:
+    """Every process is a real one; the run is bounded by ``wall_limit``."""
+    cfg = tiny_config(tmp_path, *SETTINGS)
+    fed = LoopbackFederation(cfg, worker_args={2: ["--exit-at", "1:mask"]})
+    with fed:
+        failure = fed.run(timeout=15.0, wall_limit=420.0)
+        pids = [p.pid for p in fed.procs.values()]
+        assert failure == "", failure
+    assert _alive(pids) == [], "processes left behind"
+
+    records = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").open()]
+    assert [r["round"] for r in records] == [0, 1, 2]
+    assert records[1]["secagg_passes"] == 1
+    assert records[1]["secagg_dropped"] == 1  # client 2 died before masking
+    assert records[2]["failed_clients"] == [2]
+    final = load_checkpoint(cfg.run_dir / "checkpoint").params
+
+    # the same run in one process, client 2 gone after the warm start
+    reference = FederatedRun(build_experiment(cfg), runtime=_vanishing).run().params
+    assert final.keys() == reference.keys()
+    worst = max(float(np.abs(final[k] - reference[k]).max()) for k in final)
+    assert worst < 1e-4, worst
