@@ -77,8 +77,8 @@ class FlowerTransport:
         return out
 
     def exchange(self, requests: Mapping[int, Envelope]) -> dict[int, Envelope | str]:
-        if self._hello is not None and any(k not in self.nodes for k in requests):
-            self._greet()  # a missing client may have joined since
+        if self._hello is not None:
+            self._greet()  # nodes that joined since (a restarted SuperNode)
         by_node = {self.nodes[k]: env for k, env in requests.items() if k in self.nodes}
         answers = self._send(by_node)
         client_of = {n: k for k, n in self.nodes.items()}
