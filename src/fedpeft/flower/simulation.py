@@ -98,4 +98,5 @@ def simulate(
     )
     if "summary" not in out:
         raise RuntimeError("the Flower simulation ended without a result; see its log")
-    return out["summary"]
+    summary: dict[str, Any] = out["summary"]
+    return summary
