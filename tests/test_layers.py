@@ -37,7 +37,9 @@ lower one:
    read by components (``client``, ``models.device``, ``devices.plan``), so it
    sits in the components layer; no math module may read it.
 2. ``runtimes``: what drives rounds and talks to the user (``engine``, the
-   CLI, a future Flower app).
+   CLI, the remote runtime and node worker, the Flower apps). The message
+   format of remote clients and their secure sums (``remote.envelope``,
+   ``remote.secure_sum``) are components.
 
 In addition baselines and reports never import the engine, and the shared type
 aliases of :mod:`fedpeft.types` are defined there only and imported from there.
@@ -99,6 +101,10 @@ LAYERS: Mapping[str, int] = {
     "fedpeft.cli_privacy": RUNTIMES,
     "fedpeft.cli_results": RUNTIMES,
     "fedpeft.flower": RUNTIMES,
+    "fedpeft.cli_flower": RUNTIMES,
+    "fedpeft.remote": RUNTIMES,
+    "fedpeft.remote.envelope": COMPONENTS,
+    "fedpeft.remote.secure_sum": COMPONENTS,
 }
 """Layer of each module; an entry covers the module and everything below it
 (the most specific entry wins; ``fedpeft`` covers only the root ``__init__``)."""
