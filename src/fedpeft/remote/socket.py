@@ -107,6 +107,11 @@ def request(socket: Path, data: bytes, timeout: float | None = None) -> bytes:
             f"no fedpeft node serves on {socket} ({err}); start it with "
             "`fedpeft node --socket ...` before the SuperNode"
         ) from None
+    except AuthenticationError:
+        raise ConnectionError(
+            f"the node on {socket} refused our key {key_path(socket)}: another "
+            "node serves there now; restart the SuperNode's relay"
+        ) from None
     with conn:
         conn.send_bytes(data)
         if timeout is not None and not conn.poll(timeout):
