@@ -21,6 +21,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from fedpeft.client.flops import FlopMeter
 from fedpeft.config import RunConfig
 from fedpeft.experiment import Experiment, build_experiment
 from fedpeft.flower.records import from_record, to_record
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 _EXPERIMENTS: dict[str, Experiment] = {}
 _NODES: dict[tuple[str, int], NodeWorker] = {}
+_METERS: dict[str, FlopMeter | None] = {}
 
 
 def node_for(cfg: RunConfig, client_id: int) -> NodeWorker:
@@ -42,7 +44,11 @@ def node_for(cfg: RunConfig, client_id: int) -> NodeWorker:
         if digest not in _EXPERIMENTS:
             _EXPERIMENTS[digest] = build_experiment(cfg)
         exp = _EXPERIMENTS[digest]
-        _NODES[key] = NodeWorker(cfg, client_id, build=lambda _: exp)
+        node = NodeWorker(cfg, client_id, build=lambda _: exp)
+        # one FLOP meter per process: each step shape is measured once, not
+        # once per client (measuring runs the step under a FLOP counter)
+        node.client.flops = _METERS.setdefault(digest, node.client.flops)
+        _NODES[key] = node
     return _NODES[key]
 
 
