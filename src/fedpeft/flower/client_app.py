@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flwr.app import Context, Message
+from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedpeft.flower.records import from_record, to_record
@@ -36,7 +36,7 @@ def train(msg: Message, context: Context) -> Message:
     return Message(relay(msg, context), reply_to=msg)
 
 
-def relay(msg: Message, context: Context):  # type: ignore[no-untyped-def]
+def relay(msg: Message, context: Context) -> RecordDict:
     """The worker's answer to ``msg`` as Flower content."""
     path = context.node_config.get(SOCKET)
     if not path:
