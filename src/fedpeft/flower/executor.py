@@ -76,6 +76,7 @@ def serve_tasks(
         root_certificates: PEM CA for a TLS Runtime API (``None``: insecure).
     """
     signal.signal(signal.SIGTERM, _exit)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per poll
     acquirer = _client(runtime_address, root_certificates, "SuperExec")
     logger.info("taking ClientApp tasks from the SuperNode at %s", runtime_address)
     try:
