@@ -178,3 +178,24 @@ def test_bad_requests_get_errors_and_change_nothing(
         ).error
     )
     assert node.kept == {}
+
+
+def test_oversized_and_wrongly_shaped_replies_are_dropped(
+    tiny_experiment: Experiment, tmp_path: object
+) -> None:
+    exp = _experiment(tiny_experiment, tmp_path)
+    remote, _ = _remote(exp)
+    runtime = remote.loop.runtime
+    assert isinstance(runtime, RemoteRuntime)
+    ins = remote.loop.server.instructions(1, "fit", remote.loop.initial, [0, 1])
+    runtime.reply_limit = 1000
+    replies = runtime.run(ins)
+    assert all(r.update is None and "exceeds the limit" in r.error for r in replies)
+    runtime.reply_limit = 1 << 28
+    wrong = [
+        dataclasses.replace(i, payload={k: v[..., :1] for k, v in i.payload.items()})
+        for i in ins
+    ]
+    replies = runtime.run(wrong)
+    assert [r.update for r in replies] == [None, None]
+    assert all(r.error for r in replies)

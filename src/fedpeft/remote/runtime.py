@@ -60,10 +60,12 @@ class RemoteRuntime:
         transport: How messages travel.
         secure: The server's secure sum when the run aggregates securely: the
             runtime tells it which clients hold the round's sealed updates.
+        reply_limit: Largest reply accepted, in bytes (a larger one is dropped).
     """
 
     transport: Transport
     secure: RemoteSum | None = None
+    reply_limit: int = 1 << 28
     clients: dict[int, int] = field(default_factory=dict)
     """Client id -> its n_k, as the nodes reported them."""
 
@@ -133,7 +135,12 @@ class RemoteRuntime:
                 "round %d: client %d sent no update (%s)", ins.round, ins.client_id, why
             )
             return Reply(ins.client_id, None, why or "no reply", down)
+        size = len(answer.encode())
         try:
+            if size > self.reply_limit:
+                raise EnvelopeError(
+                    f"reply of {size} bytes exceeds the limit of {self.reply_limit}"
+                )
             update = client_update(answer)
             if update.client_id != ins.client_id:
                 raise EnvelopeError(
@@ -151,7 +158,7 @@ class RemoteRuntime:
                 err,
             )
             return Reply(ins.client_id, None, str(err), down)
-        return Reply(ins.client_id, update, "", down, len(answer.encode()))
+        return Reply(ins.client_id, update, "", down, size)
 
 
 @dataclass
