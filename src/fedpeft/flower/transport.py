@@ -19,7 +19,7 @@ from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
 from fedpeft.flower.records import from_record, to_record
-from fedpeft.remote.envelope import Envelope, EnvelopeError
+from fedpeft.remote.envelope import Envelope, EnvelopeError, error
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class FlowerTransport:
         client_of = {n: k for k, n in self.nodes.items()}
         out: dict[int, Envelope | str] = {k: "no node" for k in requests}
         for n, ans in answers.items():
-            out[client_of[n]] = ans
+            out[client_of[n]] = _from_node(n, ans)
         return out
 
     def _send(self, by_node: Mapping[int, Envelope]) -> dict[int, Envelope | str]:
@@ -111,6 +111,15 @@ class FlowerTransport:
             if not mid:
                 out[n] = "the SuperLink refused the message"
         return out
+
+
+def _from_node(node: int, answer: Envelope | str) -> Envelope | str:
+    """``answer`` with the node id in its failure reason (for the logs)."""
+    if isinstance(answer, str):
+        return f"node {node}: {answer}"
+    if answer.kind == "error":
+        return error(f"node {node}: {answer.error}")
+    return answer
 
 
 def _answer(reply: Message) -> Envelope | str:
