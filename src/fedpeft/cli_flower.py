@@ -98,10 +98,10 @@ def node(
 
         serve_tasks(supernode, handle)
     else:
-        from fedpeft.remote.socket import Handler, serve
+        from fedpeft.remote.socket import serve
 
         assert socket is not None
-        serve(Handler(handle), socket.absolute())
+        serve(handle, socket.absolute())
 
 
 def deploy(

@@ -19,7 +19,7 @@ from fedpeft.remote.envelope import (
     task_envelope,
     update_envelope,
 )
-from fedpeft.remote.socket import Handler, key_path, request, serve
+from fedpeft.remote.socket import key_path, request, serve
 from fedpeft.types import ClientUpdate
 
 
@@ -76,7 +76,7 @@ def _echo(env: Envelope) -> Envelope:
 
 
 def _serve(path: str) -> None:
-    serve(Handler(_echo), Path(path))
+    serve(_echo, Path(path))
 
 
 def test_socket_answers_with_the_key_and_cleans_up(tmp_path: Path) -> None:

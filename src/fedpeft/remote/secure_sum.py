@@ -23,7 +23,6 @@ Pass ``k`` of a merge is the k-th call of the secure sum in it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -36,6 +35,7 @@ import numpy as np
 from fedpeft.aggregation.mean import flatten, unflatten
 from fedpeft.remote.envelope import Arrays, Envelope, blob
 from fedpeft.secagg import InsufficientSurvivorsError, SecAggConfig
+from fedpeft.secagg.inprocess import STAGES
 from fedpeft.secagg.messages import (
     AdvertiseKeys,
     KeyBroadcast,
@@ -64,7 +64,6 @@ from fedpeft.types import Params
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("advertise", "share", "mask", "unmask")
 SCOPES = ("fit", "probe", "class-stats", "calibrate")
 SERVER = 1 << 30
 """Stream key of the server's public randomness (clients use their ids)."""
@@ -104,15 +103,6 @@ def params_from_header(h: Mapping[str, Any]) -> RoundParams:
     )
 
 
-def _config_for(config: SecAggConfig, clip_range: float, bits: int) -> SecAggConfig:
-    """``config`` widened for one pass, as :class:`SecureSum` does."""
-    if clip_range > config.clip_range:
-        config = dataclasses.replace(config, clip_range=clip_range)
-    if bits > config.bits:
-        config = dataclasses.replace(config, bits=bits, value_bits=None)
-    return config
-
-
 # ------------------------------------------------------------ server side
 @dataclass
 class RemoteSum(SecureSum):
@@ -148,7 +138,7 @@ class RemoteSum(SecureSum):
             raise RuntimeError("RemoteSum has no exchange; the runtime sets it")
         if not vectors:
             raise ValueError(f"round {rnd}: a secure sum with no participant")
-        config = _config_for(self.config, clip_range, bits)
+        config = self.widened(clip_range, bits)
         ids = list(self.participants)
         if len(ids) != len(vectors):
             raise RuntimeError(
@@ -327,9 +317,6 @@ class ReplaySum(SecureSum):
 
     published: list[Params] = field(default_factory=list)
     target: int = 0
-
-    def reset(self) -> None:
-        super().reset()
 
     def __call__(
         self,

@@ -17,7 +17,6 @@ import os
 import secrets
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
@@ -27,11 +26,8 @@ from fedpeft.remote.envelope import Envelope, EnvelopeError, error
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class Handler:
-    """What answers requests: a request handler function."""
-
-    handle: Callable[[Envelope], Envelope]
+Handle = Callable[[Envelope], Envelope]
+"""What answers one request."""
 
 
 def key_path(socket: Path) -> Path:
@@ -39,7 +35,7 @@ def key_path(socket: Path) -> Path:
     return socket.with_name(socket.name + ".key")
 
 
-def serve(handler: Handler, socket: Path) -> None:
+def serve(handle: Handle, socket: Path) -> None:
     """Answer requests on ``socket`` one at a time until SIGTERM or SIGINT.
     The socket and its key are removed on exit.
 
@@ -67,7 +63,7 @@ def serve(handler: Handler, socket: Path) -> None:
                 logger.warning("refused a connection on %s: %s", socket, err)
                 continue
             with conn:
-                _answer(handler, conn)
+                _answer(handle, conn)
     finally:
         listener.close()
         kpath.unlink(missing_ok=True)
@@ -78,13 +74,13 @@ def _exit(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _answer(handler: Handler, conn: Connection) -> None:
+def _answer(handle: Handle, conn: Connection) -> None:
     try:
         data = conn.recv_bytes()
     except (OSError, EOFError):
         return
     try:
-        reply = handler.handle(Envelope.decode(data))
+        reply = handle(Envelope.decode(data))
     except EnvelopeError as err:
         reply = error(f"malformed request: {err}")
     try:

@@ -167,6 +167,16 @@ class SecureSum:
     def reset(self) -> None:
         self.stats, self._passes = {}, 0
 
+    def widened(self, clip_range: float = 0.0, bits: int = 0) -> SecAggConfig:
+        """The config of one sum: the quantizer range raised to ``clip_range``
+        and the modulus to ``bits`` where they are larger."""
+        config = self.config
+        if clip_range > config.clip_range:
+            config = dataclasses.replace(config, clip_range=clip_range)
+        if bits > config.bits:
+            config = dataclasses.replace(config, bits=bits, value_bits=None)
+        return config
+
     def __call__(
         self,
         rnd: int,
@@ -177,11 +187,7 @@ class SecureSum:
         """Σ vectors; ``clip_range`` widens the quantizer's [-r, r] and
         ``bits`` raises the modulus' bits for this sum (the warm starts'
         heads and class statistics are absolute values, not small deltas)."""
-        config = self.config
-        if clip_range > config.clip_range:
-            config = dataclasses.replace(config, clip_range=clip_range)
-        if bits > config.bits:
-            config = dataclasses.replace(config, bits=bits, value_bits=None)
+        config = self.widened(clip_range, bits)
         for v in vectors:  # each client checks its own vector
             peak = max(float(np.abs(a).max()) for a in v.values())
             if peak > config.clip_range:
