@@ -112,6 +112,14 @@ def deploy(
         bool,
         typer.Option("--tls", help="TLS to the SuperLink (self-signed certificate)."),
     ] = False,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth",
+            help="SuperNode authentication: generated node keys, registered with "
+            "the SuperLink (implies --tls).",
+        ),
+    ] = False,
     timeout: Annotated[
         float,
         typer.Option(help="Seconds the server waits for the clients' replies."),
@@ -146,7 +154,7 @@ def deploy(
     with user_errors(ui):
         cfg = flower_config(config, overrides or [])
         check_flower_config(cfg)
-    fed = LoopbackFederation(cfg, tls=tls)
+    fed = LoopbackFederation(cfg, tls=tls, auth=auth)
     ui.err.print(
         f"deploying {cfg.federation.num_clients} clients on 127.0.0.1 "
         f"(workspace {fed.workspace})"

@@ -81,3 +81,28 @@ def test_loopback_federation_survives_a_client_dying_mid_round(
     assert final.keys() == reference.keys()
     worst = max(float(np.abs(final[k] - reference[k]).max()) for k in final)
     assert worst < 1e-4, worst
+
+
+def test_node_authentication_admits_registered_nodes_only(tmp_path: object) -> None:
+    """``auth``: registered SuperNodes run the federation; a SuperNode signing
+    in with a key the SuperLink never registered is refused (Flower's exit 305)."""
+    from fedpeft.flower.certificates import node_key_pair
+
+    cfg = tiny_config(
+        tmp_path,
+        "federation.num_clients=2",
+        "federation.rounds=1",
+        *SETTINGS[2:5],
+        "baselines.run=[]",
+    )
+    with LoopbackFederation(cfg, auth=True) as fed:
+        assert fed.tls
+        assert fed.run(timeout=30.0, wall_limit=240.0) == ""
+        intruder, _ = node_key_pair(fed.keys, "intruder")
+        fed.kill("supernode0")
+        fed.start_supernode(0, key=intruder)
+        assert fed.procs["supernode0"].wait(60) != 0
+        log = (fed.logs / "supernode0.log").read_text(errors="replace")
+        assert "Failed to activate SuperNode" in log
+    records = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").open()]
+    assert [r["round"] for r in records] == [0, 1]

@@ -66,3 +66,29 @@ def self_signed(directory: Path) -> tuple[Path, Path, Path]:
             )
         )
     return paths
+
+
+def node_key_pair(directory: Path, name: str) -> tuple[Path, Path]:
+    """A SuperNode authentication key pair (EC P-384, OpenSSH format, as
+    ``flwr supernode register`` and ``--auth-supernode-private-key`` read
+    them); returns (private, public) paths. The private key is owner-only."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    private, public = directory / name, directory / f"{name}.pub"
+    fd = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.OpenSSH,
+                serialization.NoEncryption(),
+            )
+        )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+    )
+    return private, public

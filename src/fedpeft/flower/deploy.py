@@ -5,7 +5,10 @@
 1. one fedpeft node worker per client (``fedpeft node``: backbone + shard,
    serving a Unix socket);
 2. a Flower SuperLink (``flower-superlink``), with a generated self-signed
-   certificate when ``tls`` is on;
+   certificate when ``tls`` is on, and SuperNode authentication when ``auth``
+   is on (each SuperNode gets a generated key pair whose public key is
+   registered with ``flwr supernode register`` before it starts; a SuperNode
+   whose key is not registered is refused);
 3. one SuperNode per client (:mod:`fedpeft.flower.supernode`), its node config
    naming its worker's socket;
 
@@ -37,7 +40,7 @@ from typing import IO, Any
 import tomli_w
 
 from fedpeft.config import RunConfig
-from fedpeft.flower.certificates import self_signed
+from fedpeft.flower.certificates import node_key_pair, self_signed
 from fedpeft.flower.client_app import SOCKET
 from fedpeft.flower.server_app import CONFIG, NODES, OVERWRITE, RESUME, TIMEOUT
 from fedpeft.flower.supernode import SCALE_ENV
@@ -108,6 +111,8 @@ class LoopbackFederation:
         cfg: The run configuration (written to the workspace for every process).
         nodes: Client ids to start a node for (default: every client).
         tls: Encrypt SuperLink traffic with a generated self-signed certificate.
+        auth: Authenticate SuperNodes (implies ``tls``, which Flower requires
+            for it): only registered node keys may join.
         sleep_scale: Scale of the SuperNode's idle sleeps
             (:mod:`fedpeft.flower.supernode`); 1.0 is Flower's default.
         poll_interval: The SuperExec's task poll interval in seconds.
@@ -123,6 +128,7 @@ class LoopbackFederation:
     cfg: RunConfig
     nodes: list[int] | None = None
     tls: bool = False
+    auth: bool = False
     sleep_scale: float = 0.1
     poll_interval: float = 0.2
     workspace: Path | None = None
@@ -132,6 +138,7 @@ class LoopbackFederation:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.tls = self.tls or self.auth
         if self.nodes is None:
             self.nodes = list(range(self.cfg.federation.num_clients))
         self.bin = Path(sys.executable).parent
@@ -142,7 +149,8 @@ class LoopbackFederation:
         self.logs = self.workspace / "logs"
         self.home = self.workspace / "flwr_home"
         self.app = self.workspace / "app"
-        for d in (self.logs, self.home, self.app):
+        self.keys = self.workspace / "keys"
+        for d in (self.logs, self.home, self.app, self.keys):
             d.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workspace / "run.toml"
         self.config_path.write_text(tomli_w.dumps(self.cfg.to_dict()))
@@ -205,6 +213,7 @@ class LoopbackFederation:
             [
                 str(self.bin / "flower-superlink"),
                 *tls,
+                *(["--enable-supernode-auth"] if self.auth else []),
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -216,6 +225,8 @@ class LoopbackFederation:
             raise DeployError(self._failure("superlink", "did not open its port"))
         self.root = root
         for k in self.nodes:
+            if self.auth:
+                self.register(k)
             if self.relay:
                 self._wait_worker(k, deadline)
             self.start_supernode(k)
@@ -255,9 +266,37 @@ class LoopbackFederation:
                 raise DeployError(self._failure(f"worker{k}", "did not start"))
             time.sleep(0.1)
 
-    def start_supernode(self, k: int) -> None:
-        """The SuperNode of client ``k`` (again, after :meth:`kill`: it rejoins)."""
+    def node_key(self, k: int) -> Path:
+        """Client ``k``'s SuperNode private key (made on first use)."""
+        private = self.keys / f"node{k}"
+        if not private.exists():
+            node_key_pair(self.keys, private.name)
+        return private
+
+    def register(self, k: int) -> None:
+        """Register client ``k``'s SuperNode public key with the SuperLink
+        (``flwr supernode register``)."""
+        public = self.node_key(k).with_suffix(".pub")
+        out = subprocess.run(
+            [str(self.bin / "flwr"), "supernode", "register", str(public), CONNECTION],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise DeployError(
+                f"flwr supernode register {public} failed: {out.stdout}{out.stderr}"
+            )
+
+    def start_supernode(self, k: int, key: Path | None = None) -> None:
+        """The SuperNode of client ``k`` (again, after :meth:`kill`: it rejoins).
+        Under ``auth`` it signs in with ``key`` (default: its registered key)."""
         isolation = [] if self.relay else ["--isolation", "process"]
+        auth = []
+        if self.auth:
+            auth = ["--auth-supernode-private-key", str(key or self.node_key(k))]
         self._spawn(
             f"supernode{k}",
             [
@@ -270,6 +309,7 @@ class LoopbackFederation:
                 "--port",
                 str(self.ports[k]),
                 *isolation,
+                *auth,
                 "--node-config",
                 f"{SOCKET}='{self.socket_of(k)}'",
             ],
