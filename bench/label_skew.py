@@ -78,6 +78,10 @@ ALGORITHMS: dict[str, list[str]] = {
     "fedbabu": ["client.head=frozen"],
     "fedavgm": ["strategy.server_momentum=0.5"],
     "scaffold": ["strategy.scaffold=true"],
+    "balanced-softmax+fedavgm": [
+        "client.loss=balanced-softmax",
+        "strategy.server_momentum=0.5",
+    ],
 }
 """Each algorithm of the label-skew issue alone, on top of FedAvg (library
 defaults for their settings: FedLC τ = 1, FedRS α = 0.5, FedAvgM β = 0.5)."""
@@ -147,6 +151,7 @@ PRIORITY = [
     ("fedavgm", "class-means"),
     ("scaffold", "class-means"),
     ("fedavg", "probe"),
+    ("balanced-softmax+fedavgm", "class-means"),
 ]
 """The ``algorithms`` phase, in the order it runs: each (algorithm, start) on
 every corpus and seed before the next, so a partial grid has whole rows."""

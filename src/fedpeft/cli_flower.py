@@ -58,6 +58,16 @@ def node(
             "(fedpeft.flower.client_app) of a SuperNode in subprocess isolation.",
         ),
     ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="This data holder's own examples (a .csv or .jsonl file, or "
+            "csv:PATH / jsonl:PATH, with the config's text and label columns) "
+            "instead of its shard of the config's corpus. The server must be "
+            "told (run config fedpeft-node-data=true; fedpeft deploy does it).",
+        ),
+    ] = None,
     exit_at: Annotated[
         str | None,
         typer.Option(
@@ -84,13 +94,13 @@ def node(
 
     ui = get_ui(ctx)
     setup_logging(ui.err, verbose=verbose)
-    with user_errors(ui):
+    with user_errors(ui, ValueError):
         cfg = load_config(config, overrides or [])
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         if (supernode is None) == (socket is None):
             raise typer.BadParameter("give exactly one of --supernode and --socket")
-        worker = NodeWorker(cfg, client_id)
+        worker = NodeWorker(cfg, client_id, data=data)
         ui.err.print(f"client {client_id}: {worker.num_examples} examples")
     handle = worker.handle if exit_at is None else crash_at(worker.handle, exit_at)
     if supernode is not None:
@@ -120,6 +130,15 @@ def deploy(
             "the SuperLink (implies --tls).",
         ),
     ] = False,
+    node_data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--node-data",
+            help="Each client's own data file (.csv/.jsonl), in client-id order: "
+            "repeat once per client. The config's corpus then gives only the "
+            "labels and the server's test set.",
+        ),
+    ] = None,
     timeout: Annotated[
         float,
         typer.Option(help="Seconds the server waits for the clients' replies."),
@@ -154,7 +173,18 @@ def deploy(
     with user_errors(ui):
         cfg = flower_config(config, overrides or [])
         check_flower_config(cfg)
-    fed = LoopbackFederation(cfg, tls=tls, auth=auth)
+        files = list(node_data or [])
+        if files and len(files) != cfg.federation.num_clients:
+            raise typer.BadParameter(
+                f"{len(files)} --node-data files for {cfg.federation.num_clients} "
+                "clients (federation.num_clients); give one per client"
+            )
+        for path in files:
+            if not path.is_file():
+                raise typer.BadParameter(f"--node-data {path}: no such file")
+    fed = LoopbackFederation(
+        cfg, tls=tls, auth=auth, data={k: p.absolute() for k, p in enumerate(files)}
+    )
     ui.err.print(
         f"deploying {cfg.federation.num_clients} clients on 127.0.0.1 "
         f"(workspace {fed.workspace})"

@@ -4,10 +4,12 @@ one client's process dying in the middle of round 1's secure sum."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -83,9 +85,12 @@ def test_loopback_federation_survives_a_client_dying_mid_round(
     assert worst < 1e-4, worst
 
 
-def test_node_authentication_admits_registered_nodes_only(tmp_path: object) -> None:
+def test_node_authentication_and_data_files_of_their_own(tmp_path: Path) -> None:
     """``auth``: registered SuperNodes run the federation; a SuperNode signing
-    in with a key the SuperLink never registered is refused (Flower's exit 305)."""
+    in with a key the SuperLink never registered is refused (Flower's exit 305).
+    The two data holders train on CSV files of their own (``fedpeft node
+    --data``): the server takes their n_k from them."""
+    from fedpeft.data import load_corpus
     from fedpeft.flower.certificates import node_key_pair
 
     cfg = tiny_config(
@@ -95,7 +100,16 @@ def test_node_authentication_admits_registered_nodes_only(tmp_path: object) -> N
         *SETTINGS[2:5],
         "baselines.run=[]",
     )
-    with LoopbackFederation(cfg, auth=True) as fed:
+    own = load_corpus("bbc-news", max_train=60, split_seed=7).train
+    files = {}
+    for k, rows in enumerate((range(0, 25), range(25, 60))):
+        files[k] = tmp_path / f"holder{k}.csv"
+        with files[k].open("w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["text", "label"])
+            for i in rows:
+                writer.writerow([own.texts[i], own.label_names[own.labels[i]]])
+    with LoopbackFederation(cfg, auth=True, data=files) as fed:
         assert fed.tls
         assert fed.run(timeout=30.0, wall_limit=240.0) == ""
         intruder, _ = node_key_pair(fed.keys, "intruder")
@@ -106,3 +120,11 @@ def test_node_authentication_admits_registered_nodes_only(tmp_path: object) -> N
         assert "Failed to activate SuperNode" in log
     records = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").open()]
     assert [r["round"] for r in records] == [0, 1]
+    report = json.loads((cfg.run_dir / "partition.json").read_text())
+    val = cfg.partition.val_fraction  # each holder's validation part
+    assert report["method"] == "node-data"
+    assert [c["train"] for c in report["clients"]] == [
+        n - max(1, round(val * n)) for n in (25, 35)
+    ]
+    summary = json.loads((cfg.run_dir / "summary.json").read_text())
+    assert summary["partition"] == "node-data"

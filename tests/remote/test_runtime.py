@@ -5,8 +5,10 @@ client instead of the round."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +201,78 @@ def test_oversized_and_wrongly_shaped_replies_are_dropped(
     replies = runtime.run(wrong)
     assert [r.update for r in replies] == [None, None]
     assert all(r.error for r in replies)
+
+
+def _write_shards(
+    exp: Experiment, directory: Path, limit: int | None = None
+) -> dict[int, str]:
+    """Each client's shard of ``exp`` (its first ``limit`` rows) as a CSV file
+    of its own, in shard order."""
+    names = exp.corpus.label_names
+    files = {}
+    directory.mkdir(exist_ok=True)
+    for k, rows in enumerate(exp.partition):
+        rows = rows[:limit]
+        path = directory / f"client{k}.csv"
+        with path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "label"])
+            for i in rows:
+                writer.writerow(
+                    [exp.corpus.train.texts[i], names[exp.corpus.train.labels[i]]]
+                )
+        files[k] = str(path)
+    return files
+
+
+def test_nodes_with_data_files_of_their_own(
+    tiny_experiment: Experiment, tmp_path: Path
+) -> None:
+    """Data holders training on their own files (``fedpeft node --data``): the
+    server learns n_k from the nodes. Files holding exactly the partition's
+    shards give exactly the partitioned run; the nodes' n_k weight the
+    clients, not the server's partition."""
+    exp = _experiment(tiny_experiment, tmp_path, "strategy.name=dynamic")
+    files = _write_shards(exp, tmp_path)
+    embedded = FederatedRun(exp).run()
+
+    nodes = [
+        NodeWorker(exp.config, k, build=lambda _: exp, data=files[k])
+        for k in range(len(exp.clients))
+    ]
+    assert [n.num_examples for n in nodes] == [len(c.train) for c in exp.clients]
+    runtime = RemoteRuntime(LocalTransport(nodes))
+    sizes = runtime.connect(config_digest(exp.config), [None] * len(exp.clients))
+    assert sizes == [len(c.train) for c in exp.clients]
+    run = FederatedRun(exp, runtime=lambda _: runtime, client_sizes=sizes)
+    assert _max_diff(run.run().params, embedded.params) == 0.0
+
+    # a holder with less data than the server's own shard for it: its n_k counts
+    few = _write_shards(exp, tmp_path / "few", limit=5)
+    small = NodeWorker(exp.config, 0, build=lambda _: exp, data=few[0])
+    runtime = RemoteRuntime(LocalTransport([small, *nodes[1:]]))
+    sizes = runtime.connect(config_digest(exp.config), [None] * len(exp.clients))
+    f = exp.config.partition.val_fraction  # the holder's validation part
+    assert sizes[0] == small.num_examples == 5 - max(1, round(f * 5))
+
+
+def test_node_data_errors_name_the_problem(
+    tiny_experiment: Experiment, tmp_path: Path
+) -> None:
+    exp = _experiment(tiny_experiment, tmp_path)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nsome news,not-a-topic\n")
+    with pytest.raises(ValueError, match=r"not-a-topic.*run's labels are"):
+        NodeWorker(exp.config, 0, build=lambda _: exp, data=str(bad))
+    with pytest.raises(ValueError, match=r"\.csv or \.jsonl"):
+        NodeWorker(exp.config, 0, build=lambda _: exp, data=str(tmp_path / "x.txt"))
+    # a holder of unknown n_k that is not up: the run cannot weight it
+    files = _write_shards(exp, tmp_path)
+    nodes = [
+        NodeWorker(exp.config, k, build=lambda _: exp, data=files[k]) for k in (0, 1)
+    ]
+    runtime = RemoteRuntime(LocalTransport(nodes))
+    with pytest.raises(
+        FederationError, match=r"clients \[2, 3\] hold data of their own"
+    ):
+        runtime.connect(config_digest(exp.config), [None] * len(exp.clients))

@@ -301,6 +301,59 @@ def load_corpus(
     return Corpus(name=name, train=train, test=test)
 
 
+def load_client_file(
+    spec: str,
+    label_names: tuple[str, ...],
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    max_chars: int | None = 2000,
+    encoding: str = "utf-8",
+) -> TextDataset:
+    """One data holder's own examples, from ``csv:PATH`` / ``jsonl:PATH`` (or a
+    path ending in ``.csv`` / ``.jsonl``), labelled with the run's classes.
+
+    Every row is kept, in file order (the holder's data is not split off a
+    pool or capped: the run's ``data`` caps apply to the run's corpus).
+
+    Raises:
+        ValueError: an unsupported file type, a missing column, an empty text,
+            or a label the run does not have (the message lists the run's).
+        FileNotFoundError: the file is missing.
+    """
+    _check_encoding(encoding)
+    scheme, sep, argument = spec.partition(":")
+    if not sep or scheme not in ("csv", "jsonl"):
+        suffix = spec.rsplit(".", 1)[-1].lower()
+        if suffix not in ("csv", "jsonl"):
+            raise ValueError(
+                f"client data {spec!r}: name a .csv or .jsonl file, or write "
+                "csv:PATH / jsonl:PATH"
+            )
+        scheme, argument = suffix, spec
+    raw = CORPORA.get(scheme).load(
+        argument, FileFormat(text_column, label_column, encoding)
+    )
+    split = raw.train
+    if raw.test is not None:
+        split = RawSplit(
+            split.texts + raw.test.texts,
+            split.labels + raw.test.labels,
+            {},
+            split.source,
+        )
+    unknown = sorted(set(split.labels) - set(label_names))
+    if unknown:
+        raise ValueError(
+            f"{split.source} has label(s) {unknown[:10]} that this run does not "
+            f"have; the run's labels are {list(label_names)} (column "
+            f"{label_column!r}; rename the labels or fix data.label_column)"
+        )
+    if not split.texts:
+        raise ValueError(f"{split.source} has no examples")
+    return _encode(split, label_names, max_chars)
+
+
 def _check_load_args(
     test_fraction: float,
     split_seed: int,

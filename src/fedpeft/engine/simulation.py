@@ -109,6 +109,9 @@ class FederatedRun:
         runtime: Builds the runtime from the client algorithm (default: the
             embedded one; :mod:`fedpeft.flower` passes its own).
         secure_sum: Builds the secure sum (default: in process).
+        client_sizes: Per client its n_k where the clients' data is not the
+            experiment's (data holders with files of their own, as their
+            nodes report them; default: the experiment's shards).
     """
 
     experiment: Experiment
@@ -123,13 +126,22 @@ class FederatedRun:
     rule: str = "hetlora"
     runtime: Callable[[GradientClient], Runtime] | None = None
     secure_sum: SecureSumFactory = SecureSum
+    client_sizes: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         exp, cfg = self.experiment, self.experiment.config
         strategy_section = self.strategy_cfg or cfg.strategy
         client_section = self.client_cfg or cfg.client
         strategy = build_strategy(strategy_section)
-        sizes = [len(c.train) for c in exp.clients]
+        sizes = (
+            list(self.client_sizes)
+            if self.client_sizes is not None
+            else [len(c.train) for c in exp.clients]
+        )
+        if len(sizes) != len(exp.clients):
+            raise ValueError(
+                f"client_sizes has {len(sizes)} entries for {len(exp.clients)} clients"
+            )
         aggregator = (
             build_aggregator(cfg, strategy, sum(sizes), self.secure_sum)
             if self.private

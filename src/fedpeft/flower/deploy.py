@@ -42,7 +42,14 @@ import tomli_w
 from fedpeft.config import RunConfig
 from fedpeft.flower.certificates import node_key_pair, self_signed
 from fedpeft.flower.client_app import SOCKET
-from fedpeft.flower.server_app import CONFIG, NODES, OVERWRITE, RESUME, TIMEOUT
+from fedpeft.flower.server_app import (
+    CONFIG,
+    NODE_DATA,
+    NODES,
+    OVERWRITE,
+    RESUME,
+    TIMEOUT,
+)
 from fedpeft.flower.supernode import SCALE_ENV
 
 logger = logging.getLogger(__name__)
@@ -74,6 +81,7 @@ APP_PYPROJECT = {
                     OVERWRITE: False,
                     TIMEOUT: 120.0,
                     NODES: 0,
+                    NODE_DATA: False,
                 },
             }
         },
@@ -120,6 +128,9 @@ class LoopbackFederation:
             (a new temporary directory by default; removed unless kept).
         startup_timeout: Seconds each part may take to come up.
         worker_args: Extra ``fedpeft node`` arguments per client id.
+        data: Per client id a data file of its own (``fedpeft node --data``);
+            when given, every node must have one and the server takes the
+            nodes' n_k (``fedpeft-node-data``).
         relay: Run Flower's stock ClientApp process per message, relaying to
             the worker's socket, instead of the worker taking the SuperNode's
             tasks itself (:mod:`fedpeft.flower.executor`, the default).
@@ -135,12 +146,18 @@ class LoopbackFederation:
     startup_timeout: float = 180.0
     relay: bool = False
     worker_args: dict[int, list[str]] = field(default_factory=dict)
+    data: dict[int, Path] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tls = self.tls or self.auth
         if self.nodes is None:
             self.nodes = list(range(self.cfg.federation.num_clients))
+        if self.data and sorted(self.data) != sorted(self.nodes):
+            raise DeployError(
+                f"data files are given for clients {sorted(self.data)}, nodes are "
+                f"{sorted(self.nodes)}: give every node a file of its own, or none"
+            )
         self.bin = Path(sys.executable).parent
         # Unix socket paths are limited to ~100 bytes: a short temporary root.
         self.workspace = self.workspace or Path(
@@ -250,6 +267,7 @@ class LoopbackFederation:
                 "--client-id",
                 str(k),
                 *where,
+                *(["--data", str(self.data[k])] if k in self.data else []),
                 *self.worker_args.get(k, []),
                 "--set",
                 f"threads={max(1, (os.cpu_count() or 1) // len(self.nodes or [1]))}",
@@ -364,6 +382,7 @@ class LoopbackFederation:
             OVERWRITE: overwrite,
             TIMEOUT: float(timeout),
             NODES: len(self.nodes),
+            NODE_DATA: bool(self.data),
         }
         cmd = [
             str(self.bin / "flwr"),

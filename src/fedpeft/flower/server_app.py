@@ -7,11 +7,15 @@ and refuses a server whose configuration differs
 (:func:`fedpeft.remote.node.config_digest`). The run directory, metrics,
 checkpoints, summary and adapter are the same as ``fedpeft run`` writes;
 ``fedpeft-resume = true`` continues after the last checkpoint (a restarted
-server loses no finished round).
+server loses no finished round). ``fedpeft-node-data = true`` says the data
+holders train on files of their own (``fedpeft node --data``): the server then
+takes each client's n_k from its node, and the run's corpus serves only for
+the label set and the server's test set.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +33,7 @@ from fedpeft.flower.transport import FlowerTransport
 from fedpeft.remote.node import config_digest
 from fedpeft.remote.runtime import RemoteRuntime
 from fedpeft.remote.secure_sum import RemoteSum
+from fedpeft.rundir.files import write_atomic
 from fedpeft.secagg import SecAggConfig
 from fedpeft.server.aggregators import SecureSum
 
@@ -39,6 +44,7 @@ RESUME = "fedpeft-resume"
 OVERWRITE = "fedpeft-overwrite"
 TIMEOUT = "fedpeft-timeout"
 NODES = "fedpeft-nodes"
+NODE_DATA = "fedpeft-node-data"
 
 app = ServerApp()
 
@@ -60,6 +66,7 @@ def main(grid: Grid, context: Context) -> None:
         overwrite=bool(rc.get(OVERWRITE, False)),
         timeout=float(rc.get(TIMEOUT, 120.0)),
         nodes=int(rc.get(NODES, cfg.federation.num_clients)),
+        node_data=bool(rc.get(NODE_DATA, False)),
     )
 
 
@@ -95,9 +102,11 @@ def serve(
     overwrite: bool = False,
     timeout: float = 120.0,
     nodes: int = 0,
+    node_data: bool = False,
 ) -> dict[str, Any]:
     """Run the experiment of ``cfg`` with its clients on the grid's nodes;
-    returns the summary (also written to the run directory)."""
+    returns the summary (also written to the run directory). ``node_data``:
+    the nodes hold files of their own (module docstring)."""
     check_flower_config(cfg)
 
     def federated(
@@ -111,15 +120,19 @@ def serve(
             return sums[-1]
 
         runtime = RemoteRuntime(transport)
+        expected = [None if node_data else len(c.train) for c in exp.clients]
+        sizes = runtime.connect(config_digest(exp.config), expected)
         run = FederatedRun(
             exp,
             run_dir=run_dir,
             on_round=on_round,
             runtime=lambda _: runtime,
             secure_sum=secure_sum,
+            client_sizes=sizes if node_data else None,
         )
         runtime.secure = sums[0] if sums else None
-        runtime.connect(config_digest(exp.config), [len(c.train) for c in exp.clients])
+        if node_data:
+            write_node_sizes(run_dir, sizes)
         return run
 
     def log_round(kind: str, record: dict[str, Any]) -> None:
@@ -131,6 +144,22 @@ def serve(
                 len(record.get("accepted_clients", record.get("clients", []))),
             )
 
-    return run_experiment(
+    summary = run_experiment(
         cfg, resume=resume, overwrite=overwrite, on_event=log_round, federated=federated
     )
+    if node_data:  # the run's partition settings did not make the shards
+        summary.update(partition="node-data", alpha=None)
+        write_atomic(cfg.run_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def write_node_sizes(run_dir: Path, sizes: list[int]) -> None:
+    """partition.json for clients with data of their own: the n_k their nodes
+    reported (the server knows nothing else of their data); the partition
+    plot of the run's own corpus does not describe them and is removed."""
+    report = {
+        "method": "node-data",
+        "clients": [{"client": k, "train": n} for k, n in enumerate(sizes)],
+    }
+    write_atomic(run_dir / "partition.json", json.dumps(report, indent=1))
+    (run_dir / "plots" / "partition.png").unlink(missing_ok=True)

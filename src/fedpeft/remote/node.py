@@ -17,7 +17,10 @@ from whatever carries them — the Flower ClientApp over a local socket
 
 The node builds the run's partition from the shared config (simulated data
 holders on one corpus) and then drops every other client's examples, the
-pooled training set and the test set: it holds only its own shard.
+pooled training set and the test set: it holds only its own shard. A data
+holder with data of its own (``fedpeft node --data FILE``) uses that file as
+its shard instead (:func:`with_client_file`); the run's corpus then only gives
+the label set.
 """
 
 from __future__ import annotations
@@ -35,9 +38,12 @@ import numpy as np
 import fedpeft
 from fedpeft.client.algorithm import run_task
 from fedpeft.config import RunConfig
+from fedpeft.data.corpus import load_client_file
+from fedpeft.data.partition.stats import split_train_val
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.experiment import ClientData, Experiment, build_experiment
 from fedpeft.messages import Instruction
+from fedpeft.models.tokenized import tokenize
 from fedpeft.remote.envelope import (
     Envelope,
     EnvelopeError,
@@ -47,6 +53,7 @@ from fedpeft.remote.envelope import (
 )
 from fedpeft.remote.secure_sum import ClientSessions, ReplaySum, captured_vector
 from fedpeft.secagg import SecAggConfig, SecAggError
+from fedpeft.seeding import stream
 from fedpeft.server.aggregators import SecureSum
 from fedpeft.types import ClientUpdate, Params
 
@@ -88,6 +95,37 @@ def only_shard(exp: Experiment, client_id: int) -> Experiment:
     )
 
 
+def with_client_file(exp: Experiment, client_id: int, spec: str) -> Experiment:
+    """``exp`` with client ``client_id``'s shard read from its own file
+    (``csv:PATH`` / ``jsonl:PATH``), split into train and validation as the
+    run splits every shard (same fraction, same per-client seed stream)."""
+    cfg = exp.config
+    d = cfg.data
+    texts = load_client_file(
+        spec,
+        exp.corpus.label_names,
+        text_column=d.text_column,
+        label_column=d.label_column,
+        max_chars=d.max_chars,
+        encoding=d.encoding,
+    )
+    rows = np.arange(len(texts), dtype=np.int64)
+    data = tokenize(exp.backbone, texts.texts, texts.labels, cfg.model.max_length)
+    tr, va = split_train_val(
+        rows, cfg.partition.val_fraction, stream(cfg.seed, "split", client_id)
+    )
+    clients = list(exp.clients)
+    clients[client_id] = ClientData(data.subset(tr), data.subset(va))
+    partition = list(exp.partition)
+    partition[client_id] = rows
+    return dataclasses.replace(
+        exp,
+        corpus=dataclasses.replace(exp.corpus, train=texts),
+        partition=partition,
+        clients=clients,
+    )
+
+
 @dataclass
 class NodeWorker:
     """Client ``client_id`` of the run ``cfg`` (module docstring).
@@ -96,11 +134,14 @@ class NodeWorker:
         cfg: The run configuration (the server's must have the same digest).
         client_id: Which client of the run's partition this node is.
         build: Builds the experiment (tests pass a prepared one).
+        data: This holder's own data file (``csv:PATH`` / ``jsonl:PATH``)
+            instead of its shard of the run's partition.
     """
 
     cfg: RunConfig
     client_id: int
     build: Callable[[RunConfig], Experiment] = build_experiment
+    data: str | None = None
     kept: dict[tuple[str, int], tuple[Params, ClientUpdate]] = field(
         default_factory=dict
     )
@@ -113,6 +154,8 @@ class NodeWorker:
                 f"{len(exp.clients)} clients (federation.num_clients); start the "
                 "node with a partition id in range"
             )
+        if self.data is not None:
+            exp = with_client_file(exp, self.client_id, self.data)
         sizes = [len(c.train) for c in exp.clients]
         self.replay: ReplaySum | None = None
 

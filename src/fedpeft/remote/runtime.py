@@ -69,12 +69,21 @@ class RemoteRuntime:
     clients: dict[int, int] = field(default_factory=dict)
     """Client id -> its n_k, as the nodes reported them."""
 
-    def connect(self, digest: str, sizes: Sequence[int]) -> None:
+    def connect(self, digest: str, sizes: Sequence[int | None]) -> list[int]:
         """Greet the nodes and check them against the server's view.
+
+        Args:
+            digest: The server's configuration digest.
+            sizes: Per client the n_k the server expects, or ``None`` where the
+                client holds data of its own (``fedpeft node --data``): then
+                the node's report is taken, and the node must answer now.
+
+        Returns:
+            Per client its n_k (a client that has not joined: the expected one).
 
         Raises:
             FederationError: a node refuses (config or version differs),
-                reports a different n_k, or a client has no node.
+                reports a different n_k, or a client of unknown n_k is missing.
         """
         hello = Envelope("hello", {"digest": digest, "version": fedpeft.__version__})
         answers = self.transport.discover(hello)
@@ -86,14 +95,23 @@ class RemoteRuntime:
             k, n = int(ans.header["client_id"]), int(ans.header["num_examples"])
             if not 0 <= k < len(sizes):
                 problems.append(f"a node holds client {k}, outside 0..{len(sizes) - 1}")
-            elif n != sizes[k]:
+            elif sizes[k] is not None and n != sizes[k]:
                 problems.append(
                     f"client {k} holds {n} examples, the server expects {sizes[k]} "
                     "(different data or partition settings)"
                 )
+            elif n < 1:
+                problems.append(f"client {k} holds no training examples")
             else:
                 self.clients[k] = n
         missing = sorted(set(range(len(sizes))) - set(self.clients))
+        unknown = [k for k in missing if sizes[k] is None]
+        if unknown:
+            problems.append(
+                f"clients {unknown} hold data of their own, but their nodes did not "
+                "answer; every such node must be up before the run starts (the "
+                "server weights clients by the n_k they report)"
+            )
         if problems:
             raise FederationError("; ".join(problems))
         if missing:
@@ -101,6 +119,7 @@ class RemoteRuntime:
                 "no node answered for clients %s; they are left out until they join",
                 missing,
             )
+        return [self.clients.get(k, n or 0) for k, n in enumerate(sizes)]
 
     def run(self, instructions: Sequence[Instruction]) -> list[Reply]:
         """Deliver every instruction; one reply per instruction, in order."""
