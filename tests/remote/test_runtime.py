@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,12 +85,30 @@ def test_secure_remote_run_matches_embedded(
         *(["strategy.distance_scale=mean"] if strategy == "dynamic" else []),
     )
     embedded = FederatedRun(exp).run()
-    remote, _ = _remote(exp)
+    remote, local = _remote(exp)
+    stages: list[tuple[int, int, str]] = []
+    exchange = local.exchange
+
+    def recording(requests: Mapping[int, Envelope]) -> dict[int, Envelope | str]:
+        for env in requests.values():
+            if env.kind == "secagg":
+                h = env.header
+                stages.append((h["round"], h["pass"], h["stage"]))
+        return exchange(requests)
+
+    secure = remote.loop.runtime.secure  # type: ignore[attr-defined]
+    secure.exchange = recording
     result = remote.run()
     assert _max_diff(result.params, embedded.params) < 1e-4
     fit = result.history[1]
-    assert fit["secagg_passes"] == (3 if strategy == "dynamic" else 1)
+    passes = 3 if strategy == "dynamic" else 1
+    assert fit["secagg_passes"] == passes
     assert fit["bytes_up"] > 0
+    # pass 0's advertise stage rode on the task; later passes run their own
+    per_round = sorted({(p, st) for r, p, st in stages if r == 1})
+    assert (0, "advertise") not in per_round
+    assert [st for p, st in per_round if p == 0] == ["mask", "share", "unmask"]
+    assert {p for p, st in per_round if st == "advertise"} == set(range(1, passes))
 
 
 def test_sealed_replies_carry_no_update(

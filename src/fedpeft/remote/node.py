@@ -51,7 +51,13 @@ from fedpeft.remote.envelope import (
     instruction,
     update_envelope,
 )
-from fedpeft.remote.secure_sum import ClientSessions, ReplaySum, captured_vector
+from fedpeft.remote.secure_sum import (
+    ADVERTISE,
+    KEYS,
+    ClientSessions,
+    ReplaySum,
+    captured_vector,
+)
 from fedpeft.secagg import SecAggConfig, SecAggError
 from fedpeft.seeding import stream
 from fedpeft.server.aggregators import SecureSum
@@ -184,7 +190,16 @@ class NodeWorker:
             if env.kind == "hello":
                 return self._hello(env)
             if env.kind == "task":
-                return self._task(instruction(env))
+                reply = self._task(instruction(env))
+                h = env.header
+                if self.sealed and h.get(ADVERTISE):
+                    keys = self.sessions.advertise_early(
+                        str(h["task"]), int(h["round"])
+                    )
+                    reply = Envelope(
+                        "reply", {**reply.header, KEYS: keys}, reply.arrays
+                    )
+                return reply
             if env.kind == "secagg":
                 if not self.sealed:
                     raise ValueError("this run has no secure aggregation")

@@ -29,7 +29,7 @@ from fedpeft.remote.envelope import (
     task_envelope,
 )
 from fedpeft.remote.node import NodeWorker
-from fedpeft.remote.secure_sum import RemoteSum
+from fedpeft.remote.secure_sum import ADVERTISE, KEYS, RemoteSum
 from fedpeft.types import check_params_like
 
 logger = logging.getLogger(__name__)
@@ -124,6 +124,11 @@ class RemoteRuntime:
     def run(self, instructions: Sequence[Instruction]) -> list[Reply]:
         """Deliver every instruction; one reply per instruction, in order."""
         requests = {ins.client_id: task_envelope(ins) for ins in instructions}
+        if self.secure is not None:  # pass 0's keys come back with the replies
+            requests = {
+                k: Envelope(env.kind, {**env.header, ADVERTISE: True}, env.arrays)
+                for k, env in requests.items()
+            }
         sizes = {k: len(env.encode()) for k, env in requests.items()}
         answers = self.transport.exchange(requests)
         replies = [
@@ -133,6 +138,11 @@ class RemoteRuntime:
             first = instructions[0]
             self.secure.scope = (first.task, first.round)
             self.secure.participants = [r.client_id for r in replies if r.update]
+            self.secure.adverts = {
+                r.client_id: keys
+                for r in replies
+                if r.update and (keys := _keys(answers.get(r.client_id))) is not None
+            }
         return replies
 
     def _reply(
@@ -178,6 +188,19 @@ class RemoteRuntime:
             )
             return Reply(ins.client_id, None, str(err), down)
         return Reply(ins.client_id, update, "", down, size)
+
+
+def _keys(answer: Envelope | str | None) -> tuple[bytes, bytes] | None:
+    """Pass 0's public keys in a task reply (``None``: absent or garbled; the
+    pass then runs its own advertise stage)."""
+    if not isinstance(answer, Envelope):
+        return None
+    keys = answer.header.get(KEYS)
+    try:
+        enc, mask = (bytes.fromhex(str(k)) for k in keys)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return enc, mask
 
 
 @dataclass

@@ -19,6 +19,16 @@ The code path is deterministic given the client's update and the published
 sums, so a client contributes exactly the vector the in-process engine would
 have built for it, without a second implementation of any aggregation rule.
 Pass ``k`` of a merge is the k-th call of the secure sum in it.
+
+**Advertise rides on the task.** The first stage of a pass (advertise: two
+fresh public keys per client) needs nothing from the round but the client, so
+for pass 0 of every merge the keys travel in the task's reply
+(:data:`ADVERTISE`, :meth:`ClientSessions.advertise_early`); the round's
+parameters and each client's protocol index follow with the share stage. A
+pass-0 secure sum is then three exchanges after the task instead of four
+(each costs ~0.5 s of message routing on a Flower deployment,
+docs/benchmarks.md). The keys are drawn from the same stream as a separate
+advertise stage would draw them, so results do not change.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -67,6 +77,10 @@ logger = logging.getLogger(__name__)
 SCOPES = ("fit", "probe", "class-stats", "calibrate")
 SERVER = 1 << 30
 """Stream key of the server's public randomness (clients use their ids)."""
+ADVERTISE = "advertise"
+"""Header flag of a task request: reply with pass 0's public keys."""
+KEYS = "secagg_keys"
+"""Header field of a task reply: pass 0's public keys (hex)."""
 EARLIER = "earlier/"
 """Array-name prefix of the published results of a merge's earlier passes."""
 
@@ -119,6 +133,9 @@ class RemoteSum(SecureSum):
     exchange: Exchange | None = None
     scope: tuple[str, int] = ("fit", 0)
     participants: list[int] = field(default_factory=list)
+    adverts: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    """Client id -> pass 0's public keys (encryption, mask), from the task's
+    replies (module docstring); set by the runtime after each exchange."""
     _results: list[Params] = field(default_factory=list)
 
     def reset(self) -> None:
@@ -190,9 +207,15 @@ class _Session:
         p = self.params
         alive = {u: k for u, k in enumerate(self.ids)}  # protocol index -> client
         head = {"params": params_to_header(p)}
-        up = self._stage("advertise", alive, {u: b"" for u in alive}, head)
+        early = self.owner.adverts if self.owner._passes == 0 else {}
+        if all(k in early for k in alive.values()):
+            up = {u: AdvertiseKeys(u, *early[k]).encode() for u, k in alive.items()}
+            share_head = {**head, "early": True}
+        else:
+            up = self._stage("advertise", alive, {u: b"" for u in alive}, head)
+            share_head = {}
         self.state, down = self._server(server_collect_keys, AdvertiseKeys.decode, up)
-        up = self._stage("share", _left(alive, up), down)
+        up = self._stage("share", _left(alive, up), down, share_head)
         self.state, down = self._server(server_route_shares, SharePackage.decode, up)
         earlier: Arrays = {
             f"{EARLIER}{i}/{k}": v
@@ -299,6 +322,10 @@ def _left(alive: Mapping[int, int], answered: Mapping[int, bytes]) -> dict[int, 
 
 
 # ------------------------------------------------------------ client side
+_NO_PARAMS = RoundParams(0, 0, 0, 0, 0.0, b"", (), ())
+"""Stand-in parameters of keys made before the round's are known."""
+
+
 class Captured(BaseException):
     """Raised by :class:`ReplaySum` at the pass being run: carries this
     client's vector. A ``BaseException`` so no ``except Exception`` in the
@@ -375,6 +402,45 @@ class ClientSessions:
     secure: bool
     vector: Callable[[str, int, int, list[Params]], Params]
     states: dict[tuple[str, int, int], ClientState] = field(default_factory=dict)
+    early: dict[tuple[str, int], ClientState] = field(default_factory=dict)
+    """(scope, round) -> pass 0's keys made with the task, before the round's
+    parameters and this client's protocol index are known."""
+
+    def _stream(
+        self, key: tuple[str, int, int], stage: str
+    ) -> np.random.Generator | None:
+        """The seeded stream of ``stage`` of pass ``key`` (``None``: a secure
+        run draws from the OS)."""
+        if self.secure:
+            return None
+        return stream(
+            self.seed,
+            "secagg",
+            key[1],
+            SCOPES.index(key[0]),
+            key[2],
+            self.client_id,
+            STAGES.index(stage),
+        )
+
+    def advertise_early(self, scope: str, rnd: int) -> list[str]:
+        """Pass 0's public keys of the merge of ``(scope, rnd)`` (hex), made
+        now, with the task (module docstring)."""
+        if scope not in SCOPES:
+            raise ValueError(f"unknown secure-sum scope {scope!r}")
+        self._forget_other_merges((scope, rnd))
+        rng = self._stream((scope, rnd, 0), "advertise")
+        state, advert = client_advertise_keys(
+            ClientState(_NO_PARAMS, 0), os.urandom if rng is None else rng.bytes
+        )
+        self.early[(scope, rnd)] = state
+        return [advert.enc_public.hex(), advert.mask_public.hex()]
+
+    def _forget_other_merges(self, merge: tuple[str, int]) -> None:
+        for old in [k for k in self.states if k[:2] != merge]:
+            del self.states[old]  # a new merge: earlier ones are over
+        for gone in [k for k in self.early if k != merge]:
+            del self.early[gone]
 
     def handle(self, env: Envelope) -> Envelope:
         """Run one stage; the reply carries this client's outbound blob."""
@@ -384,24 +450,20 @@ class ClientSessions:
         inbound = env.arrays["blob"].tobytes()
         if stage not in STAGES or key[0] not in SCOPES:
             raise ValueError(f"unknown secure-sum stage {stage!r} of {key[0]!r}")
-        rng = (
-            None
-            if self.secure
-            else stream(
-                self.seed,
-                "secagg",
-                key[1],
-                SCOPES.index(key[0]),
-                key[2],
-                self.client_id,
-                STAGES.index(stage),
-            )
-        )
+        rng = self._stream(key, stage)
         random_bytes = os.urandom if rng is None else rng.bytes
         out: Any
+        if stage == "share" and h.get("early") and key[2] == 0:
+            made = self.early.pop(key[:2], None)
+            if made is None:
+                raise ValueError(f"secure-sum stage share for {key} without keys")
+            self.states[key] = replace(
+                made,
+                params=params_from_header(h["params"]),
+                client_id=int(h["index"]),
+            )
         if stage == "advertise":
-            for old in [k for k in self.states if k[:2] != key[:2]]:
-                del self.states[old]  # a new merge: earlier ones are over
+            self._forget_other_merges(key[:2])
             state = ClientState(params_from_header(h["params"]), int(h["index"]))
             state, out = client_advertise_keys(state, random_bytes)
         elif key not in self.states:
