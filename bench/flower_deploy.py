@@ -25,6 +25,12 @@ them). Overhead per round = round seconds − client training − evaluation −
 the embedded engine's aggregation.
 
     python bench/flower_deploy.py [--rounds 3] [--only flower embedded ...]
+        [--secure-only] [--repeats N]
+
+``--repeats N`` runs each setting N times (rows labelled ``-r1``..``-rN``): the
+round overhead varies by ±0.3 s between runs on this shared machine, so a
+change to it is judged on repeats. ``--secure-only`` skips the plain runs.
+Results go to bench/results/flower_deploy.json, or with ``--out`` elsewhere.
 """
 
 from __future__ import annotations
@@ -52,10 +58,14 @@ SETTINGS = ("embedded", "flower", "flower-stock")
 RESULTS = Path(__file__).parent / "results" / "flower_deploy.json"
 
 
-def run_setting(name: str, secure: bool, rounds: int, root: Path) -> dict[str, Any]:
+def run_setting(
+    name: str, secure: bool, rounds: int, root: Path, tag: str = ""
+) -> dict[str, Any]:
     extra = [f"federation.rounds={rounds}", f"privacy.secagg={str(secure).lower()}"]
     label = f"{name}{'-secagg' if secure else ''}"
-    cfg = load_config(None, [*WORKLOAD, *extra, f"output_dir={root}", f"name={label}"])
+    cfg = load_config(
+        None, [*WORKLOAD, *extra, f"output_dir={root}", f"name={label}{tag}"]
+    )
     started = time.perf_counter()
     if name == "embedded":
         from fedpeft.engine.runner import run_experiment
@@ -95,14 +105,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=list(SETTINGS))
+    parser.add_argument("--secure-only", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="fp-deploy-bench-") as tmp:
-        for secure in (False, True):
+        for secure in (True,) if args.secure_only else (False, True):
             for name in args.only:
-                row = run_setting(name, secure, args.rounds, Path(tmp))
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                for i in range(args.repeats):
+                    tag = f"-r{i + 1}" if args.repeats > 1 else ""
+                    row = run_setting(name, secure, args.rounds, Path(tmp), tag)
+                    row["setting"] += tag
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
     embedded = {r["secure"]: r for r in rows if r["setting"].startswith("embedded")}
     for r in rows:
         ref = embedded.get(r["secure"])
@@ -124,8 +140,8 @@ def main() -> None:
             )
         ]
         print(" ".join(f"{c:>12}" for c in cells) + f" {r['final_accuracy']:12.4f}")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"workload": WORKLOAD, "rows": rows}, indent=2))
+    args.out.parent.mkdir(exist_ok=True)
+    args.out.write_text(json.dumps({"workload": WORKLOAD, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
