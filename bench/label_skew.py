@@ -168,9 +168,9 @@ def cells(
                 for seed in seeds:
                     for corpus in corpora:
                         yield Cell(corpus, *strong, algo, start, seed)
-        elif phase == "partitions":
-            for seed in seeds:
-                for corpus in corpora:
+        elif phase == "partitions":  # a corpus's seeds before the next corpus
+            for corpus in corpora:
+                for seed in seeds:
                     for partition, alpha, algos in PARTITIONS:
                         for algo in algos:
                             yield Cell(
