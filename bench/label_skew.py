@@ -52,6 +52,7 @@ from fedpeft.config import load_config
 from fedpeft.data.partition.base import PartitionError
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.experiment import build_experiment
+from fedpeft.remote.node import config_digest
 from fedpeft.rundir.files import write_atomic
 
 BASE = [
@@ -69,22 +70,27 @@ BASE = [
 PER_CORPUS = {"20newsgroups": ["data.max_chars=1200"]}
 CORPORA = ("rotten-tomatoes", "20newsgroups", "tweets-sentiment")
 
+CE = "client.loss=cross-entropy"
+BS = "client.loss=balanced-softmax"
 ALGORITHMS: dict[str, list[str]] = {
-    "fedavg": [],
-    "dynamic": ["strategy.name=dynamic"],
-    "balanced-softmax": ["client.loss=balanced-softmax"],
+    "fedavg": [CE],
+    "dynamic": [CE, "strategy.name=dynamic"],
+    "balanced-softmax": [BS],
     "fedlc": ["client.loss=logit-calibrated"],
     "fedrs": ["client.loss=restricted-softmax"],
-    "fedbabu": ["client.head=frozen"],
-    "fedavgm": ["strategy.server_momentum=0.5"],
-    "scaffold": ["strategy.scaffold=true"],
-    "balanced-softmax+fedavgm": [
-        "client.loss=balanced-softmax",
-        "strategy.server_momentum=0.5",
-    ],
+    "fedbabu": [CE, "client.head=frozen"],
+    "fedavgm": [CE, "strategy.server_momentum=0.5"],
+    "scaffold": [CE, "strategy.scaffold=true"],
+    "balanced-softmax+dynamic": [BS, "strategy.name=dynamic"],
+    "balanced-softmax+fedbabu": [BS, "client.head=frozen"],
+    "balanced-softmax+fedavgm": [BS, "strategy.server_momentum=0.5"],
+    "balanced-softmax+scaffold": [BS, "strategy.scaffold=true"],
 }
-"""Each algorithm of the label-skew issue alone, on top of FedAvg (library
-defaults for their settings: FedLC τ = 1, FedRS α = 0.5, FedAvgM β = 0.5)."""
+"""Each algorithm of the label-skew issue alone, on top of FedAvg with plain
+cross-entropy, and the server-side ones also with balanced softmax (library
+defaults for their settings: FedLC τ = 1, FedRS α = 0.5, FedAvgM β = 0.5).
+Every cell names its local loss: the library's default loss changed during the
+grid (to balanced softmax), and a cell must not inherit it."""
 
 RECOMMENDED = "balanced-softmax"
 """The recommended configuration (with the class-means warm start): the
@@ -145,13 +151,16 @@ PRIORITY = [
     ("dynamic", "class-means"),
     ("fedavg", "cold"),
     ("dynamic", "cold"),
+    ("fedavgm", "class-means"),
+    ("scaffold", "class-means"),
     ("fedbabu", "class-means"),
     ("fedlc", "class-means"),
     ("fedrs", "class-means"),
-    ("fedavgm", "class-means"),
-    ("scaffold", "class-means"),
-    ("fedavg", "probe"),
     ("balanced-softmax+fedavgm", "class-means"),
+    ("balanced-softmax+dynamic", "class-means"),
+    ("balanced-softmax+scaffold", "class-means"),
+    ("balanced-softmax+fedbabu", "class-means"),
+    ("fedavg", "probe"),
 ]
 """The ``algorithms`` phase, in the order it runs: each (algorithm, start) on
 every corpus and seed before the next, so a partial grid has whole rows."""
@@ -186,9 +195,13 @@ def cells(
 
 def run_cell(cell: Cell, out: Path) -> dict[str, Any]:
     path = out / "cells" / f"{cell.key.replace('/', '__')}.json"
-    if path.exists():
-        return dict(json.loads(path.read_text()))
     cfg = load_config(None, cell.overrides())
+    digest = config_digest(cfg)
+    if path.exists():
+        cached = dict(json.loads(path.read_text()))
+        if cached.get("config_digest") == digest:
+            return cached
+        print(f"{cell.key}: cached under another configuration; rerun", flush=True)
     started = time.perf_counter()
     try:
         exp = build_experiment(cfg)
@@ -215,6 +228,7 @@ def run_cell(cell: Cell, out: Path) -> dict[str, Any]:
             ],
             "seconds": time.perf_counter() - started,
         }
+    result["config_digest"] = digest
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(result))
     acc = result.get("history", [{}])[-1].get("test_accuracy")
