@@ -51,13 +51,8 @@ from fedpeft.remote.envelope import (
     instruction,
     update_envelope,
 )
-from fedpeft.remote.secure_sum import (
-    ADVERTISE,
-    KEYS,
-    ClientSessions,
-    ReplaySum,
-    captured_vector,
-)
+from fedpeft.remote.secure_client import ClientSessions, ReplaySum, captured_vector
+from fedpeft.remote.secure_sum import ADVERTISE, KEYS
 from fedpeft.secagg import SecAggConfig, SecAggError
 from fedpeft.seeding import stream
 from fedpeft.server.aggregators import SecureSum
