@@ -188,7 +188,9 @@ def backbone_seconds(exp: Experiment, rnd: int, precision: str) -> float:
     ]
     state = model.trainable_state()
     stacked = {
-        n: torch.from_numpy(np.stack([v] * len(clients))).requires_grad_(True)
+        n: torch.from_numpy(np.stack([v] * len(clients)))
+        .to(model.device)
+        .requires_grad_(True)
         for n, v in state.items()
     }
     total = 0.0

@@ -303,3 +303,12 @@ def test_a_misspelt_key_inside_an_optional_section_gets_its_suggestion() -> None
     message = str(info.value)
     assert "'privacy.client_dp.clip'" in message
     assert "Did you mean 'clip_norm'?" in message and "target_epsilon" in message
+
+
+def test_a_named_gpu_runs_each_shared_step_as_one_batch_unless_told() -> None:
+    assert load_config(None, []).federation.bucket_size == 16
+    assert load_config(None, ["model.device=cuda"]).federation.bucket_size == 0
+    told = ["model.device=cuda:0", "federation.bucket_size=8"]
+    assert load_config(None, told).federation.bucket_size == 8
+    again = build_config(load_config(None, ["model.device=cuda"]).to_dict())
+    assert again.federation.bucket_size == 0  # a saved config reads back the same

@@ -116,6 +116,19 @@ class RunConfig(Section):
         return value
 
     @model_validator(mode="after")
+    def _gpu_defaults(self) -> RunConfig:
+        """On a named GPU an unset ``federation.bucket_size`` is 0: one padded
+        batch per shared step (small kernels leave a GPU idle; the CPU's
+        length buckets made rounds 4-5x slower on an H200)."""
+        fed = self.federation
+        if self.model.device.startswith("cuda") and (
+            "bucket_size" not in fed.model_fields_set
+        ):
+            update = {"bucket_size": 0}
+            object.__setattr__(self, "federation", fed.model_copy(update=update))
+        return self
+
+    @model_validator(mode="after")
     def _label_skew_combinations(self) -> RunConfig:
         """Refuse label-skew algorithms where their math or the simulation
         cannot follow (each message names the setting to change)."""

@@ -160,7 +160,9 @@ class FederationSection(Section):
         ge=0,
         description="with batch_clients: sort each shared step's examples by length "
         "and run them in groups of about this many, each padded only to its own "
-        "longest (0 = one padded batch); the gradient is the same",
+        "longest (0 = one padded batch); the gradient is the same. Left unset "
+        "with model.device = cuda[:N], it is 0: small kernels leave a GPU idle "
+        "(bench/engine_speed.py --device cuda)",
     )
     bucket_threads: int = Field(
         2,
