@@ -19,6 +19,7 @@ STREAMS = {
     "baseline": 5,
     "secagg": 6,
     "dp": 7,
+    "search": 8,
 }
 
 

@@ -17,11 +17,14 @@ from typing import Any
 import numpy as np
 
 from fedpeft.aggregation.lora import LORA_A
+from fedpeft.blackbox.client import BlackBoxClient
+from fedpeft.blackbox.server import BlackBoxServer
+from fedpeft.blackbox.service import ModelService
 from fedpeft.client.algorithm import GradientClient, TrainSettings
 from fedpeft.client.evaluate import evaluate_many
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.pool import AdapterPool, Shape
-from fedpeft.config import ClientSection, StrategySection
+from fedpeft.config import ClientSection, ConfigError, StrategySection
 from fedpeft.engine.embedded import EmbeddedRuntime
 from fedpeft.engine.loop import (
     LoopResult,
@@ -33,6 +36,7 @@ from fedpeft.engine.loop import (
 )
 from fedpeft.experiment import Experiment
 from fedpeft.peft.base import AdapterClassifier
+from fedpeft.peft.blackbox.config import BlackBoxConfig
 from fedpeft.peft.lora.config import LoraConfig
 from fedpeft.server.aggregators import Aggregator, PlainAggregator, SecureSum
 from fedpeft.server.build import SecureSumFactory, build_aggregator
@@ -182,12 +186,16 @@ class FederatedRun:
             FlopMeter(),  # one meter: each step shape's FLOPs are counted once
         )
         fed = cfg.federation
+        client: GradientClient | BlackBoxClient = self.client
+        peft = exp.config.peft if self.method is None else None
+        if isinstance(peft, BlackBoxConfig):  # gradient-free clients
+            server, client = self._blackbox(peft, server, client_section)
         self.evaluator = Evaluator(self.pool, exp)
         self.loop = RoundLoop(
             server,
-            self.runtime(self.client)
+            self.runtime(client)  # type: ignore[arg-type]
             if self.runtime
-            else EmbeddedRuntime(self.client, fed.batch_clients),
+            else EmbeddedRuntime(client, fed.batch_clients),  # type: ignore[arg-type]
             self.evaluator,
             initial,
             LoopSettings(
@@ -208,6 +216,36 @@ class FederatedRun:
             record_dp,
             self.on_round,
         )
+
+    def _blackbox(
+        self, peft: BlackBoxConfig, server: Server, client_section: ClientSection
+    ) -> tuple[BlackBoxServer, BlackBoxClient]:
+        """The CMA-ES clients behind a model service and the server that merges
+        their searches (:mod:`fedpeft.blackbox`)."""
+        exp, cfg = self.experiment, self.experiment.config
+        if not isinstance(server, UniformServer):
+            raise ConfigError(
+                "peft.method = 'blackbox' runs with the plain strategies; unset "
+                "strategy.scaffold and devices (one adapter layout)"
+            )
+        if peft.server_rule == "fedbpt" and cfg.privacy.secagg:
+            raise ConfigError(
+                "peft.server_rule = 'fedbpt' ranks every client's mean in the clear, "
+                "which secure aggregation hides; use peft.server_rule = 'mean' with "
+                "privacy.secagg"
+            )
+        service = ModelService(exp.backbone, cfg.model.precision)
+        client = BlackBoxClient(
+            service,
+            lambda k: exp.clients[k],
+            peft,
+            cfg.seed,
+            tuple(exp.corpus.label_names),
+            client_section.probe_iters,
+            client_section.probe_l2,
+        )
+        self.service = service
+        return BlackBoxServer(server, peft.server_rule, peft.sigma0), client
 
     def _mixed_server(self, aggregator: Aggregator) -> tuple[MixedLoraServer, Params]:
         """The mixed-size LoRA server and its r_max initial state; FFA-LoRA's A

@@ -1,0 +1,102 @@
+"""A prompt ``A·z`` from a low-dimensional z (Sun et al. 2022, BBT).
+
+The prompt of L vectors is ``(A·z).view(L, dim)``; A is a bias-free random
+projection ``d → L·dim`` with entries N(0, (alpha·s/√d)²), s the standard
+deviation of the backbone's word embeddings, so that a z ~ N(0, I) gives
+prompt entries on the embeddings' scale. A is drawn from its own generator
+seeded by ``projection_seed``: the server and every client regenerate the same
+A and only z (d floats) and the head travel. For an encoder the prompt is
+prepended to the input embeddings and the real tokens' states are mean-pooled
+into a linear head, as in soft prompt tuning.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import cast
+
+import torch
+from torch import nn
+
+from fedpeft.models.backbone import Backbone
+from fedpeft.models.tokenized import Batch
+from fedpeft.peft.base import AdapterClassifier
+
+_CHUNK = 1 << 22  # entries drawn at a time (bounded temporary memory)
+
+
+def projection(
+    seed: int, intrinsic_dim: int, out_features: int, std: float
+) -> torch.Tensor:
+    """A ``(out_features, intrinsic_dim)`` fp32, N(0, std²) from ``seed`` alone
+    (the same on every machine and device: drawn on the CPU)."""
+    gen = torch.Generator().manual_seed(seed)
+    flat = torch.empty(out_features * intrinsic_dim)
+    for start in range(0, flat.numel(), _CHUNK):
+        part = flat[start : start + _CHUNK]
+        part.copy_(torch.randn(part.numel(), generator=gen))
+    return flat.view(out_features, intrinsic_dim).mul_(std)
+
+
+class BlackBoxPromptClassifier(AdapterClassifier):
+    """Prompt ``A·z`` + mean pooling + linear head; z and the head are the
+    payload (z is searched without gradients by :mod:`fedpeft.blackbox`).
+
+    Args:
+        backbone: The shared frozen model.
+        num_classes: Number of classes of the head.
+        generator: Seeds the head (z starts at 0, the search's centre).
+        prompt_length: L.
+        intrinsic_dim: d.
+        projection_seed: Seed of A (shared by the whole federation).
+        alpha: Scale of A relative to the word embeddings.
+        label_names: A decoder's verbalizer head.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        *,
+        generator: torch.Generator,
+        prompt_length: int = 50,
+        intrinsic_dim: int = 500,
+        projection_seed: int = 0,
+        alpha: float = 1.0,
+        label_names: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(backbone, num_classes, generator, label_names)
+        self.prompt_length = prompt_length
+        self.z = nn.Parameter(torch.zeros(intrinsic_dim))
+        table = backbone.word_embeddings.weight.detach().float()
+        std = alpha * float(table.std()) / math.sqrt(intrinsic_dim)
+        a = projection(
+            projection_seed, intrinsic_dim, prompt_length * table.shape[1], std
+        )
+        self.register_buffer("projection", a, persistent=False)
+
+    def prompts(self, z: torch.Tensor) -> torch.Tensor:
+        """Prompts ``(P, L, dim)`` of a population ``z`` ``(P, d)``."""
+        a = cast(torch.Tensor, self.projection)
+        return (z.float() @ a.T).view(len(z), self.prompt_length, -1)
+
+    def features(self, batch: Batch) -> torch.Tensor:
+        prompt = self.prompts(self.z[None]).expand(len(batch), -1, -1)
+        return self.features_with(batch, prompt)
+
+    def per_example_logits(
+        self, batch: Batch, params: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        features = self.features_with(batch, self.prompts(params["z"]))
+        return self.per_example_head(features, params)
+
+    def features_with(self, batch: Batch, prompt: torch.Tensor) -> torch.Tensor:
+        """Pooled real-token states with ``prompt`` ``(batch, L, dim)``."""
+        bsz, length = len(batch), prompt.shape[1]
+        tokens = self.backbone.embed(batch.input_ids)  # (batch, seq, dim)
+        inputs = torch.cat([prompt.to(tokens.dtype), tokens], dim=1)
+        ones = batch.attention_mask.new_ones(bsz, length)
+        mask = torch.cat([ones, batch.attention_mask], dim=1)
+        hidden = self.backbone.encode(inputs, mask)  # (batch, L + seq, dim)
+        return self.backbone.pool(hidden[:, length:], batch.attention_mask)
