@@ -83,6 +83,8 @@ LAYERS: Mapping[str, int] = {
     "fedpeft.models": COMPONENTS,
     "fedpeft.peft": COMPONENTS,
     "fedpeft.client": COMPONENTS,
+    # gradient-free client and server algorithms behind a model service
+    "fedpeft.blackbox": COMPONENTS,
     "fedpeft.strategies": COMPONENTS,
     # server algorithms: what the server computes each round, over messages
     "fedpeft.server": COMPONENTS,

@@ -294,3 +294,55 @@ def test_node_data_errors_name_the_problem(
         FederationError, match=r"clients \[2, 3\] hold data of their own"
     ):
         runtime.connect(config_digest(exp.config), [None] * len(exp.clients))
+
+
+BLACKBOX = [
+    "peft.method=blackbox",
+    "peft.prompt_length=4",
+    "peft.intrinsic_dim=16",
+    "peft.popsize=4",
+    "peft.iterations=2",
+    "peft.search_batch=4",
+    "federation.rounds=1",
+]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["peft.server_rule=fedbpt"],
+        # zero heads: the probe warm start's secure sum rounds differently in
+        # and out of process (1e-7), and the clients' L-BFGS head refit on a
+        # few separable examples, never converged, amplifies that to 0.2
+        [
+            "peft.server_rule=mean",
+            "privacy.secagg=true",
+            "privacy.secagg_clip_range=8",
+            "peft.head_init=zeros",
+        ],
+    ],
+)
+def test_black_box_clients_run_behind_messages_as_in_process(
+    tiny_experiment: Experiment, tmp_path: object, extra: list[str]
+) -> None:
+    """z is another payload: FedBPT's rule and the (secure) mean give the
+    embedded engine's result with the clients behind a transport."""
+    exp = _experiment(tiny_experiment, tmp_path, *BLACKBOX, *extra)
+    embedded = FederatedRun(exp).run()
+    remote, _ = _remote(exp)
+    result = remote.run()
+    tolerance = 1e-4 if "privacy.secagg=true" in extra else 0.0
+    assert _max_diff(result.params, embedded.params) <= tolerance
+    assert np.abs(result.params["z"]).max() > 0  # the search moved z
+    sigmas = [r["search_sigma"] for r in result.history[1:]]
+    assert sigmas == [r["search_sigma"] for r in embedded.history[1:]]
+
+
+def test_fedbpt_rule_refuses_secure_aggregation(
+    tiny_experiment: Experiment, tmp_path: object
+) -> None:
+    from fedpeft.config import ConfigError
+
+    exp = _experiment(tiny_experiment, tmp_path, *BLACKBOX, "privacy.secagg=true")
+    with pytest.raises(ConfigError, match="server_rule = 'mean'"):
+        FederatedRun(exp)

@@ -23,7 +23,7 @@ iteration).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +36,7 @@ from fedpeft.client.probe import fit_linear_head
 from fedpeft.messages import Instruction
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.blackbox.config import BlackBoxConfig
-from fedpeft.peft.blackbox.model import projection
+from fedpeft.peft.blackbox.model import project, projection
 from fedpeft.seeding import stream
 from fedpeft.types import ClientUpdate, Params
 
@@ -69,20 +69,31 @@ class BlackBoxClient:
         """Clients search one after another (each population is batched)."""
         return False
 
+    def fit_many(self, instructions: Sequence[Instruction]) -> list[ClientUpdate]:
+        """One search after another (each scores its population in one call)."""
+        return [self.fit(ins) for ins in instructions]
+
     @property
     def projection(self) -> torch.Tensor:
         """A ``(L·dim, d)``, regenerated from the shared seed on first use."""
         if self._projection is None:
             o, dim = self.options, self.service.hidden_size
-            std = o.alpha * self.service.embedding_std / math.sqrt(o.intrinsic_dim)
             self._projection = projection(
-                o.projection_seed, o.intrinsic_dim, o.prompt_length * dim, std
+                o.projection_seed, o.intrinsic_dim, o.prompt_length * dim
             )
         return self._projection
 
+    @property
+    def scale(self) -> torch.Tensor:
+        """A's scale: alpha · std(word embeddings) / √d (fp32, as the server's)."""
+        o = self.options
+        std = torch.tensor(self.service.embedding_std, dtype=torch.float32)
+        return o.alpha * std / math.sqrt(o.intrinsic_dim)
+
     def prompts(self, z: np.ndarray) -> np.ndarray:
         """Prompts ``(P, L, dim)`` float32 of candidates ``(P, d)``."""
-        flat = torch.from_numpy(np.asarray(z, dtype=np.float32)) @ self.projection.T
+        z_t = torch.from_numpy(np.asarray(z, dtype=np.float32))
+        flat = project(z_t, self.projection, self.scale)
         return flat.view(len(z), self.options.prompt_length, -1).numpy()
 
     def scores(self, k: int, z: np.ndarray, data: TokenizedDataset) -> np.ndarray:

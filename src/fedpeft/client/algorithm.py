@@ -67,6 +67,19 @@ class ClientAlgorithm(Protocol):
         ...
 
 
+class BatchingClient(ClientAlgorithm, Protocol):
+    """A client algorithm as the runtimes hold it, with the embedded
+    runtime's fast path of training a group together."""
+
+    def can_batch(self, shape: tuple[int, int] | None) -> bool:
+        """Whether clients of adapter ``shape`` can train together."""
+        ...
+
+    def fit_many(self, instructions: Sequence[Instruction]) -> list[ClientUpdate]:
+        """Fit every instruction (the same adapter shape), in order."""
+        ...
+
+
 def run_task(client: ClientAlgorithm, ins: Instruction) -> ClientUpdate:
     """Carry out ``ins`` with ``client``: the task names the method."""
     if ins.task == "probe":

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fedpeft.client.algorithm import GradientClient, run_task
+from fedpeft.client.algorithm import BatchingClient, run_task
 from fedpeft.messages import Instruction, Reply
 from fedpeft.types import ClientUpdate
 from fedpeft.wire import deserialize, serialize
@@ -37,7 +37,7 @@ class EmbeddedRuntime:
         batch: Train the clients of one shape together where the method allows.
     """
 
-    client: GradientClient
+    client: BatchingClient
     batch: bool = True
 
     def run(self, instructions: Sequence[Instruction]) -> list[Reply]:

@@ -20,7 +20,7 @@ from fedpeft.aggregation.lora import LORA_A
 from fedpeft.blackbox.client import BlackBoxClient
 from fedpeft.blackbox.server import BlackBoxServer
 from fedpeft.blackbox.service import ModelService
-from fedpeft.client.algorithm import GradientClient, TrainSettings
+from fedpeft.client.algorithm import BatchingClient, GradientClient, TrainSettings
 from fedpeft.client.evaluate import evaluate_many
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.pool import AdapterPool, Shape
@@ -128,7 +128,7 @@ class FederatedRun:
     private: bool = True
     sizes: Sequence[LoraSize | None] | None = None
     rule: str = "hetlora"
-    runtime: Callable[[GradientClient], Runtime] | None = None
+    runtime: Callable[[BatchingClient], Runtime] | None = None
     secure_sum: SecureSumFactory = SecureSum
     client_sizes: Sequence[int] | None = None
 
@@ -186,16 +186,16 @@ class FederatedRun:
             FlopMeter(),  # one meter: each step shape's FLOPs are counted once
         )
         fed = cfg.federation
-        client: GradientClient | BlackBoxClient = self.client
+        self.algorithm: BatchingClient = self.client
         peft = exp.config.peft if self.method is None else None
         if isinstance(peft, BlackBoxConfig):  # gradient-free clients
-            server, client = self._blackbox(peft, server, client_section)
+            server, self.algorithm = self._blackbox(peft, server, client_section)
         self.evaluator = Evaluator(self.pool, exp)
         self.loop = RoundLoop(
             server,
-            self.runtime(client)  # type: ignore[arg-type]
+            self.runtime(self.algorithm)
             if self.runtime
-            else EmbeddedRuntime(client, fed.batch_clients),  # type: ignore[arg-type]
+            else EmbeddedRuntime(self.algorithm, fed.batch_clients),
             self.evaluator,
             initial,
             LoopSettings(

@@ -21,6 +21,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
+from fedpeft.client.algorithm import GradientClient
 from fedpeft.client.flops import FlopMeter
 from fedpeft.config import RunConfig
 from fedpeft.experiment import Experiment, build_experiment
@@ -47,7 +48,8 @@ def node_for(cfg: RunConfig, client_id: int) -> NodeWorker:
         node = NodeWorker(cfg, client_id, build=lambda _: exp)
         # one FLOP meter per process: each step shape is measured once, not
         # once per client (measuring runs the step under a FLOP counter)
-        node.client.flops = _METERS.setdefault(digest, node.client.flops)
+        if isinstance(node.client, GradientClient):
+            node.client.flops = _METERS.setdefault(digest, node.client.flops)
         _NODES[key] = node
     return _NODES[key]
 

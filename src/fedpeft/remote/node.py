@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import fedpeft
+from fedpeft.blackbox.client import BlackBoxClient
 from fedpeft.client.algorithm import run_task
 from fedpeft.config import RunConfig
 from fedpeft.data.corpus import load_client_file
@@ -168,9 +169,11 @@ class NodeWorker:
         mine = only_shard(exp, self.client_id)
         run.experiment = mine
         run.client.data_for = lambda k: mine.clients[k]
+        if isinstance(run.algorithm, BlackBoxClient):
+            run.algorithm.data_for = run.client.data_for
         del exp
         self.num_examples = sizes[self.client_id]
-        self.client = run.client
+        self.client = run.algorithm
         self.server = run.loop.server
         self.sealed = self.replay is not None
         self.digest = config_digest(self.cfg)

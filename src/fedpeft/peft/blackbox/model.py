@@ -26,17 +26,22 @@ from fedpeft.peft.base import AdapterClassifier
 _CHUNK = 1 << 22  # entries drawn at a time (bounded temporary memory)
 
 
-def projection(
-    seed: int, intrinsic_dim: int, out_features: int, std: float
-) -> torch.Tensor:
-    """A ``(out_features, intrinsic_dim)`` fp32, N(0, std²) from ``seed`` alone
-    (the same on every machine and device: drawn on the CPU)."""
+def projection(seed: int, intrinsic_dim: int, out_features: int) -> torch.Tensor:
+    """Unscaled A ``(out_features, intrinsic_dim)`` fp32, N(0, 1) from ``seed``
+    alone (the same on every machine and device: drawn on the CPU)."""
     gen = torch.Generator().manual_seed(seed)
     flat = torch.empty(out_features * intrinsic_dim)
     for start in range(0, flat.numel(), _CHUNK):
         part = flat[start : start + _CHUNK]
         part.copy_(torch.randn(part.numel(), generator=gen))
-    return flat.view(out_features, intrinsic_dim).mul_(std)
+    return flat.view(out_features, intrinsic_dim)
+
+
+def project(
+    z: torch.Tensor, a: torch.Tensor, scale: torch.Tensor | float
+) -> torch.Tensor:
+    """``scale · A·z`` for a population ``z`` ``(P, d)``: ``(P, L·dim)``."""
+    return (z.float() @ a.T) * scale
 
 
 class BlackBoxPromptClassifier(AdapterClassifier):
@@ -69,17 +74,16 @@ class BlackBoxPromptClassifier(AdapterClassifier):
         super().__init__(backbone, num_classes, generator, label_names)
         self.prompt_length = prompt_length
         self.z = nn.Parameter(torch.zeros(intrinsic_dim))
-        table = backbone.word_embeddings.weight.detach().float()
-        std = alpha * float(table.std()) / math.sqrt(intrinsic_dim)
-        a = projection(
-            projection_seed, intrinsic_dim, prompt_length * table.shape[1], std
-        )
+        table = backbone.word_embeddings.weight.detach()
+        scale = alpha * table.float().std() / math.sqrt(intrinsic_dim)  # 0-d
+        a = projection(projection_seed, intrinsic_dim, prompt_length * table.shape[1])
         self.register_buffer("projection", a, persistent=False)
+        self.register_buffer("scale", scale, persistent=False)
 
     def prompts(self, z: torch.Tensor) -> torch.Tensor:
         """Prompts ``(P, L, dim)`` of a population ``z`` ``(P, d)``."""
-        a = cast(torch.Tensor, self.projection)
-        return (z.float() @ a.T).view(len(z), self.prompt_length, -1)
+        a, scale = cast(torch.Tensor, self.projection), cast(torch.Tensor, self.scale)
+        return project(z, a, scale).view(len(z), self.prompt_length, -1)
 
     def features(self, batch: Batch) -> torch.Tensor:
         prompt = self.prompts(self.z[None]).expand(len(batch), -1, -1)
