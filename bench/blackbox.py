@@ -9,7 +9,15 @@ Tomatoes examples in one call, against the same 20 candidates one call each
 search; the settings are printed) with its per-round accuracy, σ, bytes and
 the service's bill per client.
 
+``--compare``: few-shot Rotten Tomatoes (64 training examples over 4 IID
+clients, 500 test examples), per seed: black-box with FedBPT's rule, with the
+plain mean, and gradient prompt tuning, all 4 clients every round for
+``--rounds`` rounds. Round 0 of the black-box runs (the clients' probe heads
+at z = 0, averaged) is the federated linear probe. Cells are cached in
+runs/blackbox_compare/ (rerun with --fresh).
+
     python bench/blackbox.py --speed [--repeats 5] [--run]
+    python bench/blackbox.py --compare [--seeds 0 1 2] [--rounds 6]
 """
 
 from __future__ import annotations
@@ -128,6 +136,97 @@ def federated_run() -> dict[str, Any]:
     }
 
 
+FEW_SHOT = [
+    "data.max_train=64",
+    "data.max_test=500",
+    "model.max_length=32",
+    "federation.num_clients=4",
+    "strategy.fraction_fit=1.0",
+    "partition.method=iid",
+    "baselines.run=[]",
+]
+ARMS = {
+    "black-box, FedBPT rule": [
+        "peft.method=blackbox",
+        "peft.popsize=10",
+        "peft.iterations=8",
+        "peft.search_batch=16",
+        "peft.server_rule=fedbpt",
+    ],
+    "black-box, mean": [
+        "peft.method=blackbox",
+        "peft.popsize=10",
+        "peft.iterations=8",
+        "peft.search_batch=16",
+        "peft.server_rule=mean",
+    ],
+    "gradient prompt tuning": ["peft.method=prompt", "peft.head_init=probe"],
+}
+CACHE = Path("runs/blackbox_compare")
+
+
+def compare(seeds: list[int], rounds: int, fresh: bool) -> dict[str, Any]:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cells: dict[str, dict[str, Any]] = {}
+    for seed in seeds:
+        for arm, options in ARMS.items():
+            key = f"{arm.replace(' ', '_').replace(',', '')}-seed{seed}-r{rounds}"
+            path = CACHE / f"{key}.json"
+            if path.exists() and not fresh:
+                cells[key] = json.loads(path.read_text())
+                continue
+            cfg = load_config(
+                None,
+                [*FEW_SHOT, *options, f"seed={seed}", f"federation.rounds={rounds}"],
+            )
+            run = FederatedRun(build_experiment(cfg))
+            started = time.perf_counter()
+            result = run.run()
+            cell = {
+                "arm": arm,
+                "seed": seed,
+                "accuracy": [r["test_accuracy"] for r in result.history],
+                "bytes_up_per_client": result.history[-1].get("bytes_up_per_client"),
+                "bytes_down_per_client": result.history[-1].get(
+                    "bytes_down_per_client"
+                ),
+                "client_seconds_per_round": statistics.mean(
+                    r.get("train_seconds", 0.0) / 4 for r in result.history[1:]
+                ),
+                "seconds": time.perf_counter() - started,
+            }
+            service = getattr(run, "service", None)
+            if service is not None:
+                cell["queries_per_client_round"] = service.usage(0).queries / (
+                    rounds + 1
+                )
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(cell, indent=2))
+            tmp.replace(path)
+            cells[key] = cell
+            print(f"  {key}: {cell['accuracy']}", flush=True)
+    table: dict[str, Any] = {}
+    for arm in ARMS:
+        rows = [c for c in cells.values() if c["arm"] == arm]
+        final = [c["accuracy"][-1] for c in rows]
+        start = [c["accuracy"][0] for c in rows]
+        table[arm] = {
+            "final_mean": statistics.mean(final),
+            "final_sd": statistics.stdev(final) if len(final) > 1 else 0.0,
+            "round0_mean": statistics.mean(start),
+            "finals": final,
+            "rounds0": start,
+            "client_seconds_per_round": statistics.mean(
+                c["client_seconds_per_round"] for c in rows
+            ),
+            "bytes_up_per_client": rows[0]["bytes_up_per_client"],
+            "bytes_down_per_client": rows[0]["bytes_down_per_client"],
+            "queries_per_client_round": rows[0].get("queries_per_client_round"),
+        }
+        print(arm, json.dumps(table[arm]), flush=True)
+    return {"settings": FEW_SHOT, "arms": ARMS, "seeds": seeds, "table": table}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -135,6 +234,10 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true")
     parser.add_argument("--run", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compare", action="store_true")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args()
     stored = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     if args.speed:
@@ -145,6 +248,8 @@ def main() -> None:
         )
     if args.run:
         stored["run"] = federated_run()
+    if args.compare:
+        stored["compare"] = compare(args.seeds, args.rounds, args.fresh)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(stored, indent=2))
 

@@ -138,6 +138,7 @@ class BlackBoxClient:
         if len(train) == 0:
             raise ValueError(f"client {k} has no training data")
         rng = stream(self.seed, "search", ins.round, k)
+        before = self.service.usage(k)
         start = {n: np.asarray(v) for n, v in ins.payload.items()}
         head = {n: v for n, v in start.items() if n.startswith("head.")}
         sigma = float(ins.config.get("sigma", o.sigma0))
@@ -188,8 +189,8 @@ class BlackBoxClient:
                 "fitness": fitness,
                 "sigma_sq_sum": sigmas_sq,
                 "search_mu": float(es.sp.weights.mu),
-                "queries": float(bill.queries),
-                "tokens": float(bill.tokens),
+                "queries": float(bill.queries - before.queries),  # this round's
+                "tokens": float(bill.tokens - before.tokens),
             },
         )
 
