@@ -234,7 +234,10 @@ class FederatedRun:
                 "which secure aggregation hides; use peft.server_rule = 'mean' with "
                 "privacy.secagg"
             )
-        service = ModelService(exp.backbone, cfg.model.precision)
+        on_cpu = exp.backbone.device.type == "cpu"
+        service = ModelService(
+            exp.backbone, cfg.model.precision, 64 if on_cpu else 1024
+        )
         client = BlackBoxClient(
             service,
             lambda k: exp.clients[k],
