@@ -10,7 +10,7 @@ search; the settings are printed) with its per-round accuracy, σ, bytes and
 the service's bill per client.
 
 ``--compare``: few-shot Rotten Tomatoes (64 training examples over 4 IID
-clients, 500 test examples), per seed: black-box with FedBPT's rule, with the
+clients, 300 test examples), per seed: black-box with FedBPT's rule, with the
 plain mean, and gradient prompt tuning, all 4 clients every round for
 ``--rounds`` rounds. Round 0 of the black-box runs (the clients' probe heads
 at z = 0, averaged) is the federated linear probe. Cells are cached in
@@ -21,7 +21,7 @@ runs/blackbox_compare/ (rerun with --fresh).
 of the verbalizer, nothing trained but z): 2 clients, 2 rounds, short search.
 Round 0 is the zero-shot verbalizer behind the zero prompt.
 
-    python bench/blackbox.py --compare [--seeds 0 1 2] [--rounds 6]
+    python bench/blackbox.py --compare [--seeds 0 1 2] [--rounds 4]
     python bench/blackbox.py --decoder
 """
 
@@ -144,7 +144,7 @@ def federated_run() -> dict[str, Any]:
 
 FEW_SHOT = [
     "data.max_train=64",
-    "data.max_test=500",
+    "data.max_test=300",
     "model.max_length=32",
     "federation.num_clients=4",
     "strategy.fraction_fit=1.0",
@@ -155,14 +155,14 @@ ARMS = {
     "black-box, FedBPT rule": [
         "peft.method=blackbox",
         "peft.popsize=10",
-        "peft.iterations=8",
+        "peft.iterations=4",
         "peft.search_batch=16",
         "peft.server_rule=fedbpt",
     ],
     "black-box, mean": [
         "peft.method=blackbox",
         "peft.popsize=10",
-        "peft.iterations=8",
+        "peft.iterations=4",
         "peft.search_batch=16",
         "peft.server_rule=mean",
     ],
@@ -283,7 +283,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compare", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--decoder", action="store_true")
     args = parser.parse_args()

@@ -22,11 +22,12 @@ from fedpeft.peft.export import export_adapter
 from fedpeft.wire import serialize
 
 METHODS = sorted(PEFT_METHODS)
-PEFT_NATIVE = ["prompt", "prefix", "lora", "ia3"]
+PEFT_NATIVE = ["prompt", "prefix", "lora", "ia3", "blackbox"]
 SMALL: dict[str, dict[str, Any]] = {  # each method takes only its own options
     "prompt": {"prompt_length": 3},
     "prefix": {"prefix_length": 3},
     "lora": {"rank": 2},
+    "blackbox": {"prompt_length": 3, "intrinsic_dim": 16},
 }
 
 

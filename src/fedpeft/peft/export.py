@@ -96,13 +96,13 @@ def export_adapter(
         fmt = "model_tensors"
     head = {k: v.detach().contiguous() for k, v in adapter.head.state_dict().items()}
     save_file(head, str(out_dir / "head.safetensors"))
-    prompt = getattr(adapter, "prompt", None)
+    virtual = int(getattr(adapter, "virtual_tokens", 0))  # soft prompts only
     info = {
         "format": fmt,
         "class": method,
         "backbone": adapter.backbone.name,
         "pooling": "last" if adapter.backbone.kind == "decoder" else "mean",
-        "virtual_tokens": int(prompt.shape[0]) if prompt is not None else 0,
+        "virtual_tokens": virtual,
         **(extra or {}),
     }
     (out_dir / "fedpeft.json").write_text(json.dumps(info, indent=2), "utf-8")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -84,6 +84,20 @@ class BlackBoxPromptClassifier(AdapterClassifier):
         """Prompts ``(P, L, dim)`` of a population ``z`` ``(P, d)``."""
         a, scale = cast(torch.Tensor, self.projection), cast(torch.Tensor, self.scale)
         return project(z, a, scale).view(len(z), self.prompt_length, -1)
+
+    @property
+    def virtual_tokens(self) -> int:
+        """L: the positions the prompt adds before the input (exports drop them)."""
+        return self.prompt_length
+
+    def peft_model(self) -> Any:
+        """peft prompt tuning with the materialised prompt ``A·z``: a searched
+        black-box prompt exports as a plain soft prompt."""
+        from fedpeft.peft.prompt.model import prompt_tuning_model
+
+        with torch.no_grad():
+            prompt = self.prompts(self.z.detach()[None])[0]
+        return prompt_tuning_model(self.backbone, prompt)
 
     def features(self, batch: Batch) -> torch.Tensor:
         prompt = self.prompts(self.z[None]).expand(len(batch), -1, -1)

@@ -87,24 +87,14 @@ class SoftPromptClassifier(AdapterClassifier):
             f"prompt_init={init!r}: choose one of {', '.join(PROMPT_INITS)}"
         )
 
+    @property
+    def virtual_tokens(self) -> int:
+        """L: the positions the prompt adds before the input (exports drop them)."""
+        return int(self.prompt.shape[0])
+
     def peft_model(self) -> Any:
         """peft prompt tuning (feature extraction) with this prompt."""
-        from peft import PromptTuningConfig, get_peft_model
-
-        b = self.backbone
-        config = PromptTuningConfig(
-            task_type="FEATURE_EXTRACTION",
-            num_virtual_tokens=self.prompt.shape[0],
-            token_dim=b.hidden_size,
-            num_transformer_submodules=1,
-            num_attention_heads=b.num_heads,
-            num_layers=b.num_layers,
-        )
-        with torch.random.fork_rng(devices=[]):
-            model = get_peft_model(shared_copy(b.body), config)
-        with torch.no_grad():
-            _prompt_table(model).copy_(self.prompt)
-        return model
+        return prompt_tuning_model(self.backbone, self.prompt)
 
     def features(self, batch: Batch) -> torch.Tensor:
         prompt = self.prompt.expand(len(batch), -1, -1)  # (batch, L, dim)
@@ -125,6 +115,26 @@ class SoftPromptClassifier(AdapterClassifier):
         mask = torch.cat([ones, batch.attention_mask], dim=1)
         hidden = self.backbone.encode(inputs, mask)  # (batch, L + seq, dim)
         return self.backbone.pool(hidden[:, length:], batch.attention_mask)
+
+
+def prompt_tuning_model(backbone: Backbone, prompt: torch.Tensor) -> Any:
+    """peft prompt tuning (feature extraction) of ``backbone``'s body with the
+    virtual-token table ``prompt`` ``(L, dim)``."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    config = PromptTuningConfig(
+        task_type="FEATURE_EXTRACTION",
+        num_virtual_tokens=prompt.shape[0],
+        token_dim=backbone.hidden_size,
+        num_transformer_submodules=1,
+        num_attention_heads=backbone.num_heads,
+        num_layers=backbone.num_layers,
+    )
+    with torch.random.fork_rng(devices=[]):
+        model = get_peft_model(shared_copy(backbone.body), config)
+    with torch.no_grad():
+        _prompt_table(model).copy_(prompt)
+    return model
 
 
 def _prompt_table(model: Any) -> torch.Tensor:
