@@ -112,29 +112,19 @@ def speed(repeats: int) -> dict[str, Any]:
     }
 
 
-def federated_run() -> dict[str, Any]:
-    run = FederatedRun(build_experiment(load_config(None, RUN)))
+def federated_run(settings: list[str], clients: int) -> dict[str, Any]:
+    """One seeded black-box run: per-round accuracy, σ, seconds, bytes, bill."""
+    run = FederatedRun(build_experiment(load_config(None, settings)))
     started = time.perf_counter()
     result = run.run()
-    rows = [
-        {
-            k: r.get(k)
-            for k in (
-                "round",
-                "test_accuracy",
-                "search_sigma",
-                "train_seconds",
-                "bytes_up_per_client",
-                "bytes_down_per_client",
-            )
-        }
-        for r in result.history
-    ]
+    keys = ("round", "test_accuracy", "search_sigma", "train_seconds")
+    keys += ("bytes_up_per_client", "bytes_down_per_client")
+    rows = [{k: r.get(k) for k in keys} for r in result.history]
     for row in rows:
         print(" ", row, flush=True)
-    bills = [run.service.usage(k) for k in range(4)]
+    bills = [run.service.usage(k) for k in range(clients)]
     return {
-        "settings": RUN,
+        "settings": settings,
         "rounds": rows,
         "queries_per_client": [b.queries for b in bills],
         "tokens_per_client": [b.tokens for b in bills],
@@ -252,28 +242,6 @@ DECODER = [
 ]
 
 
-def decoder() -> dict[str, Any]:
-    run = FederatedRun(build_experiment(load_config(None, DECODER)))
-    started = time.perf_counter()
-    result = run.run()
-    rows = [
-        {
-            k: r.get(k)
-            for k in ("round", "test_accuracy", "search_sigma", "train_seconds")
-        }
-        for r in result.history
-    ]
-    for row in rows:
-        print(" ", row, flush=True)
-    return {
-        "settings": DECODER,
-        "rounds": rows,
-        "bytes_up_per_client": result.history[-1].get("bytes_up_per_client"),
-        "queries_per_client": [run.service.usage(k).queries for k in range(2)],
-        "seconds": time.perf_counter() - started,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -295,9 +263,9 @@ def main() -> None:
             f"population batching: {s['speedup']:.2f}x ({s['candidates_per_second']})"
         )
     if args.run:
-        stored["run"] = federated_run()
+        stored["run"] = federated_run(RUN, 4)
     if args.decoder:  # a file of its own: it runs beside the others
-        DECODER_RESULTS.write_text(json.dumps(decoder(), indent=2))
+        DECODER_RESULTS.write_text(json.dumps(federated_run(DECODER, 2), indent=2))
     if args.compare:
         stored["compare"] = compare(args.seeds, args.rounds, args.fresh)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

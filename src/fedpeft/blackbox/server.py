@@ -21,6 +21,7 @@ the head and σ travels.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -79,17 +80,8 @@ class BlackBoxServer:
         out = self.inner.instructions(rnd, task, params, selected)
         if task != "fit":
             return out
-        return [
-            Instruction(
-                i.client_id,
-                i.round,
-                i.task,
-                i.payload,
-                {**i.config, "sigma": self.sigma},
-                i.shape,
-            )
-            for i in out
-        ]
+        sigma = {"sigma": self.sigma}
+        return [dataclasses.replace(i, config={**i.config, **sigma}) for i in out]
 
     def merge(
         self, rnd: int, params: Params, updates: Sequence[ClientUpdate]
