@@ -184,3 +184,46 @@ def test_fedbpt_merge_ranks_by_fitness_and_averages_heads_by_size() -> None:
     restored = BlackBoxServer(inner, "fedbpt", 1.0)
     restored.load_state_dict(server.state_dict())
     assert restored.sigma == server.sigma
+
+
+def _reachable(root: object, depth: int = 4) -> list[tuple[str, object]]:
+    """Every object reachable through public attributes (and containers)."""
+    seen: set[int] = set()
+    out: list[tuple[str, object]] = []
+
+    def walk(path: str, obj: object, left: int) -> None:
+        if id(obj) in seen or left < 0:
+            return
+        seen.add(id(obj))
+        out.append((path, obj))
+        if isinstance(obj, dict):
+            items = [(str(k), v) for k, v in obj.items()]
+        elif isinstance(obj, list | tuple):
+            items = [(str(i), v) for i, v in enumerate(obj)]
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            items = [(k, v) for k, v in vars(obj).items() if not k.startswith("_")]
+        else:
+            items = []
+        for name, value in items:
+            walk(f"{path}.{name}", value, left - 1)
+
+    walk("client", root, depth)
+    return out
+
+
+def test_a_black_box_client_reaches_no_weights_and_no_gradients(
+    decoder: Backbone,
+) -> None:
+    client = client_for(decoder)
+    client.projection  # noqa: B018 (its own projection: built from the seed)
+    for path, obj in _reachable(client):
+        assert not isinstance(obj, torch.nn.Module | Backbone), path
+        if isinstance(obj, torch.Tensor):  # only the projection it regenerated
+            assert path == "client.projection" or obj.numel() == 1, path
+    data = shard().train
+    mask = (np.arange(6)[None] < data.lengths[:, None]).astype(np.int64)
+    prompts = np.zeros((1, 3, 32), np.float32)
+    out = client.service.features(0, prompts, data.input_ids, mask)
+    assert isinstance(out, np.ndarray) and out.flags.owndata  # a copy
+    weights = decoder.word_embeddings.weight
+    assert not np.shares_memory(out, weights.detach().numpy())
