@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from fedpeft.blackbox.client import BlackBoxClient
 from fedpeft.blackbox.service import ModelService
 from fedpeft.config import load_config
 from fedpeft.engine.simulation import FederatedRun
@@ -43,6 +44,7 @@ from fedpeft.experiment import build_experiment
 
 RESULTS = Path("bench/results/blackbox.json")
 DECODER_RESULTS = Path("bench/results/blackbox_decoder.json")
+SEARCH = ["peft.popsize=10", "peft.iterations=4", "peft.search_batch=16"]
 RUN = [
     "peft.method=blackbox",
     "data.max_train=400",
@@ -53,9 +55,7 @@ RUN = [
     "strategy.fraction_fit=1.0",
     "partition.method=iid",
     "baselines.run=[]",
-    "peft.popsize=10",
-    "peft.iterations=4",
-    "peft.search_batch=16",
+    *SEARCH,
 ]
 
 
@@ -122,7 +122,8 @@ def federated_run(settings: list[str], clients: int) -> dict[str, Any]:
     rows = [{k: r.get(k) for k in keys} for r in result.history]
     for row in rows:
         print(" ", row, flush=True)
-    bills = [run.service.usage(k) for k in range(clients)]
+    assert isinstance(run.algorithm, BlackBoxClient)
+    bills = [run.algorithm.service.usage(k) for k in range(clients)]
     return {
         "settings": settings,
         "rounds": rows,
@@ -144,16 +145,12 @@ FEW_SHOT = [
 ARMS = {
     "black-box, FedBPT rule": [
         "peft.method=blackbox",
-        "peft.popsize=10",
-        "peft.iterations=4",
-        "peft.search_batch=16",
+        *SEARCH,
         "peft.server_rule=fedbpt",
     ],
     "black-box, mean": [
         "peft.method=blackbox",
-        "peft.popsize=10",
-        "peft.iterations=4",
-        "peft.search_batch=16",
+        *SEARCH,
         "peft.server_rule=mean",
     ],
     "gradient prompt tuning": ["peft.method=prompt", "peft.head_init=probe"],
@@ -191,8 +188,8 @@ def compare(seeds: list[int], rounds: int, fresh: bool) -> dict[str, Any]:
                 ),
                 "seconds": time.perf_counter() - started,
             }
-            service = getattr(run, "service", None)
-            if service is not None:
+            if isinstance(run.algorithm, BlackBoxClient):
+                service = run.algorithm.service
                 cell["queries_per_client_round"] = service.usage(0).queries / (
                     rounds + 1
                 )
@@ -223,22 +220,14 @@ def compare(seeds: list[int], rounds: int, fresh: bool) -> dict[str, Any]:
     return {"settings": FEW_SHOT, "arms": ARMS, "seeds": seeds, "table": table}
 
 
-DECODER = [
+DECODER = [  # RUN's settings, then the decoder's (later overrides win)
+    *RUN,
     "model.backbone=smollm2-135m",
-    "peft.method=blackbox",
     "peft.head=verbalizer",
     "peft.head_init=zeros",
     "data.max_train=200",
-    "data.max_test=200",
-    "model.max_length=48",
     "federation.num_clients=2",
     "federation.rounds=2",
-    "strategy.fraction_fit=1.0",
-    "partition.method=iid",
-    "baselines.run=[]",
-    "peft.popsize=10",
-    "peft.iterations=4",
-    "peft.search_batch=16",
 ]
 
 

@@ -215,11 +215,8 @@ def test_a_black_box_client_reaches_no_weights_and_no_gradients(
     decoder: Backbone,
 ) -> None:
     client = client_for(decoder)
-    client.projection  # noqa: B018 (its own projection: built from the seed)
     for path, obj in _reachable(client):
-        assert not isinstance(obj, torch.nn.Module | Backbone), path
-        if isinstance(obj, torch.Tensor):  # only the projection it regenerated
-            assert path == "client.projection" or obj.numel() == 1, path
+        assert not isinstance(obj, torch.nn.Module | Backbone | torch.Tensor), path
     data = shard().train
     mask = (np.arange(6)[None] < data.lengths[:, None]).astype(np.int64)
     prompts = np.zeros((1, 3, 32), np.float32)

@@ -247,7 +247,6 @@ class FederatedRun:
             client_section.probe_iters,
             client_section.probe_l2,
         )
-        self.service = service
         return BlackBoxServer(server, peft.server_rule, peft.sigma0), client
 
     def _mixed_server(self, aggregator: Aggregator) -> tuple[MixedLoraServer, Params]:
