@@ -17,12 +17,19 @@ at z = 0, averaged) is the federated linear probe. Cells are cached in
 runs/blackbox_compare/ (rerun with --fresh).
 
     python bench/blackbox.py --speed [--repeats 5] [--run]
+``--grid``: full Rotten Tomatoes and 4,000 training examples of the tweets
+corpus, 4 IID clients, 3 rounds, the issue's search (population 20 × 8
+iterations) on 16-example draws, per seed: black-box (FedBPT rule, diagonal
+covariance) and gradient prompt tuning. Round 0 of the black-box run is the
+federated linear probe. Cells cached in runs/blackbox_grid/.
+
 ``--decoder``: the pure black-box mode on SmolLM2-135M (label-word logits
 of the verbalizer, nothing trained but z): 2 clients, 2 rounds, short search.
 Round 0 is the zero-shot verbalizer behind the zero prompt.
 
     python bench/blackbox.py --compare [--seeds 0 1 2] [--rounds 4]
     python bench/blackbox.py --decoder
+    python bench/blackbox.py --grid [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -143,10 +150,17 @@ FEW_SHOT = [
     "baselines.run=[]",
 ]
 ARMS = {
-    "black-box, FedBPT rule": [
+    "black-box, FedBPT rule, diagonal": [
         "peft.method=blackbox",
         *SEARCH,
         "peft.server_rule=fedbpt",
+        "peft.covariance=diagonal",
+    ],
+    "black-box, FedBPT rule, isotropic": [
+        "peft.method=blackbox",
+        *SEARCH,
+        "peft.server_rule=fedbpt",
+        "peft.covariance=isotropic",
     ],
     "black-box, mean": [
         "peft.method=blackbox",
@@ -158,49 +172,47 @@ ARMS = {
 CACHE = Path("runs/blackbox_compare")
 
 
-def compare(seeds: list[int], rounds: int, fresh: bool) -> dict[str, Any]:
-    CACHE.mkdir(parents=True, exist_ok=True)
-    cells: dict[str, dict[str, Any]] = {}
-    for seed in seeds:
-        for arm, options in ARMS.items():
-            key = f"{arm.replace(' ', '_').replace(',', '')}-seed{seed}-r{rounds}"
-            path = CACHE / f"{key}.json"
-            if path.exists() and not fresh:
-                cells[key] = json.loads(path.read_text())
-                continue
-            cfg = load_config(
-                None,
-                [*FEW_SHOT, *options, f"seed={seed}", f"federation.rounds={rounds}"],
-            )
-            run = FederatedRun(build_experiment(cfg))
-            started = time.perf_counter()
-            result = run.run()
-            cell = {
-                "arm": arm,
-                "seed": seed,
-                "accuracy": [r["test_accuracy"] for r in result.history],
-                "bytes_up_per_client": result.history[-1].get("bytes_up_per_client"),
-                "bytes_down_per_client": result.history[-1].get(
-                    "bytes_down_per_client"
-                ),
-                "client_seconds_per_round": statistics.mean(
-                    r.get("train_seconds", 0.0) / 4 for r in result.history[1:]
-                ),
-                "seconds": time.perf_counter() - started,
-            }
-            if isinstance(run.algorithm, BlackBoxClient):
-                service = run.algorithm.service
-                cell["queries_per_client_round"] = service.usage(0).queries / (
-                    rounds + 1
-                )
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cell, indent=2))
-            tmp.replace(path)
-            cells[key] = cell
-            print(f"  {key}: {cell['accuracy']}", flush=True)
+def cell(
+    cache: Path, arm: str, settings: list[str], seed: int, rounds: int, fresh: bool
+) -> dict[str, Any]:
+    """One seeded run of ``settings`` (4 clients), cached under ``cache``."""
+    key = f"{arm.replace(' ', '_').replace(',', '')}-seed{seed}-r{rounds}"
+    path = cache / f"{key}.json"
+    if path.exists() and not fresh:
+        return dict(json.loads(path.read_text()))
+    cfg = load_config(None, [*settings, f"seed={seed}", f"federation.rounds={rounds}"])
+    run = FederatedRun(build_experiment(cfg))
+    started = time.perf_counter()
+    result = run.run()
+    out = {
+        "arm": arm,
+        "seed": seed,
+        "accuracy": [r["test_accuracy"] for r in result.history],
+        "macro_f1": [r.get("test_macro_f1") for r in result.history],
+        "bytes_up_per_client": result.history[-1].get("bytes_up_per_client"),
+        "bytes_down_per_client": result.history[-1].get("bytes_down_per_client"),
+        "client_seconds_per_round": statistics.mean(
+            r.get("train_seconds", 0.0) / 4 for r in result.history[1:]
+        ),
+        "seconds": time.perf_counter() - started,
+    }
+    if isinstance(run.algorithm, BlackBoxClient):
+        service = run.algorithm.service
+        out["queries_per_client_round"] = service.usage(0).queries / (rounds + 1)
+        out["tokens_per_client_round"] = service.usage(0).tokens / (rounds + 1)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, indent=2))
+    tmp.replace(path)
+    print(f"  {key}: {out['accuracy']} ({out['seconds']:.0f} s)", flush=True)
+    return out
+
+
+def summarize(cells: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
+    """Per arm: final accuracy mean ± sd over seeds, round 0, cost."""
     table: dict[str, Any] = {}
-    for arm in ARMS:
-        rows = [c for c in cells.values() if c["arm"] == arm]
+    for arm in arms:
+        rows = [c for c in cells if c["arm"] == arm]
         final = [c["accuracy"][-1] for c in rows]
         start = [c["accuracy"][0] for c in rows]
         table[arm] = {
@@ -217,14 +229,56 @@ def compare(seeds: list[int], rounds: int, fresh: bool) -> dict[str, Any]:
             "queries_per_client_round": rows[0].get("queries_per_client_round"),
         }
         print(arm, json.dumps(table[arm]), flush=True)
+    return table
+
+
+def compare(seeds: list[int], rounds: int, fresh: bool) -> dict[str, Any]:
+    cells = [
+        cell(CACHE, arm, [*FEW_SHOT, *options], seed, rounds, fresh)
+        for seed in seeds
+        for arm, options in ARMS.items()
+    ]
+    table = summarize(cells, list(ARMS))
     return {"settings": FEW_SHOT, "arms": ARMS, "seeds": seeds, "table": table}
+
+
+GRID_SEARCH = ["peft.popsize=20", "peft.iterations=8", "peft.search_batch=16"]
+GRID_DATA = {
+    "rotten-tomatoes (full)": ["data.corpus=rotten-tomatoes", "data.max_train=100000"],
+    "tweets-sentiment (4,000)": ["data.corpus=tweets-sentiment", "data.max_train=4000"],
+}
+GRID_COMMON = [
+    "data.max_test=1000",
+    "model.max_length=32",
+    "federation.num_clients=4",
+    "strategy.fraction_fit=1.0",
+    "partition.method=iid",
+    "baselines.run=[]",
+]
+GRID_ARMS = {
+    "black-box FedBPT": ["peft.method=blackbox", *GRID_SEARCH],
+    "gradient prompt tuning": ["peft.method=prompt", "peft.head_init=probe"],
+}
+GRID_CACHE = Path("runs/blackbox_grid")
+
+
+def grid(seeds: list[int], rounds: int, fresh: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"common": GRID_COMMON, "arms": GRID_ARMS, "seeds": seeds}
+    for corpus, data in GRID_DATA.items():
+        cache = GRID_CACHE / corpus.split(" ")[0]
+        cells = [
+            cell(cache, arm, [*GRID_COMMON, *data, *opts], seed, rounds, fresh)
+            for seed in seeds
+            for arm, opts in GRID_ARMS.items()
+        ]
+        out[corpus] = summarize(cells, list(GRID_ARMS))
+    return out
 
 
 DECODER = [  # RUN's settings, then the decoder's (later overrides win)
     *RUN,
     "model.backbone=smollm2-135m",
     "peft.head=verbalizer",
-    "peft.head_init=zeros",
     "data.max_train=200",
     "federation.num_clients=2",
     "federation.rounds=2",
@@ -243,6 +297,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--decoder", action="store_true")
+    parser.add_argument("--grid", action="store_true")
     args = parser.parse_args()
     stored: dict[str, Any] = {}  # this run's entries; the file keeps the rest
     if args.speed:
@@ -257,6 +312,8 @@ def main() -> None:
         DECODER_RESULTS.write_text(json.dumps(federated_run(DECODER, 2), indent=2))
     if args.compare:
         stored["compare"] = compare(args.seeds, args.rounds, args.fresh)
+    if args.grid:
+        stored["grid"] = grid(args.seeds, 3, args.fresh)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     latest = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     tmp = RESULTS.with_suffix(".tmp")

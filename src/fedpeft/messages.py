@@ -14,6 +14,11 @@ from typing import Literal
 
 from fedpeft.types import ClientUpdate, Params
 
+DOWNLINK = "downlink/"
+"""Key prefix of payload entries that travel to the client only: side
+information for its local algorithm (e.g. a black-box search's covariance),
+not part of the state it returns a ΔP of."""
+
 Task = Literal["fit", "probe", "class-stats", "calibrate"]
 """``fit``: train locally and return ΔP; ``probe``: fit the classification head
 as a linear probe on the client's features and return it; ``class-stats``:
@@ -31,7 +36,8 @@ class Instruction:
         round: The server round (0 for the warm start).
         task: See :data:`Task`.
         payload: The state the client starts from (its slice of the global
-            state for mixed adapter sizes).
+            state for mixed adapter sizes), plus any :data:`DOWNLINK` side
+            information.
         config: Scalar settings for this round (e.g. ``proximal_mu``).
         shape: The adapter size the client trains (``None``: the run's
             configured adapter; ``(rank, layers)`` for mixed-size LoRA).
@@ -43,6 +49,12 @@ class Instruction:
     payload: Params
     config: Mapping[str, float] = field(default_factory=dict)
     shape: tuple[int, int] | None = None
+
+
+def reply_layout(payload: Params) -> Params:
+    """The arrays a ``fit`` reply must carry: the payload without its
+    :data:`DOWNLINK` entries (their keys and shapes)."""
+    return {k: v for k, v in payload.items() if not k.startswith(DOWNLINK)}
 
 
 @dataclass(frozen=True)

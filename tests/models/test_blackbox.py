@@ -12,14 +12,25 @@ import pytest
 import torch
 
 from fedpeft.blackbox.client import BlackBoxClient
-from fedpeft.blackbox.server import client_sigma, rank_weights
+from fedpeft.blackbox.server import (
+    SEARCH_STDS,
+    BlackBoxServer,
+    client_sigma,
+    diagonal_step,
+    rank_weights,
+)
 from fedpeft.blackbox.service import ModelService
-from fedpeft.messages import Instruction
+from fedpeft.config import ConfigError, load_config
+from fedpeft.messages import Instruction, reply_layout
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft import peft_config
 from fedpeft.peft.base import build_adapter
+from fedpeft.server.aggregators import PlainAggregator
+from fedpeft.server.uniform import UniformServer
+from fedpeft.strategies import build_strategy
 from fedpeft.types import ClientUpdate
+from fedpeft.wire import deserialize, serialize
 
 LABELS = ("negative", "positive")
 
@@ -120,7 +131,7 @@ def test_a_black_box_client_searches_reproducibly_without_global_randomness(
     again = client_for(decoder).fit(ins)
     np.testing.assert_array_equal(first.delta["z"], again.delta["z"])
     assert np.abs(first.delta["z"]).max() > 0
-    assert not np.any(first.delta["head.weight"])  # verbalizer: only z is tuned
+    assert set(first.delta) == {"z"}  # verbalizer: z is the whole state
     m = first.metrics
     assert m["sigma_sq_sum"] > 0 and m["search_mu"] == 3.0
     assert m["queries"] == 3 * 6 * 8 + 12  # 3 iterations × 6 × 8, then the shard
@@ -147,16 +158,13 @@ def test_fedbpt_rule_against_hand_values() -> None:
     assert client_sigma(ups, 2) == pytest.approx(math.sqrt(1.2 / 6))
 
 
-def test_fedbpt_merge_ranks_by_fitness_and_averages_heads_by_size() -> None:
-    from fedpeft.blackbox.server import BlackBoxServer
-    from fedpeft.config import load_config
-    from fedpeft.server.aggregators import PlainAggregator
-    from fedpeft.server.uniform import UniformServer
-    from fedpeft.strategies import build_strategy
+def uniform_server(clients: int = 2) -> UniformServer:
+    strategy = build_strategy(load_config(None, []).strategy)
+    return UniformServer(strategy, PlainAggregator(), clients)
 
-    inner = UniformServer(
-        build_strategy(load_config(None, []).strategy), PlainAggregator(), 2
-    )
+
+def test_fedbpt_merge_ranks_by_fitness_and_averages_heads_by_size() -> None:
+    inner = uniform_server()
     server = BlackBoxServer(inner, "fedbpt", 1.0)
     params = {"z": np.zeros(2, np.float32), "head.bias": np.zeros(2, np.float32)}
     metrics = {"sigma_sq_sum": 0.5, "search_mu": 3.0}
@@ -224,3 +232,81 @@ def test_a_black_box_client_reaches_no_weights_and_no_gradients(
     assert isinstance(out, np.ndarray) and out.flags.owndata  # a copy
     weights = decoder.word_embeddings.weight
     assert not np.shares_memory(out, weights.detach().numpy())
+
+
+def test_the_verbalizer_head_is_derived_not_sent(
+    decoder: Backbone, tiny_experiment: Any
+) -> None:
+    encoder = tiny_experiment.backbone
+    assert encoder.kind == "encoder"
+    adapter = build_adapter(
+        options(), decoder, 2, torch.Generator().manual_seed(0), LABELS
+    )
+    assert set(adapter.trainable_state()) == {"z"}
+    rows = decoder.lm_head_rows(decoder.verbalizer_ids(LABELS))
+    torch.testing.assert_close(adapter.head.weight.detach(), rows.float())
+    with pytest.raises(ValueError, match="decoder's label words"):
+        build_adapter(options(), encoder, 2, torch.Generator().manual_seed(0), LABELS)
+
+
+def test_the_config_picks_the_covariance_from_the_rule_and_refuses_mismatches() -> None:
+    def peft(*extra: str) -> Any:
+        return load_config(None, ["peft.method=blackbox", *extra]).peft
+
+    assert peft().covariance == "diagonal"
+    assert peft("peft.server_rule=mean").covariance == "isotropic"
+    with pytest.raises(ConfigError, match="which only"):
+        peft("peft.server_rule=mean", "peft.covariance=diagonal")
+    assert peft("peft.head=verbalizer").head_init == "random"
+    with pytest.raises(ConfigError, match="does not apply"):
+        peft("peft.head=verbalizer", "peft.head_init=probe")
+
+
+def test_the_diagonal_step_recombines_like_the_rank_rule_and_keeps_rms_one() -> None:
+    rng = np.random.default_rng(0)
+    z, stds = np.zeros(6), np.linspace(0.5, 1.5, 6)
+    means = [rng.standard_normal(6) * 0.3 for _ in range(3)]
+    fitness = [0.5, 0.2, 0.9]
+    mean, shape = diagonal_step(z, 0.7, stds, means, fitness)
+    w = rank_weights(3)  # ranks: client 1, 0, 2
+    np.testing.assert_allclose(
+        mean, w[0] * means[1] + w[1] * means[0] + w[2] * means[2]
+    )
+    assert float(np.sqrt(np.mean(shape**2))) == pytest.approx(1.0)
+    assert np.all(np.diff(shape) > 0)  # the ordering of the scales survives one step
+    again = diagonal_step(z, 0.7, stds, means, fitness)[1]
+    np.testing.assert_array_equal(shape, again)  # no randomness
+
+
+def test_the_search_distribution_round_trips_through_the_wire_and_checkpoint(
+    decoder: Backbone,
+) -> None:
+    """The server sends z, σ and s, never a pickled ES; a client started from
+    the deserialized payload searches exactly as from the in-memory one, and
+    returns ΔP of the adapter's state only (s travels down, not up)."""
+    adapter = build_adapter(
+        options(), decoder, 2, torch.Generator().manual_seed(0), LABELS
+    )
+    params = adapter.trainable_state()
+    server = BlackBoxServer(uniform_server(), "fedbpt", 0.5, diagonal=True)
+    server.stds = np.linspace(0.5, 1.5, 16)
+    ins = server.instructions(1, "fit", params, [0])[0]
+    assert set(ins.payload) == {"z", SEARCH_STDS} and ins.config["sigma"] == 0.5
+    assert set(reply_layout(ins.payload)) == {"z"}
+    wired = Instruction(0, 1, "fit", deserialize(serialize(ins.payload)), ins.config)
+    here, there = client_for(decoder).fit(ins), client_for(decoder).fit(wired)
+    np.testing.assert_array_equal(here.delta["z"], there.delta["z"])
+    assert set(here.delta) == {"z"}
+    flat = dict(ins.payload, **{SEARCH_STDS: np.ones(16, np.float32)})
+    isotropic = client_for(decoder).fit(Instruction(0, 1, "fit", flat, ins.config))
+    assert not np.array_equal(isotropic.delta["z"], here.delta["z"])  # s is used
+    ups = [here, ClientUpdate(1, {"z": -here.delta["z"]}, 12, dict(here.metrics))]
+    server.merge(1, params, ups)
+    restored = BlackBoxServer(uniform_server(), "fedbpt", 1.0, diagonal=True)
+    restored.load_state_dict(server.state_dict())
+    assert restored.sigma == server.sigma
+    assert restored.stds is not None and server.stds is not None
+    np.testing.assert_array_equal(restored.stds, server.stds)
+    bad = dict(ins.payload, **{SEARCH_STDS: -np.ones(16, np.float32)})
+    with pytest.raises(ValueError, match="positive finite"):
+        client_for(decoder).fit(Instruction(0, 1, "fit", bad, ins.config))

@@ -1,7 +1,9 @@
 """A client that tunes a prompt without gradients: CMA-ES over z.
 
 Each round the client starts a CMA-ES (the ``cma`` package, separable, that
-is diagonal covariance) at the global mean z with the server's step size σ.
+is diagonal covariance) at the global mean z with the server's step size σ
+and, when the server adapts one, its per-coordinate scales s
+(:data:`~fedpeft.blackbox.server.SEARCH_STDS`, CMA's ``CMA_stds``).
 Every iteration it asks for a population of candidates, turns them into
 prompts ``A·z`` with the projection it regenerates from the shared seed,
 scores the whole population on one draw of its training examples in a single
@@ -30,10 +32,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fedpeft.blackbox.server import SEARCH_STDS
 from fedpeft.blackbox.service import ModelService
 from fedpeft.client.algorithm import ClientData
 from fedpeft.client.probe import fit_linear_head
-from fedpeft.messages import Instruction
+from fedpeft.messages import Instruction, reply_layout
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.blackbox.config import BlackBoxConfig
 from fedpeft.peft.blackbox.model import project, projection
@@ -139,13 +142,22 @@ class BlackBoxClient:
             raise ValueError(f"client {k} has no training data")
         rng = stream(self.seed, "search", ins.round, k)
         before = self.service.usage(k)
-        start = {n: np.asarray(v) for n, v in ins.payload.items()}
+        start = {n: np.asarray(v) for n, v in reply_layout(ins.payload).items()}
         head = {n: v for n, v in start.items() if n.startswith("head.")}
         sigma = float(ins.config.get("sigma", o.sigma0))
+        stds = ins.payload.get(SEARCH_STDS)
+        if stds is not None and not (
+            stds.shape == start["z"].shape and np.all(np.isfinite(stds) & (stds > 0))
+        ):
+            raise ValueError(
+                f"client {k}: the server's search scales {SEARCH_STDS!r} must be "
+                f"{start['z'].shape} positive finite numbers"
+            )
         es = cma.CMAEvolutionStrategy(
             start["z"].astype(np.float64),
             sigma,
             {
+                **({} if stds is None else {"CMA_stds": stds.astype(np.float64)}),
                 "popsize": o.popsize,
                 "maxiter": o.iterations,
                 "CMA_diagonal": True,

@@ -1,7 +1,10 @@
 """Aggregating the clients' searches into the global search distribution.
 
-The global distribution is N(z, σ²·I): the mean z travels as the adapter's
-state (with the head), σ as the round's instruction config. Two rules:
+The global distribution is N(z, σ²·diag(s²)): the mean z travels as the
+adapter's state (with the head), σ as the round's instruction config and the
+d per-coordinate scales s (root mean square 1) as a
+:data:`~fedpeft.messages.DOWNLINK` array beside the payload (``covariance =
+"diagonal"``; with ``"isotropic"`` s stays 1 and is not sent). Two rules:
 
 * ``fedbpt`` (Sun et al. 2024, as NVFlare's ``global_es.py`` does it): the
   server treats the m client means as its own population. σ is first set
@@ -14,9 +17,15 @@ state (with the head), σ as the round's instruction config. Two rules:
 * ``mean``: the strategy's n_k-weighted mean of the client updates, through
   the run's aggregator (plain, secure or DP), and σ from the same rule.
 
-NVFlare's server also runs CMA's covariance and step-size updates on the
-client means and ships the whole pickled ES object down; here nothing but z,
-the head and σ travels.
+The diagonal covariance is the server's own CMA-ES step on the client means,
+as NVFlare's server runs it: each round a separable ``cma`` strategy is
+rebuilt at (z, σ, s) with population 2m and μ = m, told the m means and their
+fitness, and its new per-coordinate scales ``stds/σ``, rescaled to root mean
+square 1, are s (σ comes from the clients, as above). Its new mean equals the
+rank rule's. Unlike NVFlare, which pickles the whole ES object (a 500×500
+covariance, ~2 MB) down every round, only d floats of s travel, and the
+server's evolution paths are not kept between rounds (they restart from zero
+each round, like every client's).
 """
 
 from __future__ import annotations
@@ -29,12 +38,14 @@ from typing import Any
 
 import numpy as np
 
-from fedpeft.messages import Instruction, Task
+from fedpeft.messages import DOWNLINK, Instruction, Task
 from fedpeft.server.aggregators import Metrics
 from fedpeft.server.uniform import UniformServer
 from fedpeft.types import ClientUpdate, Params
 
 RULES = ("fedbpt", "mean")
+SEARCH_STDS = DOWNLINK + "search_stds"
+"""Payload key of the search's per-coordinate scales s (fit instructions)."""
 
 
 def rank_weights(m: int) -> np.ndarray:
@@ -51,6 +62,43 @@ def client_sigma(updates: Sequence[ClientUpdate], m: int) -> float:
     return math.sqrt(total / (m * mu))
 
 
+def diagonal_step(
+    z: np.ndarray,
+    sigma: float,
+    stds: np.ndarray,
+    means: Sequence[np.ndarray],
+    fitness: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """One separable CMA-ES step (``cma``) whose population is the client
+    means: its new mean and its per-coordinate scales ``stds/σ`` rescaled to
+    root mean square 1 (module docstring)."""
+    import cma  # heavy to import; only the fedbpt rule needs it
+
+    m = len(means)
+    es = cma.CMAEvolutionStrategy(
+        np.asarray(z, np.float64),
+        sigma,
+        {
+            "popsize": 2 * m,
+            "CMA_mu": m,
+            "CMA_diagonal": True,
+            "CMA_stds": np.asarray(stds, np.float64),
+            "seed": np.nan,  # never reseed numpy's global generator
+            "randn": lambda *shape: np.zeros(shape),  # the asked points are unused
+            "verbose": -9,
+            "verb_log": 0,
+            "verb_disp": 0,
+            "tolfun": 0,
+            "tolx": 0,
+        },
+    )
+    es.ask()  # cma tells only after an ask
+    es.tell([np.asarray(x, np.float64) for x in means], list(fitness))
+    shape = np.asarray(es.stds, np.float64) / es.sigma
+    shape /= math.sqrt(float(np.mean(shape * shape)))
+    return np.asarray(es.mean), shape
+
+
 @dataclass
 class BlackBoxServer:
     """The uniform server, plus the search's σ and FedBPT's merge rule.
@@ -59,15 +107,21 @@ class BlackBoxServer:
         inner: Instructions, warm start and the plain/secure mean.
         rule: ``"fedbpt"`` or ``"mean"`` (module docstring).
         sigma: The global step size (server state, checkpointed).
+        diagonal: Adapt and send the per-coordinate scales s (fedbpt only).
+        stds: s, ``None`` until the first round (then ones of z's size).
     """
 
     inner: UniformServer
     rule: str = "fedbpt"
     sigma: float = 1.0
+    diagonal: bool = False
+    stds: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
             raise ValueError(f"server rule {self.rule!r}: choose one of {RULES}")
+        if self.diagonal and self.rule != "fedbpt":
+            raise ValueError("a diagonal covariance needs the fedbpt rule")
         self.aggregator = self.inner.aggregator
 
     @property
@@ -81,7 +135,18 @@ class BlackBoxServer:
         if task != "fit":
             return out
         sigma = {"sigma": self.sigma}
-        return [dataclasses.replace(i, config={**i.config, **sigma}) for i in out]
+        payload = dict(params)
+        if self.diagonal:
+            payload[SEARCH_STDS] = self._stds(params).astype(np.float32)
+        return [
+            dataclasses.replace(i, payload=payload, config={**i.config, **sigma})
+            for i in out
+        ]
+
+    def _stds(self, params: Params) -> np.ndarray:
+        if self.stds is None:
+            self.stds = np.ones(params["z"].shape, np.float64)
+        return self.stds
 
     def merge(
         self, rnd: int, params: Params, updates: Sequence[ClientUpdate]
@@ -94,7 +159,11 @@ class BlackBoxServer:
         else:
             merged, metrics = self._fedbpt(params, updates)
         self.sigma = sigma
-        return merged, {**metrics, "search_sigma": sigma}
+        metrics = {**metrics, "search_sigma": sigma}
+        if self.stds is not None:
+            metrics["search_stds_min"] = float(self.stds.min())
+            metrics["search_stds_max"] = float(self.stds.max())
+        return merged, metrics
 
     def _fedbpt(
         self, params: Params, updates: Sequence[ClientUpdate]
@@ -104,6 +173,14 @@ class BlackBoxServer:
         z = params["z"] + sum(
             w * updates[i].delta["z"] for w, i in zip(weights, order, strict=True)
         )
+        if self.diagonal:
+            self.stds = diagonal_step(
+                params["z"],
+                self.sigma,
+                self._stds(params),
+                [params["z"] + u.delta["z"] for u in updates],
+                [float(u.metrics["fitness"]) for u in updates],
+            )[1]
         n = np.array([u.num_examples for u in updates], dtype=np.float64)
         merged = {"z": np.asarray(z, dtype=params["z"].dtype)}
         for name in params:
@@ -124,10 +201,15 @@ class BlackBoxServer:
         return params, None
 
     def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
-        return {**self.inner.state_dict(), "search.sigma": np.array([self.sigma])}
+        own = {"search.sigma": np.array([self.sigma])}
+        if self.stds is not None:
+            own["search.stds"] = self.stds.copy()
+        return {**self.inner.state_dict(), **own}
 
     def load_state_dict(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
         self.sigma = float(state["search.sigma"][0])
+        stds = state.get("search.stds")
+        self.stds = None if stds is None else np.array(stds, np.float64)
         self.inner.load_state_dict(
-            {k: v for k, v in state.items() if k != "search.sigma"}
+            {k: v for k, v in state.items() if not k.startswith("search.")}
         )

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fedpeft.messages import Instruction, Reply, Task
+from fedpeft.messages import Instruction, Reply, Task, reply_layout
 from fedpeft.rundir.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedpeft.rundir.sink import MetricsSink
 from fedpeft.seeding import stream
@@ -231,7 +231,7 @@ class RoundLoop:
         selected = self.select(rnd)
         instructions = self.server.instructions(rnd, "fit", params, selected)
         replies = self.runtime.run(instructions)
-        references = {ins.client_id: ins.payload for ins in instructions}
+        references = {ins.client_id: reply_layout(ins.payload) for ins in instructions}
         updates = [r.update for r in replies if r.update is not None]
         screened = screen_updates(updates, references, self.settings.update_norm_ratio)
         for why in screened.rejected.values():

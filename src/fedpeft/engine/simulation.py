@@ -247,7 +247,8 @@ class FederatedRun:
             client_section.probe_iters,
             client_section.probe_l2,
         )
-        return BlackBoxServer(server, peft.server_rule, peft.sigma0), client
+        diagonal = peft.covariance == "diagonal"
+        return BlackBoxServer(server, peft.server_rule, peft.sigma0, diagonal), client
 
     def _mixed_server(self, aggregator: Aggregator) -> tuple[MixedLoraServer, Params]:
         """The mixed-size LoRA server and its r_max initial state; FFA-LoRA's A

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import fedpeft
-from fedpeft.messages import Instruction, Reply
+from fedpeft.messages import Instruction, Reply, reply_layout
 from fedpeft.remote.envelope import (
     Envelope,
     EnvelopeError,
@@ -177,7 +177,9 @@ class RemoteRuntime:
                 )
             if ins.task == "fit":
                 check_params_like(
-                    ins.payload, update.delta, what=f"client {ins.client_id}'s update"
+                    reply_layout(ins.payload),
+                    update.delta,
+                    what=f"client {ins.client_id}'s update",
                 )
         except ValueError as err:
             logger.warning(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fedpeft.peft.config import PeftConfig
 
@@ -47,9 +47,17 @@ class BlackBoxConfig(PeftConfig):
     server_rule: Literal["fedbpt", "mean"] = Field(
         "fedbpt",
         description="fedbpt: rank the client means by their fitness, recombine "
-        "with CMA weights and adapt σ and the diagonal covariance (FedBPT); "
+        "with CMA weights and set σ from the clients' step sizes (FedBPT); "
         "mean: the n_k-weighted mean of the client means through the strategy "
         "(works with secure aggregation)",
+    )
+    covariance: Literal["diagonal", "isotropic"] = Field(
+        "diagonal",
+        description="the global search distribution's shape. diagonal: the "
+        "server's CMA-ES step on the client means adapts d per-coordinate "
+        "standard deviations, sent down beside z (needs server_rule = fedbpt, "
+        "which sees every mean); isotropic: σ alone. Unset: diagonal under "
+        "fedbpt, isotropic under mean",
     )
     head: Literal["local", "verbalizer"] = Field(
         "local",
@@ -58,7 +66,40 @@ class BlackBoxConfig(PeftConfig):
         "logits alone, nothing trained but z",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        """``covariance`` from the rule; verbalizer mode's head is the seeded
+        init (the label words' LM rows), never a warm start."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        diagonal = data.get("server_rule", "fedbpt") == "fedbpt"
+        data.setdefault("covariance", "diagonal" if diagonal else "isotropic")
+        if data.get("head") == "verbalizer":
+            if data.get("head_init") in ("probe", "class-means"):
+                raise ValueError(
+                    "peft.head = 'verbalizer' keeps the label words' LM rows as the "
+                    f"head; peft.head_init = {data['head_init']!r} does not apply "
+                    "(leave it unset)"
+                )
+            data.setdefault("head_init", "random")
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> BlackBoxConfig:
+        if self.covariance == "diagonal" and self.server_rule != "fedbpt":
+            raise ValueError(
+                "peft.covariance = 'diagonal' is adapted from every client's mean, "
+                "which only peft.server_rule = 'fedbpt' sees; use covariance = "
+                "'isotropic' with server_rule = 'mean'"
+            )
+        return self
+
     def adapter_options(self) -> dict[str, Any]:
         """The adapter's options (the search's stay with the client)."""
         keep = ("prompt_length", "intrinsic_dim", "projection_seed", "alpha")
-        return {k: getattr(self, k) for k in keep}
+        return {
+            **{k: getattr(self, k) for k in keep},
+            "verbalizer": self.head == "verbalizer",
+        }

@@ -7,7 +7,9 @@ prompt entries on the embeddings' scale. A is drawn from its own generator
 seeded by ``projection_seed``: the server and every client regenerate the same
 A and only z (d floats) and the head travel. For an encoder the prompt is
 prepended to the input embeddings and the real tokens' states are mean-pooled
-into a linear head, as in soft prompt tuning.
+into a linear head, as in soft prompt tuning. In verbalizer mode the head is
+a decoder's label-word rows of its LM head, derived from the backbone on every
+side: it is frozen, and z alone is the adapter's state.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class BlackBoxPromptClassifier(AdapterClassifier):
         projection_seed: Seed of A (shared by the whole federation).
         alpha: Scale of A relative to the word embeddings.
         label_names: A decoder's verbalizer head.
+        verbalizer: Freeze the head (the label words' LM rows): z alone is
+            the state.
     """
 
     def __init__(
@@ -70,8 +74,18 @@ class BlackBoxPromptClassifier(AdapterClassifier):
         projection_seed: int = 0,
         alpha: float = 1.0,
         label_names: tuple[str, ...] = (),
+        verbalizer: bool = False,
     ) -> None:
         super().__init__(backbone, num_classes, generator, label_names)
+        if verbalizer:
+            if backbone.kind != "decoder" or len(label_names) != num_classes:
+                raise ValueError(
+                    "peft.head = 'verbalizer' scores a decoder's label words, one "
+                    f"per class; the backbone is of kind {backbone.kind!r} with "
+                    f"{len(label_names)} label names for {num_classes} classes "
+                    "(use peft.head = 'local')"
+                )
+            self.head.requires_grad_(False)
         self.prompt_length = prompt_length
         self.z = nn.Parameter(torch.zeros(intrinsic_dim))
         table = backbone.word_embeddings.weight.detach()
