@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from fedpeft.client.algorithm import GradientClient
 from fedpeft.engine.embedded import EmbeddedRuntime
@@ -128,3 +129,43 @@ def test_node_authentication_and_data_files_of_their_own(tmp_path: Path) -> None
     ]
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
     assert summary["partition"] == "node-data"
+
+
+def test_black_box_clients_federate_over_flower(tmp_path: Path) -> None:
+    """Gradient-free clients behind real Flower processes: z up, and z, σ and
+    the diagonal covariance's scales down, give the in-process run's state."""
+    cfg = tiny_config(
+        tmp_path,
+        "federation.num_clients=2",
+        "federation.rounds=2",
+        *SETTINGS[2:5],
+        "baselines.run=[]",
+        "peft.method=blackbox",
+        "peft.prompt_length=4",
+        "peft.intrinsic_dim=16",
+        "peft.popsize=4",
+        "peft.iterations=2",
+        "peft.search_batch=4",
+    )
+    with LoopbackFederation(cfg) as fed:
+        assert fed.run(timeout=30.0, wall_limit=300.0) == ""
+    records = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").open()]
+    assert [r["round"] for r in records] == [0, 1, 2]
+    assert records[2]["search_stds_max"] > records[2]["search_stds_min"]
+    assert records[2]["bytes_down_per_client"] > records[2]["bytes_up_per_client"]
+    saved = load_checkpoint(cfg.run_dir / "checkpoint")
+    threads = torch.get_num_threads()
+    # each node worker computes with cores // nodes threads (deploy.py)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+    try:
+        run = FederatedRun(build_experiment(cfg))
+        reference = run.run().params
+    finally:
+        torch.set_num_threads(threads)
+    assert saved.params.keys() == reference.keys()
+    for name, value in reference.items():
+        np.testing.assert_array_equal(saved.params[name], value)
+    server_state = run.loop.server.state_dict()
+    np.testing.assert_array_equal(
+        saved.strategy_state["search.stds"], server_state["search.stds"]
+    )

@@ -168,6 +168,7 @@ class BlackBoxServer:
     def _fedbpt(
         self, params: Params, updates: Sequence[ClientUpdate]
     ) -> tuple[Params, Metrics]:
+        updates = sorted(updates, key=lambda u: u.client_id)  # arrival order aside
         order = sorted(range(len(updates)), key=lambda i: updates[i].metrics["fitness"])
         weights = rank_weights(len(updates))
         z = params["z"] + sum(
@@ -190,7 +191,7 @@ class BlackBoxServer:
                     for nk, u in zip(n, updates, strict=True)
                 )
                 merged[name] = (params[name] + step).astype(params[name].dtype)
-        return merged, {"clients": float(len(updates))}
+        return merged, {"num_clients": float(len(updates))}
 
     def merge_warm_start(
         self, task: Task, params: Params, replies: Sequence[ClientUpdate]
