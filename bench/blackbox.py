@@ -28,7 +28,7 @@ of the verbalizer, nothing trained but z): 2 clients, 2 rounds, short search.
 Round 0 is the zero-shot verbalizer behind the zero prompt.
 
     python bench/blackbox.py --compare [--seeds 0 1 2] [--rounds 4]
-    python bench/blackbox.py --decoder
+    python bench/blackbox.py --decoder [--no-prompt]
     python bench/blackbox.py --grid [--seeds 0 1 2]
 """
 
@@ -285,6 +285,23 @@ DECODER = [  # RUN's settings, then the decoder's (later overrides win)
 ]
 
 
+def no_prompt(settings: list[str]) -> dict[str, Any]:
+    """Zero-shot without any prompt: the verbalizer's label-word logits of the
+    bare test texts, through the same service (``--decoder``'s round 0 has
+    the zero prompt A·0, 50 zero vectors, in front)."""
+    exp = build_experiment(load_config(None, settings))
+    service = ModelService(exp.backbone, exp.config.model.precision)
+    test = exp.test
+    width = int(test.lengths.max())
+    ids = test.input_ids[:, :width]
+    mask = (np.arange(width)[None] < test.lengths[:, None]).astype(np.int64)
+    empty = np.zeros((1, 0, service.hidden_size), np.float32)
+    logits = service.label_logits(0, empty, ids, mask, tuple(exp.corpus.label_names))
+    accuracy = float((logits[0].argmax(-1) == test.labels).mean())
+    print(f"  no prompt: test accuracy {accuracy:.3f} ({len(test)} examples)")
+    return {"test_accuracy": accuracy, "examples": len(test)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -298,6 +315,9 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--decoder", action="store_true")
     parser.add_argument("--grid", action="store_true")
+    parser.add_argument(
+        "--no-prompt", action="store_true", help="--decoder's zero-shot, no prompt"
+    )
     args = parser.parse_args()
     stored: dict[str, Any] = {}  # this run's entries; the file keeps the rest
     if args.speed:
@@ -310,6 +330,10 @@ def main() -> None:
         stored["run"] = federated_run(RUN, 4)
     if args.decoder:  # a file of its own: it runs beside the others
         DECODER_RESULTS.write_text(json.dumps(federated_run(DECODER, 2), indent=2))
+    if args.no_prompt:
+        decoder = json.loads(DECODER_RESULTS.read_text())
+        decoder["no_prompt"] = no_prompt(DECODER)
+        DECODER_RESULTS.write_text(json.dumps(decoder, indent=2))
     if args.compare:
         stored["compare"] = compare(args.seeds, args.rounds, args.fresh)
     if args.grid:
