@@ -310,3 +310,31 @@ def test_the_search_distribution_round_trips_through_the_wire_and_checkpoint(
     bad = dict(ins.payload, **{SEARCH_STDS: -np.ones(16, np.float32)})
     with pytest.raises(ValueError, match="positive finite"):
         client_for(decoder).fit(Instruction(0, 1, "fit", bad, ins.config))
+
+
+def test_a_fixed_head_travels_down_only_and_keeps_its_value(
+    decoder: Backbone,
+) -> None:
+    adapter = build_adapter(
+        options(head="fixed"), decoder, 2, torch.Generator().manual_seed(0), LABELS
+    )
+    params = adapter.trainable_state()
+    assert set(params) == {"z", "head.weight", "head.bias"}
+    server = BlackBoxServer(uniform_server(), "fedbpt", 0.5, fixed_head=True)
+    ins = server.instructions(1, "fit", params, [0])[0]
+    assert set(reply_layout(ins.payload)) == {"z"}
+    np.testing.assert_array_equal(
+        ins.payload["downlink/head.weight"], params["head.weight"]
+    )
+    up = client_for(decoder, head="fixed").fit(ins)
+    assert set(up.delta) == {"z"} and np.abs(up.delta["z"]).max() > 0
+    merged, _ = server.merge(1, params, [up])
+    np.testing.assert_array_equal(merged["head.weight"], params["head.weight"])
+    np.testing.assert_allclose(merged["z"], params["z"] + up.delta["z"], atol=1e-7)
+    mean = BlackBoxServer(uniform_server(), "mean", 0.5, fixed_head=True)
+    merged, _ = mean.merge(1, params, [up])
+    np.testing.assert_array_equal(merged["head.bias"], params["head.bias"])
+    with pytest.raises(ConfigError, match="same logit"):
+        load_config(
+            None, ["peft.method=blackbox", "peft.head=fixed", "peft.head_init=zeros"]
+        )

@@ -311,6 +311,7 @@ BLACKBOX = [
     "extra",
     [
         ["peft.server_rule=fedbpt"],
+        ["peft.server_rule=fedbpt", "peft.head=fixed"],
         # zero heads: the probe warm start's secure sum rounds differently in
         # and out of process (1e-7), and the clients' L-BFGS head refit on a
         # few separable examples, never converged, amplifies that to 0.2

@@ -13,7 +13,9 @@ features (or a decoder's label-word logits) out.
 
 With an encoder the client keeps a linear head (``peft.head = "local"``): it
 scores candidates with its current head and refits the head on the features
-of its new mean after the search. With ``"verbalizer"`` a decoder's
+of its new mean after the search. With ``"fixed"`` the head (the round-0
+warm start) comes as :data:`~fedpeft.messages.DOWNLINK` side information and
+is never refitted: z alone goes back. With ``"verbalizer"`` a decoder's
 label-word logits are the scores and only z is tuned.
 
 The reply is the usual ΔP (z and head) with, as metrics, what FedBPT's server
@@ -36,7 +38,7 @@ from fedpeft.blackbox.server import SEARCH_STDS
 from fedpeft.blackbox.service import ModelService
 from fedpeft.client.algorithm import ClientData
 from fedpeft.client.probe import fit_linear_head
-from fedpeft.messages import Instruction, reply_layout
+from fedpeft.messages import DOWNLINK, Instruction, reply_layout
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.blackbox.config import BlackBoxConfig
 from fedpeft.peft.blackbox.model import project, projection
@@ -115,7 +117,7 @@ class BlackBoxClient:
     ) -> np.ndarray:
         """Mean cross-entropy per candidate ``(P,)``."""
         logits = torch.from_numpy(scores)
-        if self.options.head == "local":
+        if self.options.head != "verbalizer":
             weight = torch.from_numpy(head["head.weight"])
             logits = logits @ weight.T + torch.from_numpy(head["head.bias"])
         target = torch.from_numpy(labels).expand(len(scores), -1)
@@ -143,7 +145,11 @@ class BlackBoxClient:
         rng = stream(self.seed, "search", ins.round, k)
         before = self.service.usage(k)
         start = {n: np.asarray(v) for n, v in reply_layout(ins.payload).items()}
-        head = {n: v for n, v in start.items() if n.startswith("head.")}
+        head = {
+            n.removeprefix(DOWNLINK): np.asarray(v)
+            for n, v in ins.payload.items()
+            if n.removeprefix(DOWNLINK).startswith("head.")
+        }
         sigma = float(ins.config.get("sigma", o.sigma0))
         stds = ins.payload.get(SEARCH_STDS)
         if stds is not None and not (
@@ -189,7 +195,7 @@ class BlackBoxClient:
                 feats, train.labels, num_classes, self.probe_iters, self.probe_l2, head
             )
         fitness = float(self._losses(shard[None], train.labels, head)[0])
-        new = {"z": z, **head}
+        new = {"z": z, **{n: head[n] for n in start if n != "z"}}
         delta = {n: (new[n] - start[n]).astype(start[n].dtype) for n in start}
         bill = self.service.usage(k)
         return ClientUpdate(

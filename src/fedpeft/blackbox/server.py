@@ -4,7 +4,9 @@ The global distribution is N(z, σ²·diag(s²)): the mean z travels as the
 adapter's state (with the head), σ as the round's instruction config and the
 d per-coordinate scales s (root mean square 1) as a
 :data:`~fedpeft.messages.DOWNLINK` array beside the payload (``covariance =
-"diagonal"``; with ``"isotropic"`` s stays 1 and is not sent). Two rules:
+"diagonal"``; with ``"isotropic"`` s stays 1 and is not sent). With
+``peft.head = "fixed"`` the head (the round-0 warm start) travels down as
+side information too, and only z is merged. Two rules:
 
 * ``fedbpt`` (Sun et al. 2024, as NVFlare's ``global_es.py`` does it): the
   server treats the m client means as its own population. σ is first set
@@ -108,6 +110,9 @@ class BlackBoxServer:
         rule: ``"fedbpt"`` or ``"mean"`` (module docstring).
         sigma: The global step size (server state, checkpointed).
         diagonal: Adapt and send the per-coordinate scales s (fedbpt only).
+        fixed_head: Send the head as side information (``peft.head =
+            "fixed"``): clients return Δz alone, and the head keeps its
+            round-0 value.
         stds: s, ``None`` until the first round (then ones of z's size).
     """
 
@@ -115,6 +120,7 @@ class BlackBoxServer:
     rule: str = "fedbpt"
     sigma: float = 1.0
     diagonal: bool = False
+    fixed_head: bool = False
     stds: np.ndarray | None = None
 
     def __post_init__(self) -> None:
@@ -135,7 +141,10 @@ class BlackBoxServer:
         if task != "fit":
             return out
         sigma = {"sigma": self.sigma}
-        payload = dict(params)
+        payload = {
+            DOWNLINK + n if self.fixed_head and n != "z" else n: v
+            for n, v in params.items()
+        }
         if self.diagonal:
             payload[SEARCH_STDS] = self._stds(params).astype(np.float32)
         return [
@@ -154,10 +163,12 @@ class BlackBoxServer:
         if not updates:
             return self.inner.merge(rnd, params, updates)
         sigma = client_sigma(updates, len(updates))
+        sent = {"z": params["z"]} if self.fixed_head else params
         if self.rule == "mean":
-            merged, metrics = self.inner.merge(rnd, params, updates)
+            merged, metrics = self.inner.merge(rnd, sent, updates)
         else:
-            merged, metrics = self._fedbpt(params, updates)
+            merged, metrics = self._fedbpt(sent, updates)
+        merged = {**params, **merged}
         self.sigma = sigma
         metrics = {**metrics, "search_sigma": sigma}
         if self.stds is not None:

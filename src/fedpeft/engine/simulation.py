@@ -247,8 +247,16 @@ class FederatedRun:
             client_section.probe_iters,
             client_section.probe_l2,
         )
-        diagonal = peft.covariance == "diagonal"
-        return BlackBoxServer(server, peft.server_rule, peft.sigma0, diagonal), client
+        return (
+            BlackBoxServer(
+                server,
+                peft.server_rule,
+                peft.sigma0,
+                diagonal=peft.covariance == "diagonal",
+                fixed_head=peft.head == "fixed",
+            ),
+            client,
+        )
 
     def _mixed_server(self, aggregator: Aggregator) -> tuple[MixedLoraServer, Params]:
         """The mixed-size LoRA server and its r_max initial state; FFA-LoRA's A

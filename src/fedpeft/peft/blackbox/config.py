@@ -59,11 +59,13 @@ class BlackBoxConfig(PeftConfig):
         "which sees every mean); isotropic: σ alone. Unset: diagonal under "
         "fedbpt, isotropic under mean",
     )
-    head: Literal["local", "verbalizer"] = Field(
+    head: Literal["local", "fixed", "verbalizer"] = Field(
         "local",
-        description="local: the client fits the linear head on the features the "
-        "service returns (hybrid, encoders); verbalizer: a decoder's label-word "
-        "logits alone, nothing trained but z",
+        description="local: the client scores with the global linear head and "
+        "refits it on its features after the search; z and the head travel up "
+        "(hybrid, encoders). fixed: the head is the round-0 warm start, sent "
+        "down beside z and never refitted; z alone travels up. verbalizer: a "
+        "decoder's label-word logits, nothing trained but z",
     )
 
     @model_validator(mode="before")
@@ -76,6 +78,12 @@ class BlackBoxConfig(PeftConfig):
         data = dict(data)
         diagonal = data.get("server_rule", "fedbpt") == "fedbpt"
         data.setdefault("covariance", "diagonal" if diagonal else "isotropic")
+        if data.get("head") == "fixed" and data.get("head_init") == "zeros":
+            raise ValueError(
+                "peft.head = 'fixed' with peft.head_init = 'zeros' gives every "
+                "class the same logit, so no candidate scores better than another; "
+                "use head_init = 'probe' (the default)"
+            )
         if data.get("head") == "verbalizer":
             if data.get("head_init") in ("probe", "class-means"):
                 raise ValueError(
