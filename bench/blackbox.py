@@ -167,6 +167,12 @@ ARMS = {
         *SEARCH,
         "peft.server_rule=mean",
     ],
+    "black-box, FedBPT rule, fixed head": [
+        "peft.method=blackbox",
+        *SEARCH,
+        "peft.server_rule=fedbpt",
+        "peft.head=fixed",
+    ],
     "gradient prompt tuning": ["peft.method=prompt", "peft.head_init=probe"],
 }
 CACHE = Path("runs/blackbox_compare")
@@ -257,6 +263,11 @@ GRID_COMMON = [
 ]
 GRID_ARMS = {
     "black-box FedBPT": ["peft.method=blackbox", *GRID_SEARCH],
+    "black-box FedBPT, fixed head": [
+        "peft.method=blackbox",
+        *GRID_SEARCH,
+        "peft.head=fixed",
+    ],
     "gradient prompt tuning": ["peft.method=prompt", "peft.head_init=probe"],
 }
 GRID_CACHE = Path("runs/blackbox_grid")
