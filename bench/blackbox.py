@@ -271,6 +271,12 @@ GRID_ARMS = {
     "gradient prompt tuning": ["peft.method=prompt", "peft.head_init=probe"],
 }
 GRID_CACHE = Path("runs/blackbox_grid")
+ZERO_SHOT = [  # the service's verbalizer on SmolLM2 (nothing is trained)
+    "peft.method=blackbox",
+    "model.backbone=smollm2-135m",
+    "peft.head=verbalizer",
+    "data.max_train=200",
+]
 
 
 def grid(seeds: list[int], rounds: int, fresh: bool) -> dict[str, Any]:
@@ -329,6 +335,11 @@ def main() -> None:
     parser.add_argument(
         "--no-prompt", action="store_true", help="--decoder's zero-shot, no prompt"
     )
+    parser.add_argument(
+        "--grid-zero-shot",
+        action="store_true",
+        help="SmolLM2's zero-shot verbalizer (no prompt) on the grid's test sets",
+    )
     args = parser.parse_args()
     stored: dict[str, Any] = {}  # this run's entries; the file keeps the rest
     if args.speed:
@@ -349,6 +360,11 @@ def main() -> None:
         stored["compare"] = compare(args.seeds, args.rounds, args.fresh)
     if args.grid:
         stored["grid"] = grid(args.seeds, 3, args.fresh)
+    if args.grid_zero_shot:  # SmolLM2's verbalizer on the grid's test sets
+        stored["grid_zero_shot"] = {
+            corpus: no_prompt([*GRID_COMMON, *data, *ZERO_SHOT])
+            for corpus, data in GRID_DATA.items()
+        }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     latest = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     tmp = RESULTS.with_suffix(".tmp")
