@@ -17,7 +17,7 @@ at z = 0, averaged) is the federated linear probe. Cells are cached in
 runs/blackbox_compare/ (rerun with --fresh).
 
     python bench/blackbox.py --speed [--repeats 5] [--run]
-``--grid``: full Rotten Tomatoes and 4,000 training examples of the tweets
+``--grid``: full Rotten Tomatoes and 2,000 training examples of the tweets
 corpus, 4 IID clients, 3 rounds, the issue's search (population 20 × 8
 iterations) on 16-example draws, per seed: black-box (FedBPT rule, diagonal
 covariance) and gradient prompt tuning. Round 0 of the black-box run is the
@@ -251,7 +251,7 @@ def compare(seeds: list[int], rounds: int, fresh: bool) -> dict[str, Any]:
 GRID_SEARCH = ["peft.popsize=20", "peft.iterations=8", "peft.search_batch=16"]
 GRID_DATA = {
     "rotten-tomatoes (full)": ["data.corpus=rotten-tomatoes", "data.max_train=100000"],
-    "tweets-sentiment (4,000)": ["data.corpus=tweets-sentiment", "data.max_train=4000"],
+    "tweets-sentiment (2,000)": ["data.corpus=tweets-sentiment", "data.max_train=2000"],
 }
 GRID_COMMON = [
     "data.max_test=1000",
@@ -279,16 +279,19 @@ ZERO_SHOT = [  # the service's verbalizer on SmolLM2 (nothing is trained)
 ]
 
 
-def grid(seeds: list[int], rounds: int, fresh: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"common": GRID_COMMON, "arms": GRID_ARMS, "seeds": seeds}
+def grid(
+    seeds: list[int], rounds: int, fresh: bool, arms: list[str] | None = None
+) -> dict[str, Any]:
+    chosen = {a: o for a, o in GRID_ARMS.items() if arms is None or a in arms}
+    out: dict[str, Any] = {"common": GRID_COMMON, "arms": chosen, "seeds": seeds}
     for corpus, data in GRID_DATA.items():
         cache = GRID_CACHE / corpus.split(" ")[0]
         cells = [
             cell(cache, arm, [*GRID_COMMON, *data, *opts], seed, rounds, fresh)
             for seed in seeds
-            for arm, opts in GRID_ARMS.items()
+            for arm, opts in chosen.items()
         ]
-        out[corpus] = summarize(cells, list(GRID_ARMS))
+        out[corpus] = summarize(cells, list(chosen))
     return out
 
 
@@ -333,6 +336,9 @@ def main() -> None:
     parser.add_argument("--decoder", action="store_true")
     parser.add_argument("--grid", action="store_true")
     parser.add_argument(
+        "--arms", nargs="+", default=None, help="--grid: only these arms (names)"
+    )
+    parser.add_argument(
         "--no-prompt", action="store_true", help="--decoder's zero-shot, no prompt"
     )
     parser.add_argument(
@@ -359,7 +365,7 @@ def main() -> None:
     if args.compare:
         stored["compare"] = compare(args.seeds, args.rounds, args.fresh)
     if args.grid:
-        stored["grid"] = grid(args.seeds, 3, args.fresh)
+        stored["grid"] = grid(args.seeds, 3, args.fresh, args.arms)
     if args.grid_zero_shot:  # SmolLM2's verbalizer on the grid's test sets
         stored["grid_zero_shot"] = {
             corpus: no_prompt([*GRID_COMMON, *data, *ZERO_SHOT])
