@@ -342,6 +342,11 @@ def main() -> None:
         "--no-prompt", action="store_true", help="--decoder's zero-shot, no prompt"
     )
     parser.add_argument(
+        "--grid-baselines",
+        action="store_true",
+        help="MiniLM's centralized linear probe and zero-shot on the grid's data",
+    )
+    parser.add_argument(
         "--grid-zero-shot",
         action="store_true",
         help="SmolLM2's zero-shot verbalizer (no prompt) on the grid's test sets",
@@ -366,6 +371,15 @@ def main() -> None:
         stored["compare"] = compare(args.seeds, args.rounds, args.fresh)
     if args.grid:
         stored["grid"] = grid(args.seeds, 3, args.fresh, args.arms)
+    if args.grid_baselines:  # MiniLM's centralized probe and zero-shot
+        from fedpeft.baselines.probe import run_linear_probe, run_zero_shot
+
+        stored["grid_baselines"] = {}
+        for corpus, data in GRID_DATA.items():
+            exp = build_experiment(load_config(None, [*GRID_COMMON, *data]))
+            probe, zero = run_linear_probe(exp), run_zero_shot(exp)
+            stored["grid_baselines"][corpus] = {"probe": probe, "zero_shot": zero}
+            print(corpus, probe["test_accuracy"], zero["test_accuracy"], flush=True)
     if args.grid_zero_shot:  # SmolLM2's verbalizer on the grid's test sets
         stored["grid_zero_shot"] = {
             corpus: no_prompt([*GRID_COMMON, *data, *ZERO_SHOT])
