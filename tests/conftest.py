@@ -59,3 +59,14 @@ def tiny_decoder() -> Backbone:
     tokenizer = tiny_tokenizer()
     tokenizer.pad_token = tokenizer.eos_token
     return Backbone("tiny-llama", tiny_llama(), tokenizer, "decoder")
+
+
+TINY_BLACKBOX = (
+    "peft.method=blackbox",
+    "peft.prompt_length=4",
+    "peft.intrinsic_dim=16",
+    "peft.popsize=4",
+    "peft.iterations=2",
+    "peft.search_batch=4",
+)
+"""A black-box search small enough for a test on the tiny model."""

@@ -22,7 +22,7 @@ from fedpeft.flower.deploy import LoopbackFederation
 from fedpeft.messages import Instruction
 from fedpeft.rundir.checkpoint import load_checkpoint
 from fedpeft.types import ClientUpdate
-from tests.conftest import tiny_config
+from tests.conftest import TINY_BLACKBOX, tiny_config
 
 SETTINGS = (
     "federation.num_clients=3",
@@ -140,12 +140,7 @@ def test_black_box_clients_federate_over_flower(tmp_path: Path) -> None:
         "federation.rounds=2",
         *SETTINGS[2:5],
         "baselines.run=[]",
-        "peft.method=blackbox",
-        "peft.prompt_length=4",
-        "peft.intrinsic_dim=16",
-        "peft.popsize=4",
-        "peft.iterations=2",
-        "peft.search_batch=4",
+        *TINY_BLACKBOX,
     )
     with LoopbackFederation(cfg) as fed:
         assert fed.run(timeout=30.0, wall_limit=300.0) == ""

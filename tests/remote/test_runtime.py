@@ -21,7 +21,7 @@ from fedpeft.remote.runtime import FederationError, LocalTransport, RemoteRuntim
 from fedpeft.remote.secure_sum import RemoteSum
 from fedpeft.secagg import SecAggConfig
 from fedpeft.server.aggregators import SecureSum
-from tests.conftest import tiny_config
+from tests.conftest import TINY_BLACKBOX, tiny_config
 
 
 def _experiment(exp: Experiment, tmp_path: object, *extra: str) -> Experiment:
@@ -296,15 +296,7 @@ def test_node_data_errors_name_the_problem(
         runtime.connect(config_digest(exp.config), [None] * len(exp.clients))
 
 
-BLACKBOX = [
-    "peft.method=blackbox",
-    "peft.prompt_length=4",
-    "peft.intrinsic_dim=16",
-    "peft.popsize=4",
-    "peft.iterations=2",
-    "peft.search_batch=4",
-    "federation.rounds=1",
-]
+BLACKBOX = [*TINY_BLACKBOX, "federation.rounds=1"]
 
 
 @pytest.mark.parametrize(
