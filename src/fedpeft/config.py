@@ -44,6 +44,7 @@ from fedpeft.registry import describe_error
 # After ConfigError is bound: a module of fedpeft.data that imports it from here
 # is loaded by the next line, while this module is still loading.
 from fedpeft.data.partition.config import PARTITIONERS, PartitionField
+from fedpeft.fedsp.config import FedSPSection
 from fedpeft.peft.config import PEFT_METHODS, PeftField
 from fedpeft.strategies.config import STRATEGIES, StrategyField
 
@@ -57,6 +58,7 @@ __all__ = [
     "ConfigError",
     "DataSection",
     "DevicesSection",
+    "FedSPSection",
     "FederationSection",
     "ModelSection",
     "PartitionSection",
@@ -103,6 +105,7 @@ class RunConfig(Section):
     baselines: BaselinesSection = Field(default_factory=BaselinesSection)
     privacy: PrivacySection = Field(default_factory=PrivacySection)
     devices: DevicesSection = Field(default_factory=DevicesSection)
+    fedsp: FedSPSection = Field(default_factory=FedSPSection)
 
     @field_validator("name")
     @classmethod

@@ -114,6 +114,9 @@ def check_names(cfg: RunConfig) -> None:
         resolve_device(cfg.model.device)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    from fedpeft.fedsp.recipe import check_recipe  # imports torch
+
+    check_recipe(cfg)
 
 
 def build_experiment(cfg: RunConfig) -> Experiment:

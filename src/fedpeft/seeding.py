@@ -20,6 +20,7 @@ STREAMS = {
     "secagg": 6,
     "dp": 7,
     "search": 8,
+    "distill": 9,
 }
 
 

@@ -93,6 +93,9 @@ class LoopSettings:
     warm_start: WarmStart | None = "probe"
     update_norm_ratio: float = 0.0
     label: str = "federated"
+    shipped_bytes: int = 0
+    """Bytes every client downloads once before round 1 (FedSP's auxiliary
+    model), counted in round 0."""
 
 
 @dataclass
@@ -181,7 +184,10 @@ class RoundLoop:
         started = time.perf_counter()
         params = self.initial
         record: Record = {"run": self.settings.label, "round": 0, "clients": []}
-        record.update(bytes_up=0, bytes_down=0)
+        shipped = self.settings.shipped_bytes * len(self.server.eligible)
+        record.update(bytes_up=0, bytes_down=shipped)
+        if shipped:
+            record["model_bytes_down"] = shipped
         if self.settings.warm_start is not None:
             task: Task = (
                 "class-stats" if self.settings.warm_start == "class-means" else "probe"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -79,7 +80,7 @@ def _run(
     )
     if cfg.devices.profiles is not None:
         return run_device_experiment(exp, run_dir, emit, resume)
-    build = federated or _embedded
+    build = federated or functools.partial(_embedded, emit=emit)
     fed = build(exp, run_dir, lambda r: emit("round", r)).run(resume)
     wall = fed.wall_seconds  # summed over the sessions of a resumed run
     baselines, curves = run_baselines(exp, fed, run_dir, resume, emit)
@@ -95,9 +96,15 @@ def _run(
 
 
 def _embedded(
-    exp: Experiment, run_dir: Path, on_round: Callable[[dict[str, Any]], None]
+    exp: Experiment,
+    run_dir: Path,
+    on_round: Callable[[dict[str, Any]], None],
+    emit: EventCallback = _ignore,
 ) -> FederatedRun:
-    return FederatedRun(exp, run_dir=run_dir, on_round=on_round)
+    def progress(name: str, done: int, total: int) -> None:
+        emit("progress", {"name": name, "completed": done, "total": total})
+
+    return FederatedRun(exp, run_dir=run_dir, on_round=on_round, on_progress=progress)
 
 
 def check_devices(cfg: RunConfig) -> None:

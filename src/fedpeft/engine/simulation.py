@@ -35,6 +35,8 @@ from fedpeft.engine.loop import (
     Server,
 )
 from fedpeft.experiment import Experiment
+from fedpeft.fedsp.adapters import fedsp_adapters
+from fedpeft.fedsp.recipe import Auxiliary, auxiliary_for, check_recipe
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.peft.blackbox.config import BlackBoxConfig
 from fedpeft.peft.lora.config import LoraConfig
@@ -69,6 +71,7 @@ class Evaluator:
 
     pool: AdapterPool
     experiment: Experiment
+    auxiliary: AdapterPool | None = None
     client_accuracy: dict[int, float] = field(default_factory=dict)
 
     def __call__(self, state: Params, shape: Shape) -> Record:
@@ -90,6 +93,16 @@ class Evaluator:
         self.client_accuracy = {
             k: c.accuracy for (k, _), c in zip(held, checks, strict=True)
         }
+        if self.auxiliary is not None:  # FedSP: the same prompt on the small model
+            small = self.auxiliary(shape)
+            small.load_trainable_state(state)
+            (aux_test,) = evaluate_many(
+                small,
+                [self.experiment.test],
+                cfg.federation.eval_batch_size,
+                cfg.model.eval_precision,
+            )
+            out["auxiliary_test_accuracy"] = aux_test.accuracy
         accs = list(self.client_accuracy.values())
         if accs:
             out["client_val_accuracy_mean"] = float(np.mean(accs))
@@ -131,6 +144,7 @@ class FederatedRun:
     runtime: Callable[[BatchingClient], Runtime] | None = None
     secure_sum: SecureSumFactory = SecureSum
     client_sizes: Sequence[int] | None = None
+    on_progress: Callable[[str, int, int], None] | None = None
 
     def __post_init__(self) -> None:
         exp, cfg = self.experiment, self.experiment.config
@@ -153,8 +167,13 @@ class FederatedRun:
         )
         record_dp = RecordDPLedger.build(cfg, sizes, strategy) if self.private else None
         server: Server
+        self.auxiliary: Auxiliary | None = None
+        client_pool: AdapterPool | None = None
         if self.sizes is None:
-            self.model = exp.new_adapter(self.method)
+            if cfg.fedsp.enabled and self.method is None:
+                client_pool = self._fedsp()
+            else:
+                self.model = exp.new_adapter(self.method)
             self.pool = AdapterPool(lambda shape: self.model)
             uniform = UniformServer(strategy, aggregator, len(exp.clients), sum(sizes))
             initial = self.model.trainable_state()
@@ -171,7 +190,7 @@ class FederatedRun:
                 for k, v in initial.items()
             }
         self.client = GradientClient(
-            self.pool,
+            client_pool or self.pool,
             lambda k: exp.clients[k],
             TrainSettings(
                 client_section,
@@ -190,7 +209,7 @@ class FederatedRun:
         peft = exp.config.peft if self.method is None else None
         if isinstance(peft, BlackBoxConfig):  # gradient-free clients
             server, self.algorithm = self._blackbox(peft, server, client_section)
-        self.evaluator = Evaluator(self.pool, exp)
+        self.evaluator = Evaluator(self.pool, exp, client_pool)
         self.loop = RoundLoop(
             server,
             self.runtime(self.algorithm)
@@ -211,11 +230,29 @@ class FederatedRun:
                 else None,
                 update_norm_ratio=fed.update_norm_ratio,
                 label=self.label,
+                shipped_bytes=self.auxiliary.shipped_bytes if self.auxiliary else 0,
             ),
             self.run_dir,
             record_dp,
             self.on_round,
         )
+
+    def _fedsp(self) -> AdapterPool:
+        """FedSP: the auxiliary model (cached, or built and distilled now); the
+        server's adapter on the full model becomes ``self.model``, and the
+        returned pool holds the clients' adapter on the auxiliary model."""
+        exp = self.experiment
+        check_recipe(exp.config)
+        steps = exp.config.fedsp.distill_steps
+        name = "distilling the auxiliary model"
+
+        def progress(step: int, _loss: float) -> None:
+            if self.on_progress is not None:
+                self.on_progress(name, step, steps)
+
+        self.auxiliary = auxiliary_for(exp.config, exp.backbone, progress)
+        self.model, client_model = fedsp_adapters(exp, self.auxiliary)
+        return AdapterPool(lambda shape: client_model)
 
     def _blackbox(
         self, peft: BlackBoxConfig, server: Server, client_section: ClientSection

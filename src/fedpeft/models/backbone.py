@@ -347,6 +347,12 @@ def _load_backbone(name: str, device: torch.device) -> Backbone:
 
     path = resolve_backbone_path(name)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
+    if hasattr(config, "fedpeft_auxiliary"):  # a FedSP auxiliary model's directory
+        from fedpeft.fedsp.store import load_auxiliary
+
+        aux = load_auxiliary(path, name)
+        cast(nn.Module, aux.model).to(device)
+        return aux
     is_decoder = bool(getattr(config, "is_decoder", False)) or any(
         a.endswith("ForCausalLM") for a in (config.architectures or [])
     )

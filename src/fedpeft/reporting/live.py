@@ -69,6 +69,8 @@ class RunView:
             self._round(payload)
         elif kind == "phase":
             self._phase(payload)
+        elif kind == "progress":
+            self._progress(payload)
 
     def _render(self) -> RenderableType:
         if not self.recent:
@@ -125,6 +127,15 @@ class RunView:
         )
         if not self.interactive:
             self.console.print(f"{name} done: test acc {acc}", highlight=False)
+
+    def _progress(self, payload: dict[str, Any]) -> None:
+        """A step of long preparatory work (FedSP's distillation)."""
+        name, done = str(payload["name"]), int(payload["completed"])
+        total = int(payload["total"])
+        self.progress.update(self._task(name, total), completed=done, total=total)
+        tenth = max(1, total // 10)
+        if not self.interactive and (done % tenth == 0 or done == total):
+            self.console.print(f"{name}: {done}/{total}", highlight=False)
 
     def _total(self, task: TaskID) -> float | None:
         return next(t.total for t in self.progress.tasks if t.id == task)

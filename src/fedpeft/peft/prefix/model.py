@@ -13,7 +13,7 @@ from real activations works better than noise, Li & Liang §7.2).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -37,6 +37,9 @@ class PrefixClassifier(AdapterClassifier):
         prefix_projection: Reparameterise through an MLP of width
             ``projection_dim``.
         projection_dim: Hidden width of that MLP.
+        layer_map: Per backbone layer, the row of the stored prefix it uses
+            (a prompt trained on a shallower auxiliary model served on the
+            full one, :mod:`fedpeft.fedsp`); default: one row per layer.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class PrefixClassifier(AdapterClassifier):
         prefix_projection: bool = False,
         projection_dim: int = 128,
         label_names: tuple[str, ...] = (),
+        layer_map: Sequence[int] | None = None,
     ) -> None:
         super().__init__(backbone, num_classes, generator, label_names)
         if prefix_length < 1:
@@ -60,13 +64,15 @@ class PrefixClassifier(AdapterClassifier):
                 + ", ".join(PREFIX_INITS)
             )
         b = backbone
-        self.shape = (b.num_layers, 2, b.num_kv_heads, prefix_length, b.head_dim)
+        rows = _check_layer_map(layer_map, b.num_layers)
+        self.layer_map = None if layer_map is None else torch.tensor(list(layer_map))
+        self.shape = (rows, 2, b.num_kv_heads, prefix_length, b.head_dim)
         self.projection = prefix_projection
         if prefix_projection:
             self._init_projection(prefix_length, projection_dim, generator)
         else:
             initial = (
-                _vocab_prefix(backbone, prefix_length, generator)
+                _vocab_prefix(backbone, prefix_length, generator)[self._first_layers()]
                 if prefix_init == "vocab"
                 else torch.randn(self.shape, generator=generator)
                 * 0.02
@@ -90,13 +96,26 @@ class PrefixClassifier(AdapterClassifier):
                 layer.weight.normal_(0.0, 0.02, generator=generator)
                 layer.bias.zero_()
 
+    def _first_layers(self) -> list[int]:
+        """Per stored row, the first backbone layer that uses it."""
+        if self.layer_map is None:
+            return list(range(self.shape[0]))
+        mapped = self.layer_map.tolist()
+        return [mapped.index(row) for row in range(self.shape[0])]
+
     def prefix_values(self) -> torch.Tensor:
-        """The prefix ``(layers, 2, kv_heads, L, head_dim)`` (projected if so)."""
+        """The prefix ``(layers, 2, kv_heads, L, head_dim)`` of every backbone
+        layer (projected, and spread over the layers by ``layer_map``, if so)."""
+        stored: torch.Tensor
         if not self.projection:
-            return self.prefix
-        layers, two, heads, length, dim = self.shape
-        flat: torch.Tensor = self.mlp(self.prefix_tokens)  # (L, layers·2·heads·dim)
-        return flat.view(length, layers, two, heads, dim).permute(1, 2, 3, 0, 4)
+            stored = self.prefix
+        else:
+            rows, two, heads, length, dim = self.shape
+            flat: torch.Tensor = self.mlp(self.prefix_tokens)  # (L, rows·2·heads·dim)
+            stored = flat.view(length, rows, two, heads, dim).permute(1, 2, 3, 0, 4)
+        if self.layer_map is None:
+            return stored
+        return stored[self.layer_map.to(stored.device)]
 
     def peft_model(self) -> Any:
         """peft prefix tuning (feature extraction) holding this prefix, the
@@ -106,7 +125,8 @@ class PrefixClassifier(AdapterClassifier):
         from peft import PrefixTuningConfig, get_peft_model
 
         b = self.backbone
-        layers, _two, heads, length, dim = self.shape
+        _rows, _two, heads, length, dim = self.shape
+        layers = b.num_layers
         config = PrefixTuningConfig(
             task_type="FEATURE_EXTRACTION",
             num_virtual_tokens=length,
@@ -149,13 +169,34 @@ class PrefixClassifier(AdapterClassifier):
                 0, 2, 3, 4, 1, 5
             )  # (B, layers, 2, heads, L, dim)
         else:
-            prefix = params["prefix"]  # (B, layers, 2, heads, L, dim)
+            prefix = params["prefix"]  # (B, rows, 2, heads, L, dim)
+        if self.layer_map is not None:
+            prefix = prefix[:, self.layer_map.to(prefix.device)]  # (B, layers, ...)
         embeds = self.backbone.embed(batch.input_ids)  # (B, seq, dim)
         prefix = prefix.to(embeds.dtype)
         pairs = [(prefix[:, i, 0], prefix[:, i, 1]) for i in range(prefix.shape[1])]
         hidden = self.backbone.encode(embeds, batch.attention_mask, pairs)
         features = self.backbone.pool(hidden, batch.attention_mask)
         return self.per_example_head(features, params)
+
+
+def _check_layer_map(layer_map: Sequence[int] | None, layers: int) -> int:
+    """The number of stored prefix rows ``layer_map`` needs.
+
+    Raises:
+        ValueError: if it does not give every layer a row, or leaves a row unused.
+    """
+    if layer_map is None:
+        return layers
+    mapped = list(layer_map)
+    rows = max(mapped, default=-1) + 1
+    if len(mapped) != layers or min(mapped, default=-1) < 0:
+        raise ValueError(
+            f"layer_map {mapped} must give each of the {layers} layers a row >= 0"
+        )
+    if set(mapped) != set(range(rows)):
+        raise ValueError(f"layer_map {mapped} leaves rows of 0..{rows - 1} unused")
+    return rows
 
 
 def _vocab_prefix(
