@@ -97,7 +97,7 @@ class LayerPlan:
 
 
 def layer_plan(
-    num_layers: int, depth: int | None = None, share: bool = True, source: int = -1
+    num_layers: int, depth: int | None = None, share: bool = True, source: int = 0
 ) -> LayerPlan:
     """The plan for a recipe.
 
@@ -108,9 +108,8 @@ def layer_plan(
         share: One set of weights at every position (FedSP), copied from
             full layer ``source``; else each position owns a copy of the layer
             it stands for.
-        source: The layer the shared weights start from (negative counts from
-            the end; -1 is ignored without sharing). The default -1 picks the
-            middle layer, L // 2.
+        source: The full layer the shared weights start from (negative counts
+            from the end; ignored without sharing). FedSP's code uses 0.
 
     Raises:
         ValueError: for a depth outside [1, L] or a source outside the model.
@@ -124,10 +123,9 @@ def layer_plan(
         targets = tuple(round(j * (num_layers - 1) / (depth - 1)) for j in range(depth))
     if not share:
         return LayerPlan(num_layers, targets, targets, tuple(range(depth)))
-    start = num_layers // 2 if source == -1 else source % num_layers
     if not -num_layers <= source < num_layers:
         raise ValueError(f"fedsp.source={source}: the model has {num_layers} layers")
-    return LayerPlan(num_layers, targets, (start,) * depth, (0,) * depth)
+    return LayerPlan(num_layers, targets, (source % num_layers,) * depth, (0,) * depth)
 
 
 def layer_list(model: nn.Module) -> nn.ModuleList:

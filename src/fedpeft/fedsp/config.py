@@ -35,6 +35,9 @@ class FedSPSection(Section):
     distill_steps: int = Field(300, ge=1, description="AdamW steps (FedSP: 5,000)")
     distill_lr: float = Field(5e-4, gt=0.0, description="peak learning rate")
     distill_batch: int = Field(8, ge=1, description="sequences per step")
+    distill_seed: int = Field(
+        0, ge=0, description="seed of the distillation (one model serves many runs)"
+    )
     logit_kd: float = Field(
         0.0, ge=0.0, description="weight of the next-token KL term (decoders)"
     )

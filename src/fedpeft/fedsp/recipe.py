@@ -102,9 +102,10 @@ def auxiliary_for(
         meta: dict[str, Any] = {"recipe": key}
         if section.distill:
             length = cfg.model.max_length
-            train, heldout = server_texts(section, backbone, length, cfg.seed)
+            seed = section.distill_seed
+            train, heldout = server_texts(section, backbone, length, seed)
             settings = _settings(section, cfg)
-            rng = stream(cfg.seed, "distill")
+            rng = stream(seed, "distill")
             log = distill(backbone, aux, plan, train, settings, rng, heldout, on_step)
             meta.update(
                 heldout_error_before=log.heldout_before,
@@ -168,5 +169,4 @@ def _recipe_key(cfg: RunConfig, backbone: Backbone, plan: LayerPlan) -> dict[str
         "plan": plan.as_dict(),
         "fedsp": section,
         "max_length": cfg.model.max_length,
-        "seed": cfg.seed,
     }
