@@ -21,6 +21,7 @@ STREAMS = {
     "dp": 7,
     "search": 8,
     "distill": 9,
+    "server": 10,
 }
 
 

@@ -20,6 +20,7 @@ from fedpeft.fedsp.auxiliary import build_auxiliary, layer_list, layer_plan
 from fedpeft.fedsp.config import FedSPSection
 from fedpeft.fedsp.distill import DistillSettings, distill
 from fedpeft.fedsp.recipe import server_texts
+from fedpeft.fedsp.server import SteppedServer
 from fedpeft.fedsp.store import save_auxiliary
 from fedpeft.models.backbone import load_backbone
 from tests.conftest import tiny_config
@@ -147,3 +148,27 @@ def test_a_fedsp_run_trains_on_the_auxiliary_model_and_serves_the_full_one(
     again = FederatedRun(exp, on_progress=lambda _n, d, _t: progress.append(d))
     assert progress == [] and again.auxiliary is not None
     assert again.auxiliary.directory == run.auxiliary.directory
+
+
+def test_the_server_step_trains_on_its_own_shard_with_the_full_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEDPEFT_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(
+        tmp_path,
+        *FEDSP,
+        "fedsp.depth=2",
+        "fedsp.server_steps=2",
+        "federation.rounds=1",
+        "strategy.fraction_fit=1.0",
+    )
+    run = FederatedRun(build_experiment(cfg))
+    result = run.run()
+    last = result.history[-1]
+    assert sorted(last["clients"]) == [0, 1, 2]  # client 3's shard is the server's
+    assert np.isfinite(last["server_step_loss"]) and last["server_step_flops"] > 0
+    # the step itself: the full-model adapter moves away from the given state
+    server = run.loop.server
+    assert isinstance(server, SteppedServer)
+    stepped, _ = server.step(2, result.params)
+    assert any(not np.array_equal(stepped[k], result.params[k]) for k in result.params)

@@ -37,6 +37,7 @@ from fedpeft.engine.loop import (
 from fedpeft.experiment import Experiment
 from fedpeft.fedsp.adapters import fedsp_adapters
 from fedpeft.fedsp.recipe import Auxiliary, auxiliary_for, check_recipe
+from fedpeft.fedsp.server import ServerPromptStep, SteppedServer
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.peft.blackbox.config import BlackBoxConfig
 from fedpeft.peft.lora.config import LoraConfig
@@ -175,7 +176,10 @@ class FederatedRun:
             else:
                 self.model = exp.new_adapter(self.method)
             self.pool = AdapterPool(lambda shape: self.model)
-            uniform = UniformServer(strategy, aggregator, len(exp.clients), sum(sizes))
+            trainers = len(exp.clients) - (1 if self._server_steps else 0)
+            uniform = UniformServer(
+                strategy, aggregator, trainers, sum(sizes[:trainers])
+            )
             initial = self.model.trainable_state()
             server = (
                 ScaffoldServer(uniform, initial)
@@ -204,6 +208,20 @@ class FederatedRun:
             record_dp.dp if record_dp else None,
             FlopMeter(),  # one meter: each step shape's FLOPs are counted once
         )
+        if self._server_steps:  # FedSP: the last shard is the server's
+            settings = client_section.model_copy(
+                update={"local_steps": self._server_steps}
+            )
+            server = SteppedServer(
+                server,
+                ServerPromptStep(
+                    self.model,
+                    exp.clients[-1].train,
+                    settings,
+                    cfg.seed,
+                    cfg.model.precision,
+                ),
+            )
         fed = cfg.federation
         self.algorithm: BatchingClient = self.client
         peft = exp.config.peft if self.method is None else None
@@ -236,6 +254,13 @@ class FederatedRun:
             record_dp,
             self.on_round,
         )
+
+    @property
+    def _server_steps(self) -> int:
+        """FedSP's server-side steps per round (0: none)."""
+        cfg = self.experiment.config
+        on = cfg.fedsp.enabled and self.method is None and self.sizes is None
+        return cfg.fedsp.server_steps if on else 0
 
     def _fedsp(self) -> AdapterPool:
         """FedSP: the auxiliary model (cached, or built and distilled now); the

@@ -41,3 +41,10 @@ class FedSPSection(Section):
     logit_kd: float = Field(
         0.0, ge=0.0, description="weight of the next-token KL term (decoders)"
     )
+    server_steps: int = Field(
+        0,
+        ge=0,
+        description="FedSP's server-side step: AdamW steps on the full model per "
+        "round with the last client's shard as the server's labeled data (that "
+        "client then never trains); 0: off",
+    )

@@ -72,6 +72,11 @@ def check_recipe(cfg: RunConfig) -> None:
             "corpus (data.corpus); the server distills on text it holds itself, "
             "e.g. fedsp.distill_corpus = '20newsgroups' or 'bbc-news'"
         )
+    if section.server_steps and cfg.federation.num_clients < 2:
+        raise ConfigError(
+            "fedsp.server_steps gives the last client's shard to the server; "
+            "it needs federation.num_clients >= 2"
+        )
     if cfg.devices.profiles is not None:
         raise ConfigError(
             "fedsp.enabled runs one adapter layout; unset devices.profiles"

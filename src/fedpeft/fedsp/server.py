@@ -1,0 +1,98 @@
+"""FedSP's server-side step: after aggregating the clients' prompts (tuned on
+the auxiliary model), the server tunes the prompt on the full model with
+labeled data of its own and sends that back (Dong et al. 2023; in their code
+the server holds one more shard of the task's training data, as if it were a
+client, and trains the prompt on it every round)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedpeft.client.local import train_adapter
+from fedpeft.config import ClientSection
+from fedpeft.engine.loop import Server
+from fedpeft.messages import Instruction, Task
+from fedpeft.models.tokenized import TokenizedDataset
+from fedpeft.peft.base import AdapterClassifier
+from fedpeft.seeding import stream
+from fedpeft.server.aggregators import Aggregator, Metrics
+from fedpeft.types import ClientUpdate, Params
+
+
+@dataclass
+class ServerPromptStep:
+    """Tunes a global state on the full model.
+
+    Attributes:
+        model: The server's adapter on the full model.
+        data: The server's labeled shard.
+        settings: Local-training settings for it (``local_steps`` steps).
+        seed: The run seed (batches drawn per round).
+        precision: Backbone compute precision.
+    """
+
+    model: AdapterClassifier
+    data: TokenizedDataset
+    settings: ClientSection
+    seed: int
+    precision: str = "fp32"
+
+    def __call__(self, rnd: int, params: Params) -> tuple[Params, Metrics]:
+        self.model.load_trainable_state(params)
+        stats = train_adapter(
+            self.model,
+            self.data,
+            self.settings,
+            stream(self.seed, "server", rnd),
+            precision=self.precision,
+        )
+        return self.model.trainable_state(), {
+            "server_step_loss": stats.loss,
+            "server_step_flops": float(stats.flops),
+        }
+
+
+@dataclass
+class SteppedServer:
+    """A server whose merged state then takes :class:`ServerPromptStep`."""
+
+    inner: Server
+    step: ServerPromptStep
+    aggregator: Aggregator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.aggregator = self.inner.aggregator
+
+    @property
+    def eligible(self) -> list[int]:
+        return self.inner.eligible
+
+    def instructions(
+        self, rnd: int, task: Task, params: Params, selected: Sequence[int]
+    ) -> list[Instruction]:
+        return self.inner.instructions(rnd, task, params, selected)
+
+    def merge(
+        self, rnd: int, params: Params, updates: Sequence[ClientUpdate]
+    ) -> tuple[Params, Metrics]:
+        merged, metrics = self.inner.merge(rnd, params, updates)
+        stepped, extra = self.step(rnd, merged)
+        return stepped, {**metrics, **extra}
+
+    def merge_warm_start(
+        self, task: Task, params: Params, replies: Sequence[ClientUpdate]
+    ) -> tuple[Params, Metrics]:
+        return self.inner.merge_warm_start(task, params, replies)
+
+    def eval_state(self, params: Params) -> tuple[Params, tuple[int, int] | None]:
+        return self.inner.eval_state(params)
+
+    def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        self.inner.load_state_dict(state)
