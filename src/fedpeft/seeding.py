@@ -22,6 +22,7 @@ STREAMS = {
     "search": 8,
     "distill": 9,
     "server": 10,
+    "model-stage": 11,
 }
 
 

@@ -17,6 +17,7 @@ from fedpeft.config import ConfigError
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.experiment import build_experiment, check_names
 from fedpeft.fedsp.auxiliary import build_auxiliary, layer_list, layer_plan
+from fedpeft.fedsp.client import ModelStageClient
 from fedpeft.fedsp.config import FedSPSection
 from fedpeft.fedsp.distill import DistillSettings, distill
 from fedpeft.fedsp.recipe import server_texts
@@ -172,3 +173,33 @@ def test_the_server_step_trains_on_its_own_shard_with_the_full_model(
     assert isinstance(server, SteppedServer)
     stepped, _ = server.step(2, result.params)
     assert any(not np.array_equal(stepped[k], result.params[k]) for k in result.params)
+
+
+def test_the_model_stage_keeps_each_clients_weights_local(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEDPEFT_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(
+        tmp_path,
+        *FEDSP,
+        "fedsp.depth=2",
+        "fedsp.model_steps=2",
+        "federation.rounds=2",
+        "strategy.fraction_fit=1.0",
+    )
+    run = FederatedRun(build_experiment(cfg))
+    stage = run.algorithm
+    assert isinstance(stage, ModelStageClient)
+    shipped = [p.clone() for p in stage.weights]
+    result = run.run()
+    assert all(
+        np.isfinite(r["local_model_stage_loss_mean"]) for r in result.history[1:]
+    )
+    # the shared model is back to what was shipped; each client kept its own
+    for p, q in zip(stage.weights, shipped, strict=True):
+        assert torch.equal(p, q)
+    assert sorted(stage._own) == [0, 1, 2, 3]
+    own = [stage._own[k][0] for k in range(4)]
+    assert not torch.equal(own[0], shipped[0]) and not torch.equal(own[0], own[1])
+    # nothing of the model stage travels: updates hold the prompt state only
+    assert set(result.params) == set(run.model.trainable_state())

@@ -36,6 +36,7 @@ from fedpeft.engine.loop import (
 )
 from fedpeft.experiment import Experiment
 from fedpeft.fedsp.adapters import fedsp_adapters
+from fedpeft.fedsp.client import ModelStageClient
 from fedpeft.fedsp.recipe import Auxiliary, auxiliary_for, check_recipe
 from fedpeft.fedsp.server import ServerPromptStep, SteppedServer
 from fedpeft.peft.base import AdapterClassifier
@@ -225,6 +226,16 @@ class FederatedRun:
         fed = cfg.federation
         self.algorithm: BatchingClient = self.client
         peft = exp.config.peft if self.method is None else None
+        if self.auxiliary is not None and cfg.fedsp.model_steps:
+            self.algorithm = ModelStageClient(
+                self.client,
+                self.auxiliary.backbone,
+                lambda k: exp.clients[k],
+                client_section,
+                cfg.fedsp.model_steps,
+                cfg.seed,
+                cfg.model.precision,
+            )
         if isinstance(peft, BlackBoxConfig):  # gradient-free clients
             server, self.algorithm = self._blackbox(peft, server, client_section)
         self.evaluator = Evaluator(self.pool, exp, client_pool)

@@ -48,3 +48,9 @@ class FedSPSection(Section):
         "round with the last client's shard as the server's labeled data (that "
         "client then never trains); 0: off",
     )
+    model_steps: int = Field(
+        0,
+        ge=0,
+        description="FedSP's local model stage: AdamW steps per round on the "
+        "client's own copy of the auxiliary layers (never sent); 0: off",
+    )
