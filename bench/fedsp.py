@@ -7,6 +7,10 @@ model, per recipe, on SmolLM2-135M and MiniLM-L6 (embeddings counted).
 comparison uses and prints their held-out hidden-state error before and
 after distillation and the time per step.
 
+``--memory``: peak resident memory, FLOPs and time of one client training
+step (16 sequences, bf16) on the full model and on each auxiliary model, each
+in a fresh process holding only that model.
+
 ``--compare``: few-shot Rotten Tomatoes on SmolLM2-135M (prefix tuning,
 verbalizer head, 4 IID clients, all of them every round), per seed and arm:
 prefix tuning on the full model (federated), FedSP (clients on the shared-
@@ -18,6 +22,7 @@ without any prefix is printed once. Cells cached in runs/fedsp_compare/.
 
     python bench/fedsp.py --sizes
     python bench/fedsp.py --distill
+    python bench/fedsp.py --memory
     python bench/fedsp.py --compare [--seeds 0 1 2] [--arms ...]
 """
 
@@ -128,6 +133,69 @@ def _progress(total: int) -> Any:
     return show
 
 
+MEMORY_PROBE = r"""
+import resource, sys, time, numpy as np, torch
+from fedpeft.client.flops import FlopMeter
+from fedpeft.models.backbone import load_backbone
+from fedpeft.models.precision import autocast
+from fedpeft.models.tokenized import tokenize
+from fedpeft.peft.prefix.model import PrefixClassifier
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+model = load_backbone(sys.argv[1])
+loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+adapter = PrefixClassifier(model, 2, generator=torch.Generator().manual_seed(0),
+                           prefix_length=16, label_names=("rotten", "fresh"))
+texts = ["a quietly moving film about grief and the people left behind"] * 16
+data = tokenize(model, texts, np.zeros(16, dtype=np.int64), 64)
+opt = torch.optim.AdamW(adapter.parameters(), lr=1e-3)
+meter = FlopMeter()
+started = time.perf_counter()
+for _ in range(3):
+    batch = data.batch(np.arange(16))
+    def step():
+        with autocast("bf16", "cpu"):
+            loss = torch.nn.functional.cross_entropy(adapter(batch), batch.labels)
+        opt.zero_grad(); loss.backward(); opt.step()
+    meter.run(("train", batch.input_ids.shape[1]), step, count=16)
+seconds = (time.perf_counter() - started) / 3
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+mib = [(loaded - base) / 2**10, (peak - base) / 2**10]
+print(*mib, meter.total / 3, seconds)
+"""
+
+
+def memory() -> dict[str, Any]:
+    """Peak resident memory and FLOPs of a client's prefix-training step
+    (16 sequences, bf16) on the full model and on each auxiliary model, each
+    in a fresh process that loads only that model."""
+    import subprocess
+    import sys
+
+    targets = {"full model": "smollm2-135m"}
+    for arm, extra in ARMS.items():
+        if extra and "fedsp.distill=false" not in extra:
+            cfg = load_config(None, [*BASE, *extra])
+            aux = auxiliary_for(cfg, load_backbone(cfg.model.backbone))
+            targets[arm] = str(aux.directory)
+    out: dict[str, Any] = {}
+    for arm, target in targets.items():
+        line = subprocess.run(
+            [sys.executable, "-c", MEMORY_PROBE, target],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        out[arm] = dict(
+            zip(
+                ("model_mib", "peak_mib", "flops_per_step", "seconds_per_step"),
+                map(float, line),
+                strict=True,
+            )
+        )
+        print(arm, json.dumps(out[arm]), flush=True)
+    return out
+
+
 def cell(arm: str, seed: int, rounds: int, fresh: bool) -> dict[str, Any]:
     """One seeded federated run of ``arm``, cached."""
     key = f"{arm.replace(' ', '_').replace(',', '')}-seed{seed}-r{rounds}"
@@ -207,6 +275,7 @@ def main() -> None:
     parser.add_argument("--distill", action="store_true")
     parser.add_argument("--compare", action="store_true")
     parser.add_argument("--zero-shot", action="store_true")
+    parser.add_argument("--memory", action="store_true")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--arms", nargs="+", default=list(ARMS))
@@ -217,6 +286,8 @@ def main() -> None:
         stored["sizes"] = sizes()
     if args.distill:
         stored["distill"] = distill_all()
+    if args.memory:
+        stored["memory"] = memory()
     if args.zero_shot:
         stored["zero_shot"] = zero_shot()
         print("zero-shot verbalizer", stored["zero_shot"])
