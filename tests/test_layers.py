@@ -85,6 +85,8 @@ LAYERS: Mapping[str, int] = {
     "fedpeft.client": COMPONENTS,
     # gradient-free client and server algorithms behind a model service
     "fedpeft.blackbox": COMPONENTS,
+    # FedSP: the auxiliary model, its distillation, server step and model stage
+    "fedpeft.fedsp": COMPONENTS,
     "fedpeft.strategies": COMPONENTS,
     # server algorithms: what the server computes each round, over messages
     "fedpeft.server": COMPONENTS,

@@ -15,8 +15,9 @@ from fedpeft.fedsp.auxiliary import (
     layer_plan,
     model_size,
 )
-from fedpeft.fedsp.store import WEIGHTS, load_auxiliary, save_auxiliary
+from fedpeft.fedsp.store import load_auxiliary, save_auxiliary
 from fedpeft.models.backbone import Backbone
+from fedpeft.models.tied import WEIGHTS
 from fedpeft.peft.prefix.model import PrefixClassifier
 from tests.models.conftest import tiny_tokenizer
 

@@ -209,7 +209,8 @@ class FederatedRun:
             record_dp.dp if record_dp else None,
             FlopMeter(),  # one meter: each step shape's FLOPs are counted once
         )
-        if self._server_steps:  # FedSP: the last shard is the server's
+        if self._server_steps and isinstance(server, UniformServer | ScaffoldServer):
+            # FedSP: the last shard is the server's
             settings = client_section.model_copy(
                 update={"local_steps": self._server_steps}
             )

@@ -17,9 +17,10 @@ from fedpeft.config import ConfigError, RunConfig
 from fedpeft.fedsp.auxiliary import LayerPlan, build_auxiliary, layer_plan, model_size
 from fedpeft.fedsp.config import FedSPSection
 from fedpeft.fedsp.distill import DistillSettings, distill
-from fedpeft.fedsp.store import WEIGHTS, cached_auxiliary, read_meta
+from fedpeft.fedsp.store import cached_auxiliary, read_meta
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.gguf import cache_root
+from fedpeft.models.tied import WEIGHTS
 from fedpeft.models.tokenized import TokenizedDataset, tokenize
 from fedpeft.seeding import stream
 

@@ -14,12 +14,13 @@ import numpy as np
 
 from fedpeft.client.local import train_adapter
 from fedpeft.config import ClientSection
-from fedpeft.engine.loop import Server
 from fedpeft.messages import Instruction, Task
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.seeding import stream
 from fedpeft.server.aggregators import Aggregator, Metrics
+from fedpeft.server.scaffold import ScaffoldServer
+from fedpeft.server.uniform import UniformServer
 from fedpeft.types import ClientUpdate, Params
 
 
@@ -60,7 +61,7 @@ class ServerPromptStep:
 class SteppedServer:
     """A server whose merged state then takes :class:`ServerPromptStep`."""
 
-    inner: Server
+    inner: UniformServer | ScaffoldServer
     step: ServerPromptStep
     aggregator: Aggregator = field(init=False)
 

@@ -25,22 +25,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
-from fedpeft.fedsp.auxiliary import LayerPlan, layer_list, tie_positions, unique_tensors
-from fedpeft.models.backbone import Backbone
+from fedpeft.models.backbone import Backbone, load_tied_backbone
+from fedpeft.models.layer_plan import unique_tensors
+from fedpeft.models.tied import MARKER, WEIGHTS, is_tied_directory
 
 logger = logging.getLogger(__name__)
-
-PLAN_KEY = "fedpeft_auxiliary"
-MARKER = "fedpeft-auxiliary.json"
-"""Written last into a finished directory: the recipe, data and distillation log."""
-WEIGHTS = "model.safetensors"
 
 
 def is_auxiliary(directory: Path) -> bool:
     """Whether ``directory`` holds a finished auxiliary model."""
-    return (directory / MARKER).is_file() and (directory / WEIGHTS).is_file()
+    return is_tied_directory(directory)
 
 
 def save_auxiliary(aux: Backbone, directory: Path, meta: dict[str, Any]) -> Path:
@@ -69,68 +63,13 @@ def save_auxiliary(aux: Backbone, directory: Path, meta: dict[str, Any]) -> Path
 
 
 def load_auxiliary(directory: Path, name: str | None = None) -> Backbone:
-    """Load a saved auxiliary model (frozen, eval mode) without the full model.
+    """Load a saved auxiliary model (frozen, eval mode) without the full model,
+    as :func:`~fedpeft.models.backbone.load_backbone` does for its directory.
 
     Raises:
-        ValueError: if the directory is not a finished auxiliary model, or its
-            weights do not fit its plan (a corrupt or foreign file).
+        ValueError: if it is unfinished, corrupt or foreign.
     """
-    from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    from fedpeft.models.attention import use_fast_attention
-
-    if not is_auxiliary(directory):
-        raise ValueError(
-            f"{directory} is not a finished auxiliary model (no {MARKER} or "
-            f"{WEIGHTS}); build it again with fedpeft's fedsp section"
-        )
-    config = AutoConfig.from_pretrained(directory, local_files_only=True)
-    plan = LayerPlan.from_dict(getattr(config, PLAN_KEY))
-    decoder = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
-    loader = AutoModelForCausalLM if decoder else AutoModel
-    model = loader.from_config(config)  # type: ignore[no-untyped-call]
-    layers = layer_list(model)
-    path = next(n for n, m in model.named_modules() if m is layers)
-    parent, _, attr = path.rpartition(".")
-    setattr(model.get_submodule(parent), attr, tie_positions(layers, plan))
-    try:
-        tensors = load_file(str(directory / WEIGHTS))
-    except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"{directory / WEIGHTS} is unreadable ({err})") from None
-    _load_unique(model, tensors, directory)
-    model.eval()
-    model.requires_grad_(False)
-    use_fast_attention(model)
-    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return Backbone(
-        name=name or str(directory),
-        model=model,
-        tokenizer=tokenizer,
-        kind="decoder" if decoder else "encoder",
-    )
-
-
-def _load_unique(model: nn.Module, tensors: dict[str, Any], where: Path) -> None:
-    """Copy ``tensors`` into the model's unique tensors, requiring an exact fit."""
-    expected = dict(unique_tensors(model))
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise ValueError(
-            f"{where / WEIGHTS} does not fit its plan: missing {missing[:3]}, "
-            f"unexpected {extra[:3]}; the file is corrupt or from another model"
-        )
-    for name, target in expected.items():
-        value = tensors[name]
-        if tuple(value.shape) != tuple(target.shape):
-            raise ValueError(
-                f"{where / WEIGHTS}: {name} has shape {tuple(value.shape)}, the plan "
-                f"needs {tuple(target.shape)}"
-            )
-        target.data.copy_(value)
+    return load_tied_backbone(directory, name)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from torch import nn
 
 from fedpeft.models.gguf import dequantize_to_cache, is_cached, model_cache_dir
 from fedpeft.models.pooling import last_token_pool, mean_pool
+from fedpeft.models.tied import PLAN_KEY, load_tied
 from fedpeft.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -347,12 +348,8 @@ def _load_backbone(name: str, device: torch.device) -> Backbone:
 
     path = resolve_backbone_path(name)
     config = AutoConfig.from_pretrained(path, local_files_only=True)
-    if hasattr(config, "fedpeft_auxiliary"):  # a FedSP auxiliary model's directory
-        from fedpeft.fedsp.store import load_auxiliary
-
-        aux = load_auxiliary(path, name)
-        cast(nn.Module, aux.model).to(device)
-        return aux
+    if hasattr(config, PLAN_KEY):  # a FedSP auxiliary model: tied layers
+        return load_tied_backbone(path, name, device)
     is_decoder = bool(getattr(config, "is_decoder", False)) or any(
         a.endswith("ForCausalLM") for a in (config.architectures or [])
     )
@@ -378,6 +375,20 @@ def _load_backbone(name: str, device: torch.device) -> Backbone:
         tokenizer=tokenizer,
         kind="decoder" if is_decoder else "encoder",
     )
+
+
+def load_tied_backbone(
+    path: Path, name: str | None = None, device: torch.device | str = "cpu"
+) -> Backbone:
+    """A saved model with tied layers (FedSP's auxiliary model), loaded afresh
+    (not cached: see :func:`fedpeft.models.tied.load_tied`)."""
+    from fedpeft.models.attention import use_fast_attention
+
+    model, tokenizer, kind = load_tied(path)
+    cast(nn.Module, model).to(torch.device(device))
+    use_fast_attention(model)
+    name = name or str(path)
+    return Backbone(name, model, _with_pad_token(tokenizer, name), kind)
 
 
 def _with_pad_token(tokenizer: Any, name: str) -> Any:
