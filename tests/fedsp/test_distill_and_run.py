@@ -203,3 +203,13 @@ def test_the_model_stage_keeps_each_clients_weights_local(
     assert not torch.equal(own[0], shipped[0]) and not torch.equal(own[0], own[1])
     # nothing of the model stage travels: updates hold the prompt state only
     assert set(result.params) == set(run.model.trainable_state())
+
+
+def test_flower_refuses_fedsp_until_nodes_can_run_without_the_full_model(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("flwr")
+    from fedpeft.flower.server_app import check_flower_config
+
+    with pytest.raises(ConfigError, match="would load the full model"):
+        check_flower_config(tiny_config(tmp_path, *FEDSP))

@@ -88,6 +88,12 @@ def check_flower_config(cfg: RunConfig) -> None:
             "data, which the server of a real federation does not hold; set "
             "baselines.run = [] for Flower (run them with `fedpeft run`)"
         )
+    if cfg.fedsp.enabled:
+        raise ConfigError(
+            "fedsp.enabled does not run on Flower yet: a node builds its client "
+            "from the run config and would load the full model, which FedSP keeps "
+            "from clients; run FedSP in the embedded engine (fedpeft run)"
+        )
     if cfg.devices.profiles is not None:
         raise ConfigError(
             "devices.profiles (mixed-size LoRA) does not run on Flower yet; unset it"
