@@ -212,4 +212,6 @@ def test_flower_refuses_fedsp_until_nodes_can_run_without_the_full_model(
     from fedpeft.flower.server_app import check_flower_config
 
     with pytest.raises(ConfigError, match="would load the full model"):
-        check_flower_config(tiny_config(tmp_path, *FEDSP))
+        check_flower_config(
+            tiny_config(tmp_path, *FEDSP, "federation.eval_clients=false")
+        )
