@@ -160,3 +160,21 @@ def test_prefix_layer_map_is_checked() -> None:
         PrefixClassifier(full, 2, generator=gen, layer_map=(0, 0, 2, 2))
     model = PrefixClassifier(full, 2, generator=gen, layer_map=(0, 0, 1, 1))
     assert np.asarray(model.trainable_state()["prefix"]).shape[0] == 2
+
+
+def test_the_cache_key_holds_the_recipe_and_nothing_of_the_protocol() -> None:
+    from fedpeft.config import load_config
+    from fedpeft.fedsp.recipe import _recipe_key
+
+    full = deep_llama(4)
+    plan = layer_plan(4)
+
+    def key(*extra: str) -> dict[str, object]:
+        cfg = load_config(None, ["fedsp.enabled=true", *extra])
+        return _recipe_key(cfg, full, plan)
+
+    assert key() == key("fedsp.server_steps=3", "fedsp.model_steps=2", "seed=7")
+    assert key() != key("fedsp.distill_steps=10")
+    assert key("fedsp.distill=false") == key(
+        "fedsp.distill=false", "fedsp.distill_steps=10"
+    )

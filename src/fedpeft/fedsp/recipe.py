@@ -29,6 +29,21 @@ logger = logging.getLogger(__name__)
 RECIPE_VERSION = 1
 """Bumped whenever building or distilling changes what a recipe produces."""
 HELDOUT_TEXTS = 128
+RECIPE_FIELDS = (
+    "depth",
+    "share",
+    "source",
+    "distill",
+    "distill_corpus",
+    "distill_texts",
+    "distill_steps",
+    "distill_lr",
+    "distill_batch",
+    "distill_seed",
+    "logit_kd",
+)
+"""The ``[fedsp]`` keys that determine the auxiliary model (the first four
+alone when it is not distilled); the protocol's keys do not."""
 
 
 @dataclass(frozen=True)
@@ -163,11 +178,8 @@ def _settings(section: FedSPSection, cfg: RunConfig) -> DistillSettings:
 
 def _recipe_key(cfg: RunConfig, backbone: Backbone, plan: LayerPlan) -> dict[str, Any]:
     """Everything that determines the auxiliary model (the cache key)."""
-    section = cfg.fedsp.model_dump()
-    section.pop("enabled")
-    if not cfg.fedsp.distill:  # the distillation options then change nothing
-        section = {k: v for k, v in section.items() if not k.startswith("distill_")}
-        section.pop("logit_kd")
+    fields = RECIPE_FIELDS if cfg.fedsp.distill else RECIPE_FIELDS[:4]
+    section = {k: getattr(cfg.fedsp, k) for k in fields}
     return {
         "version": RECIPE_VERSION,
         "backbone": backbone.name,
