@@ -141,15 +141,18 @@ def _progress(total: int) -> Any:
 
 
 MEMORY_PROBE = r"""
-import resource, sys, time, numpy as np, torch
+import re, sys, time, numpy as np, torch
 from fedpeft.client.flops import FlopMeter
 from fedpeft.models.backbone import load_backbone
 from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import tokenize
 from fedpeft.peft.prefix.model import PrefixClassifier
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():  # peak resident KiB of this process image (ru_maxrss survives exec)
+    status = open("/proc/self/status").read()
+    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+base = hwm()
 model = load_backbone(sys.argv[1])
-loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+loaded = hwm()
 adapter = PrefixClassifier(model, 2, generator=torch.Generator().manual_seed(0),
                            prefix_length=16, label_names=("rotten", "fresh"))
 texts = ["a quietly moving film about grief and the people left behind"] * 16
@@ -165,7 +168,7 @@ for _ in range(3):
         opt.zero_grad(); loss.backward(); opt.step()
     meter.run(("train", batch.input_ids.shape[1]), step, count=16)
 seconds = (time.perf_counter() - started) / 3
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 mib = [(loaded - base) / 2**10, (peak - base) / 2**10]
 print(*mib, meter.total / 3, seconds)
 """
@@ -229,10 +232,10 @@ def cell(arm: str, seed: int, rounds: int, fresh: bool) -> dict[str, Any]:
         "bytes_down_per_client": history[-1].get("bytes_down_per_client"),
         "model_bytes_down_per_client": (history[0].get("model_bytes_down") or 0) / 4,
         "client_flops_per_round": statistics.mean(
-            r.get("client_flops_total", 0.0) / 4 for r in history[1:]
+            r.get("client_flops_total", 0.0) / len(r["clients"]) for r in history[1:]
         ),
         "client_seconds_per_round": statistics.mean(
-            r.get("train_seconds", 0.0) / 4 for r in history[1:]
+            r.get("train_seconds", 0.0) / len(r["clients"]) for r in history[1:]
         ),
         "seconds": time.perf_counter() - started,
     }

@@ -13,7 +13,6 @@ from torch import nn
 
 from fedpeft.models.layer_plan import (
     LayerPlan,
-    layer_list,
     tie_positions,
     unique_tensors,
 )
@@ -37,7 +36,7 @@ def load_tied(directory: Path) -> tuple[Any, Any, str]:
         ValueError: if the directory is not a finished model with a plan, or
             its weights do not fit the plan (a corrupt or foreign file).
     """
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     if not is_tied_directory(directory):
@@ -49,34 +48,64 @@ def load_tied(directory: Path) -> tuple[Any, Any, str]:
     plan = LayerPlan.from_dict(getattr(config, PLAN_KEY))
     decoder = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
     loader = AutoModelForCausalLM if decoder else AutoModel
-    model = loader.from_config(config)  # type: ignore[no-untyped-call]
-    layers = layer_list(model)
-    path = next(n for n, m in model.named_modules() if m is layers)
-    parent, _, attr = path.rpartition(".")
-    setattr(model.get_submodule(parent), attr, tie_positions(layers, plan))
+    model = _with_owned_layers_only(loader, config, plan)
     try:
-        tensors = load_file(str(directory / WEIGHTS))
-    except Exception as err:  # safetensors raises its own error types
+        with safe_open(str(directory / WEIGHTS), framework="pt") as handle:
+            _load_unique(model, handle, directory)  # one tensor at a time
+    except (OSError, SafetensorError) as err:
         raise ValueError(f"{directory / WEIGHTS} is unreadable ({err})") from None
-    _load_unique(model, tensors, directory)
     model.eval()
     model.requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     return model, tokenizer, "decoder" if decoder else "encoder"
 
 
-def _load_unique(model: nn.Module, tensors: dict[str, Any], where: Path) -> None:
-    """Copy ``tensors`` into the model's unique tensors, requiring an exact fit."""
+def _with_owned_layers_only(loader: Any, config: Any, plan: LayerPlan) -> Any:
+    """The model of ``config`` built with only the layers that own weights
+    (memory of the auxiliary model, not of its depth), then given its D
+    positions by the plan."""
+    owners = sorted(set(plan.owners))
+    depth, types = config.num_hidden_layers, getattr(config, "layer_types", None)
+    config.num_hidden_layers = len(owners)
+    if types:
+        config.layer_types = [types[o] for o in owners]
+    model = loader.from_config(config)
+    config.num_hidden_layers = depth  # the model keeps this config object
+    if types:
+        config.layer_types = types
+    built = layer_list_of(model, len(owners))
+    slots: list[nn.Module] = [nn.Identity()] * depth
+    for rank, owner in enumerate(owners):
+        slots[owner] = built[rank]
+    path = next(n for n, m in model.named_modules() if m is built)
+    parent, _, attr = path.rpartition(".")
+    positions = tie_positions(nn.ModuleList(slots), plan)
+    setattr(model.get_submodule(parent), attr, positions)
+    return model
+
+
+def layer_list_of(model: nn.Module, count: int) -> nn.ModuleList:
+    """The model's layer list, known to hold ``count`` layers."""
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == count:
+            return module
+    raise ValueError(f"{type(model).__name__} has no list of {count} layers")
+
+
+def _load_unique(model: nn.Module, handle: Any, where: Path) -> None:
+    """Copy the file's tensors into the model's unique tensors, requiring an
+    exact fit (``handle``: an open safetensors file)."""
     expected = dict(unique_tensors(model))
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
+    names = set(handle.keys())
+    missing = sorted(set(expected) - names)
+    extra = sorted(names - set(expected))
     if missing or extra:
         raise ValueError(
             f"{where / WEIGHTS} does not fit its plan: missing {missing[:3]}, "
             f"unexpected {extra[:3]}; the file is corrupt or from another model"
         )
     for name, target in expected.items():
-        value = tensors[name]
+        value = handle.get_tensor(name)
         if tuple(value.shape) != tuple(target.shape):
             raise ValueError(
                 f"{where / WEIGHTS}: {name} has shape {tuple(value.shape)}, the plan "
