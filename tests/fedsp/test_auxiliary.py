@@ -178,3 +178,23 @@ def test_the_cache_key_holds_the_recipe_and_nothing_of_the_protocol() -> None:
     assert key("fedsp.distill=false") == key(
         "fedsp.distill=false", "fedsp.distill_steps=10"
     )
+
+
+def test_the_logit_term_adds_the_next_token_kl() -> None:
+    from fedpeft.fedsp.distill import hidden_error
+    from fedpeft.models.tokenized import Batch
+
+    full = deep_llama(4)
+    plan = layer_plan(4)
+    aux = build_auxiliary(full, plan)
+    ids = torch.tensor([[2, 3, 4, 5], [6, 7, 8, 1]])
+    batch = Batch(ids, torch.ones_like(ids), torch.zeros(2, dtype=torch.long))
+    plain = float(hidden_error(full, aux, plan, batch, "fp32"))
+    with_kl = float(hidden_error(full, aux, plan, batch, "fp32", logit_kd=1.0))
+    assert with_kl > plain > 0.0
+    # the full model against itself: no error at all
+    same = build_auxiliary(full, layer_plan(4, share=False))
+    assert (
+        float(hidden_error(full, same, layer_plan(4, share=False), batch, "fp32", 1.0))
+        < 1e-6
+    )
