@@ -215,3 +215,22 @@ def test_flower_refuses_fedsp_until_nodes_can_run_without_the_full_model(
         check_flower_config(
             tiny_config(tmp_path, *FEDSP, "federation.eval_clients=false")
         )
+
+
+def test_fedsp_prompts_aggregate_under_secure_aggregation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FEDPEFT_CACHE", str(tmp_path / "cache"))
+    common = (
+        *FEDSP,
+        "fedsp.depth=2",
+        "federation.rounds=1",
+        "strategy.fraction_fit=1.0",
+    )
+    plain = FederatedRun(build_experiment(tiny_config(tmp_path, *common))).run()
+    secure = FederatedRun(
+        build_experiment(tiny_config(tmp_path, *common, "privacy.secagg=true"))
+    ).run()
+    assert secure.history[-1]["secagg_passes"] >= 1
+    for key, value in plain.params.items():  # the same mean, up to quantization
+        np.testing.assert_allclose(secure.params[key], value, atol=1e-4)
