@@ -206,14 +206,43 @@ def memory() -> dict[str, Any]:
     return out
 
 
-def cell(arm: str, seed: int, rounds: int, fresh: bool) -> dict[str, Any]:
+ENCODER = {
+    # MiniLM-L6 has no LM head: the class-means warm start gives the head,
+    # from the features each client can compute (the auxiliary model's, under
+    # FedSP); depth reduction keeps 2 of its 6 layers
+    "model.backbone": "minilm-l6",
+    "peft.head_init": "class-means",
+    "fedsp.depth": "2",
+}
+
+
+def settings(arm: str, backbone: str) -> list[str]:
+    """The arm's overrides on ``BASE`` for ``backbone``."""
+    items = [*BASE, *ARMS[arm]]
+    if backbone == "smollm2-135m":
+        return items
+    if backbone != "minilm-l6":
+        raise ValueError(f"--backbone {backbone}: smollm2-135m or minilm-l6")
+    keys = {item.split("=", 1)[0] for item in items}
+    return [
+        f"{k}={ENCODER[k]}" if (k := item.split("=", 1)[0]) in ENCODER else item
+        for item in items
+    ] + [f"{k}={v}" for k, v in ENCODER.items() if k not in keys and k != "fedsp.depth"]
+
+
+def cell(
+    arm: str, seed: int, rounds: int, fresh: bool, backbone: str = "smollm2-135m"
+) -> dict[str, Any]:
     """One seeded federated run of ``arm``, cached."""
     key = f"{arm.replace(' ', '_').replace(',', '')}-seed{seed}-r{rounds}"
+    if backbone != "smollm2-135m":
+        key = f"{backbone}-{key}"
     path = CACHE / f"{key}.json"
     if path.exists() and not fresh:
         return dict(json.loads(path.read_text()))
     cfg = load_config(
-        None, [*BASE, *ARMS[arm], f"seed={seed}", f"federation.rounds={rounds}"]
+        None,
+        [*settings(arm, backbone), f"seed={seed}", f"federation.rounds={rounds}"],
     )
     run = FederatedRun(build_experiment(cfg))
     started = time.perf_counter()
@@ -294,6 +323,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--arms", nargs="+", default=list(ARMS)[:4])
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--backbone", default="smollm2-135m")
     args = parser.parse_args()
     stored: dict[str, Any] = {}
     if args.sizes:
@@ -307,12 +337,13 @@ def main() -> None:
         print("zero-shot verbalizer", stored["zero_shot"])
     if args.compare:
         cells = [
-            cell(arm, seed, args.rounds, args.fresh)
+            cell(arm, seed, args.rounds, args.fresh, args.backbone)
             for seed in args.seeds
             for arm in args.arms
         ]
-        stored["compare"] = {
-            "settings": BASE,
+        name = "compare" if args.backbone == "smollm2-135m" else "compare_minilm"
+        stored[name] = {
+            "settings": settings(args.arms[0], args.backbone),
             "rounds": args.rounds,
             "table": summarize(cells, args.arms),
         }
