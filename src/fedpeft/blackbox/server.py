@@ -42,7 +42,7 @@ import numpy as np
 
 from fedpeft.messages import DOWNLINK, Instruction, Task
 from fedpeft.server.aggregators import Metrics
-from fedpeft.server.uniform import UniformServer
+from fedpeft.server.wrapped import WrappedServer
 from fedpeft.types import ClientUpdate, Params
 
 RULES = ("fedbpt", "mean")
@@ -102,7 +102,7 @@ def diagonal_step(
 
 
 @dataclass
-class BlackBoxServer:
+class BlackBoxServer(WrappedServer):
     """The uniform server, plus the search's σ and FedBPT's merge rule.
 
     Attributes:
@@ -116,7 +116,6 @@ class BlackBoxServer:
         stds: s, ``None`` until the first round (then ones of z's size).
     """
 
-    inner: UniformServer
     rule: str = "fedbpt"
     sigma: float = 1.0
     diagonal: bool = False
@@ -128,11 +127,7 @@ class BlackBoxServer:
             raise ValueError(f"server rule {self.rule!r}: choose one of {RULES}")
         if self.diagonal and self.rule != "fedbpt":
             raise ValueError("a diagonal covariance needs the fedbpt rule")
-        self.aggregator = self.inner.aggregator
-
-    @property
-    def eligible(self) -> list[int]:
-        return self.inner.eligible
+        super().__post_init__()
 
     def instructions(
         self, rnd: int, task: Task, params: Params, selected: Sequence[int]
@@ -203,14 +198,6 @@ class BlackBoxServer:
                 )
                 merged[name] = (params[name] + step).astype(params[name].dtype)
         return merged, {"num_clients": float(len(updates))}
-
-    def merge_warm_start(
-        self, task: Task, params: Params, replies: Sequence[ClientUpdate]
-    ) -> tuple[Params, Metrics]:
-        return self.inner.merge_warm_start(task, params, replies)
-
-    def eval_state(self, params: Params) -> tuple[Params, None]:
-        return params, None
 
     def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
         own = {"search.sigma": np.array([self.sigma])}

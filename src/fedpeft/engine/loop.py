@@ -31,43 +31,17 @@ from fedpeft.messages import Instruction, Reply, Task, reply_layout
 from fedpeft.rundir.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedpeft.rundir.sink import MetricsSink
 from fedpeft.seeding import stream
-from fedpeft.server.aggregators import Aggregator, Metrics
+from fedpeft.server.aggregators import Metrics
 from fedpeft.server.record_dp import RecordDPLedger
 from fedpeft.server.screening import screen_updates
 from fedpeft.server.warm_start import WarmStart
+from fedpeft.server.wrapped import Server as Server
 from fedpeft.strategies import select_clients
 from fedpeft.types import ClientUpdate, Params
 
 logger = logging.getLogger(__name__)
 
 Record = dict[str, Any]
-
-
-class Server(Protocol):
-    """A server algorithm: what each client is sent, how replies are merged."""
-
-    aggregator: Aggregator
-
-    @property
-    def eligible(self) -> list[int]: ...
-
-    def instructions(
-        self, rnd: int, task: Task, params: Params, selected: Sequence[int]
-    ) -> list[Instruction]: ...
-
-    def merge(
-        self, rnd: int, params: Params, updates: Sequence[ClientUpdate]
-    ) -> tuple[Params, Metrics]: ...
-
-    def merge_warm_start(
-        self, task: Task, params: Params, replies: Sequence[ClientUpdate]
-    ) -> tuple[Params, Metrics]: ...
-
-    def eval_state(self, params: Params) -> tuple[Params, tuple[int, int] | None]: ...
-
-    def state_dict(self) -> dict[str, np.ndarray[Any, Any]]: ...
-
-    def load_state_dict(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None: ...
 
 
 class Runtime(Protocol):

@@ -37,7 +37,7 @@ from fedpeft.engine.loop import (
 from fedpeft.experiment import Experiment
 from fedpeft.fedsp.adapters import fedsp_adapters
 from fedpeft.fedsp.client import ModelStageClient
-from fedpeft.fedsp.recipe import Auxiliary, auxiliary_for, check_recipe
+from fedpeft.fedsp.recipe import Auxiliary, auxiliary_for
 from fedpeft.fedsp.server import ServerPromptStep, SteppedServer
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.peft.blackbox.config import BlackBoxConfig
@@ -209,7 +209,7 @@ class FederatedRun:
             record_dp.dp if record_dp else None,
             FlopMeter(),  # one meter: each step shape's FLOPs are counted once
         )
-        if self._server_steps and isinstance(server, UniformServer | ScaffoldServer):
+        if self._server_steps:
             # FedSP: the last shard is the server's
             settings = client_section.model_copy(
                 update={"local_steps": self._server_steps}
@@ -278,8 +278,7 @@ class FederatedRun:
         """FedSP: the auxiliary model (cached, or built and distilled now); the
         server's adapter on the full model becomes ``self.model``, and the
         returned pool holds the clients' adapter on the auxiliary model."""
-        exp = self.experiment
-        check_recipe(exp.config)
+        exp = self.experiment  # build_experiment checked the recipe
         steps = exp.config.fedsp.distill_steps
         name = "distilling the auxiliary model"
 

@@ -31,11 +31,14 @@ from fedpeft.models.layer_plan import (
     LayerPlan,
     ModelSize,
     layer_list,
+    layer_path,
     layer_plan,
     model_size,
+    set_layers,
     tie_positions,
     unique_tensors,
 )
+from fedpeft.models.tied import PLAN_KEY
 
 __all__ = [
     "LayerPlan",
@@ -47,12 +50,6 @@ __all__ = [
     "tie_positions",
     "unique_tensors",
 ]
-
-
-def _set_layers(model: nn.Module, path: str, layers: nn.ModuleList) -> None:
-    """Put ``layers`` at ``path`` (the dotted name of the layer list)."""
-    parent, _, attr = path.rpartition(".")
-    setattr(model.get_submodule(parent), attr, layers)
 
 
 def build_auxiliary(backbone: Backbone, plan: LayerPlan) -> Backbone:
@@ -70,17 +67,17 @@ def build_auxiliary(backbone: Backbone, plan: LayerPlan) -> Backbone:
         raise ValueError(
             f"plan for {plan.num_layers} layers; {backbone.name!r} has {len(full)}"
         )
-    path = next(name for name, m in model.named_modules() if m is full)
-    _set_layers(model, path, nn.ModuleList())  # deep-copy all but the stack
+    path = layer_path(model, full)
+    set_layers(model, path, nn.ModuleList())  # deep-copy all but the stack
     try:
         aux = copy.deepcopy(model)
     finally:
-        _set_layers(model, path, full)
+        set_layers(model, path, full)
     owned = nn.ModuleList(
         copy.deepcopy(full[plan.sources[j]]) if plan.owners[j] == j else nn.Identity()
         for j in range(plan.depth)
     )
-    _set_layers(aux, path, tie_positions(owned, plan))
+    set_layers(aux, path, tie_positions(owned, plan))
     _set_depth(aux.config, plan)
     aux.config.architectures = [type(aux).__name__]  # how a client rebuilds it
     aux.eval()
@@ -99,4 +96,4 @@ def _set_depth(config: Any, plan: LayerPlan) -> None:
     types = getattr(config, "layer_types", None)
     if types:
         config.layer_types = [types[t] for t in plan.targets]
-    config.fedpeft_auxiliary = plan.as_dict()
+    setattr(config, PLAN_KEY, plan.as_dict())

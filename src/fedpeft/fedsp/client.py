@@ -20,9 +20,9 @@ from fedpeft.client.algorithm import ClientData, GradientClient
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.local import train_adapter
 from fedpeft.config import ClientSection
-from fedpeft.fedsp.auxiliary import layer_list
 from fedpeft.messages import Instruction
 from fedpeft.models.backbone import Backbone
+from fedpeft.models.layer_plan import layer_weights
 from fedpeft.seeding import stream
 from fedpeft.types import ClientUpdate
 
@@ -53,7 +53,7 @@ class ModelStageClient:
     _meter: FlopMeter = field(default_factory=FlopMeter, repr=False)
 
     def __post_init__(self) -> None:
-        self.weights = list(dict.fromkeys(layer_list(self.aux.model).parameters()))
+        self.weights = layer_weights(self.aux.model)
         self.shipped = [p.detach().clone() for p in self.weights]
 
     def fit(self, ins: Instruction) -> ClientUpdate:

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedpeft.fedsp.auxiliary import LayerPlan, layer_list
+from fedpeft.fedsp.auxiliary import LayerPlan
 from fedpeft.models.backbone import Backbone
+from fedpeft.models.layer_plan import layer_weights
 from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import Batch, TokenizedDataset
 
@@ -119,7 +120,7 @@ def heldout_error(
 
 def trainable_layers(student: Backbone) -> list[torch.nn.Parameter]:
     """The student's layer weights (each shared tensor once), made trainable."""
-    params = list(dict.fromkeys(layer_list(student.model).parameters()))
+    params = layer_weights(student.model)
     for p in params:
         p.requires_grad_(True)
     return params

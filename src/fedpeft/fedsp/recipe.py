@@ -125,7 +125,7 @@ def auxiliary_for(
             length = cfg.model.max_length
             seed = section.distill_seed
             train, heldout = server_texts(section, backbone, length, seed)
-            settings = _settings(section, cfg)
+            settings = _settings(section)
             rng = stream(seed, "distill")
             log = distill(backbone, aux, plan, train, settings, rng, heldout, on_step)
             meta.update(
@@ -166,13 +166,12 @@ def server_texts(
     return train, heldout
 
 
-def _settings(section: FedSPSection, cfg: RunConfig) -> DistillSettings:
+def _settings(section: FedSPSection) -> DistillSettings:
     return DistillSettings(
         steps=section.distill_steps,
         lr=section.distill_lr,
         batch_size=section.distill_batch,
         logit_kd=section.logit_kd,
-        precision="bf16",
     )
 
 

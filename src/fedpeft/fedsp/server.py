@@ -6,21 +6,16 @@ client, and trains the prompt on it every round)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from fedpeft.client.local import train_adapter
 from fedpeft.config import ClientSection
-from fedpeft.messages import Instruction, Task
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.seeding import stream
-from fedpeft.server.aggregators import Aggregator, Metrics
-from fedpeft.server.scaffold import ScaffoldServer
-from fedpeft.server.uniform import UniformServer
+from fedpeft.server.aggregators import Metrics
+from fedpeft.server.wrapped import WrappedServer
 from fedpeft.types import ClientUpdate, Params
 
 
@@ -58,24 +53,10 @@ class ServerPromptStep:
 
 
 @dataclass
-class SteppedServer:
+class SteppedServer(WrappedServer):
     """A server whose merged state then takes :class:`ServerPromptStep`."""
 
-    inner: UniformServer | ScaffoldServer
     step: ServerPromptStep
-    aggregator: Aggregator = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.aggregator = self.inner.aggregator
-
-    @property
-    def eligible(self) -> list[int]:
-        return self.inner.eligible
-
-    def instructions(
-        self, rnd: int, task: Task, params: Params, selected: Sequence[int]
-    ) -> list[Instruction]:
-        return self.inner.instructions(rnd, task, params, selected)
 
     def merge(
         self, rnd: int, params: Params, updates: Sequence[ClientUpdate]
@@ -83,17 +64,3 @@ class SteppedServer:
         merged, metrics = self.inner.merge(rnd, params, updates)
         stepped, extra = self.step(rnd, merged)
         return stepped, {**metrics, **extra}
-
-    def merge_warm_start(
-        self, task: Task, params: Params, replies: Sequence[ClientUpdate]
-    ) -> tuple[Params, Metrics]:
-        return self.inner.merge_warm_start(task, params, replies)
-
-    def eval_state(self, params: Params) -> tuple[Params, tuple[int, int] | None]:
-        return self.inner.eval_state(params)
-
-    def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
-        self.inner.load_state_dict(state)

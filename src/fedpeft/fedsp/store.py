@@ -32,11 +32,6 @@ from fedpeft.models.tied import MARKER, WEIGHTS, is_tied_directory
 logger = logging.getLogger(__name__)
 
 
-def is_auxiliary(directory: Path) -> bool:
-    """Whether ``directory`` holds a finished auxiliary model."""
-    return is_tied_directory(directory)
-
-
 def save_auxiliary(aux: Backbone, directory: Path, meta: dict[str, Any]) -> Path:
     """Write ``aux`` to ``directory`` atomically (refusing to replace one).
 
@@ -93,7 +88,7 @@ def cached_auxiliary(
         build: Returns the model and the metadata to record with it.
     """
     with build_lock(directory):
-        if not is_auxiliary(directory):
+        if not is_tied_directory(directory):
             if directory.exists():  # an unfinished or foreign directory: keep it
                 raise FileExistsError(
                     f"{directory} exists but holds no finished auxiliary model; "

@@ -113,16 +113,17 @@ def layer_plan(
     return LayerPlan(num_layers, targets, (source % num_layers,) * depth, (0,) * depth)
 
 
-def layer_list(model: nn.Module) -> nn.ModuleList:
+def layer_list(model: nn.Module, count: int | None = None) -> nn.ModuleList:
     """The stack of transformer layers of a Hugging Face model (Llama's
     ``model.layers``, BERT's ``encoder.layer``): the ``ModuleList`` holding
-    ``config.num_hidden_layers`` modules.
+    ``count`` modules (default ``config.num_hidden_layers``).
 
     Raises:
         ValueError: if there is no such list.
     """
-    config: Any = model.config
-    count = int(config.num_hidden_layers)
+    if count is None:
+        config: Any = model.config
+        count = int(config.num_hidden_layers)
     for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == count:
             return module
@@ -130,6 +131,22 @@ def layer_list(model: nn.Module) -> nn.ModuleList:
         f"{type(model).__name__} has no list of {count} layers; the auxiliary "
         "model needs a Llama- or BERT-like stack"
     )
+
+
+def layer_path(model: nn.Module, layers: nn.ModuleList) -> str:
+    """The dotted name of ``layers`` inside ``model``."""
+    return next(str(name) for name, m in model.named_modules() if m is layers)
+
+
+def set_layers(model: nn.Module, path: str, layers: nn.ModuleList) -> None:
+    """Put ``layers`` at ``path`` (the dotted name of the layer list)."""
+    parent, _, attr = path.rpartition(".")
+    setattr(model.get_submodule(parent), attr, layers)
+
+
+def layer_weights(model: nn.Module) -> list[nn.Parameter]:
+    """The layer stack's parameters, each shared one once."""
+    return list(dict.fromkeys(layer_list(model).parameters()))
 
 
 def tie_positions(layers: nn.ModuleList, plan: LayerPlan) -> nn.ModuleList:

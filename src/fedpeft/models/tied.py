@@ -13,6 +13,9 @@ from torch import nn
 
 from fedpeft.models.layer_plan import (
     LayerPlan,
+    layer_list,
+    layer_path,
+    set_layers,
     tie_positions,
     unique_tensors,
 )
@@ -73,23 +76,14 @@ def _with_owned_layers_only(loader: Any, config: Any, plan: LayerPlan) -> Any:
     config.num_hidden_layers = depth  # the model keeps this config object
     if types:
         config.layer_types = types
-    built = layer_list_of(model, len(owners))
+    built = layer_list(model, len(owners))
     slots: list[nn.Module] = [nn.Identity()] * depth
     for rank, owner in enumerate(owners):
         slots[owner] = built[rank]
-    path = next(n for n, m in model.named_modules() if m is built)
-    parent, _, attr = path.rpartition(".")
-    positions = tie_positions(nn.ModuleList(slots), plan)
-    setattr(model.get_submodule(parent), attr, positions)
+    set_layers(
+        model, layer_path(model, built), tie_positions(nn.ModuleList(slots), plan)
+    )
     return model
-
-
-def layer_list_of(model: nn.Module, count: int) -> nn.ModuleList:
-    """The model's layer list, known to hold ``count`` layers."""
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == count:
-            return module
-    raise ValueError(f"{type(model).__name__} has no list of {count} layers")
 
 
 def _load_unique(model: nn.Module, handle: Any, where: Path) -> None:
