@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from results_io import merge_results, write_json  # bench/results_io.py
 
 from fedpeft.blackbox.client import BlackBoxClient
 from fedpeft.blackbox.service import ModelService
@@ -206,10 +207,7 @@ def cell(
         service = run.algorithm.service
         out["queries_per_client_round"] = service.usage(0).queries / (rounds + 1)
         out["tokens_per_client_round"] = service.usage(0).tokens / (rounds + 1)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    tmp.replace(path)
+    write_json(path, out)
     print(f"  {key}: {out['accuracy']} ({out['seconds']:.0f} s)", flush=True)
     return out
 
@@ -385,11 +383,7 @@ def main() -> None:
             corpus: no_prompt([*GRID_COMMON, *data, *ZERO_SHOT])
             for corpus, data in GRID_DATA.items()
         }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    latest = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**latest, **stored}, indent=2))
-    tmp.replace(RESULTS)
+    merge_results(RESULTS, stored)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from results_io import merge_results, write_json  # bench/results_io.py
 
 from fedpeft.client.evaluate import evaluate_many
 from fedpeft.config import load_config
@@ -268,10 +269,7 @@ def cell(
         ),
         "seconds": time.perf_counter() - started,
     }
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    tmp.replace(path)
+    write_json(path, out)
     print(f"  {key}: {out['accuracy']} aux {out['auxiliary_accuracy']}", flush=True)
     return out
 
@@ -347,11 +345,7 @@ def main() -> None:
             "rounds": args.rounds,
             "table": summarize(cells, args.arms),
         }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    latest = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    tmp = RESULTS.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**latest, **stored}, indent=2))
-    tmp.replace(RESULTS)
+    merge_results(RESULTS, stored)
 
 
 if __name__ == "__main__":

@@ -151,19 +151,24 @@ def test_a_fedsp_run_trains_on_the_auxiliary_model_and_serves_the_full_one(
     assert again.auxiliary.directory == run.auxiliary.directory
 
 
+def fedsp_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra: str
+) -> FederatedRun:
+    """A tiny FedSP run (2-layer auxiliary model, every client each round),
+    its auxiliary model cached under ``tmp_path``."""
+    monkeypatch.setenv("FEDPEFT_CACHE", str(tmp_path / "cache"))
+    cfg = tiny_config(
+        tmp_path, *FEDSP, "fedsp.depth=2", "strategy.fraction_fit=1.0", *extra
+    )
+    return FederatedRun(build_experiment(cfg))
+
+
 def test_the_server_step_trains_on_its_own_shard_with_the_full_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FEDPEFT_CACHE", str(tmp_path / "cache"))
-    cfg = tiny_config(
-        tmp_path,
-        *FEDSP,
-        "fedsp.depth=2",
-        "fedsp.server_steps=2",
-        "federation.rounds=1",
-        "strategy.fraction_fit=1.0",
+    run = fedsp_run(
+        tmp_path, monkeypatch, "fedsp.server_steps=2", "federation.rounds=1"
     )
-    run = FederatedRun(build_experiment(cfg))
     result = run.run()
     last = result.history[-1]
     assert sorted(last["clients"]) == [0, 1, 2]  # client 3's shard is the server's
@@ -178,16 +183,7 @@ def test_the_server_step_trains_on_its_own_shard_with_the_full_model(
 def test_the_model_stage_keeps_each_clients_weights_local(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FEDPEFT_CACHE", str(tmp_path / "cache"))
-    cfg = tiny_config(
-        tmp_path,
-        *FEDSP,
-        "fedsp.depth=2",
-        "fedsp.model_steps=2",
-        "federation.rounds=2",
-        "strategy.fraction_fit=1.0",
-    )
-    run = FederatedRun(build_experiment(cfg))
+    run = fedsp_run(tmp_path, monkeypatch, "fedsp.model_steps=2", "federation.rounds=2")
     stage = run.algorithm
     assert isinstance(stage, ModelStageClient)
     shipped = [p.clone() for p in stage.weights]
@@ -220,16 +216,9 @@ def test_flower_refuses_fedsp_until_nodes_can_run_without_the_full_model(
 def test_fedsp_prompts_aggregate_under_secure_aggregation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FEDPEFT_CACHE", str(tmp_path / "cache"))
-    common = (
-        *FEDSP,
-        "fedsp.depth=2",
-        "federation.rounds=1",
-        "strategy.fraction_fit=1.0",
-    )
-    plain = FederatedRun(build_experiment(tiny_config(tmp_path, *common))).run()
-    secure = FederatedRun(
-        build_experiment(tiny_config(tmp_path, *common, "privacy.secagg=true"))
+    plain = fedsp_run(tmp_path, monkeypatch, "federation.rounds=1").run()
+    secure = fedsp_run(
+        tmp_path, monkeypatch, "federation.rounds=1", "privacy.secagg=true"
     ).run()
     assert secure.history[-1]["secagg_passes"] >= 1
     for key, value in plain.params.items():  # the same mean, up to quantization
