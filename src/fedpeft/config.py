@@ -37,6 +37,7 @@ from fedpeft.config_sections import (
     Section,
     parse_lora_size,
 )
+from fedpeft.config_threats import AttackSection, RobustSection, threat_refusal
 from fedpeft.registry import ConfigError as ConfigError
 from fedpeft.registry import describe_error
 
@@ -52,6 +53,7 @@ __all__ = [
     "BASELINES",
     "DEVICES",
     "DEVICE_PATTERN",
+    "AttackSection",
     "BaselinesSection",
     "ClientDPSection",
     "ClientSection",
@@ -65,6 +67,7 @@ __all__ = [
     "PeftSection",
     "PrivacySection",
     "RecordDPSection",
+    "RobustSection",
     "RunConfig",
     "Section",
     "StrategySection",
@@ -106,6 +109,8 @@ class RunConfig(Section):
     privacy: PrivacySection = Field(default_factory=PrivacySection)
     devices: DevicesSection = Field(default_factory=DevicesSection)
     fedsp: FedSPSection = Field(default_factory=FedSPSection)
+    robust: RobustSection = Field(default_factory=RobustSection)
+    attack: AttackSection = Field(default_factory=AttackSection)
 
     @field_validator("name")
     @classmethod
@@ -129,6 +134,23 @@ class RunConfig(Section):
         ):
             update = {"bucket_size": 0}
             object.__setattr__(self, "federation", fed.model_copy(update=update))
+        return self
+
+    @model_validator(mode="after")
+    def _threat_combinations(self) -> RunConfig:
+        """Refuse a robust rule or an attack the rest of the config cannot
+        serve (:func:`fedpeft.config_threats.threat_refusal`)."""
+        why = threat_refusal(
+            self.robust,
+            self.attack,
+            secagg=self.privacy.secagg,
+            client_dp=self.privacy.client_dp is not None,
+            devices=self.devices.profiles is not None,
+            method=self.peft.method,
+            batch_clients=self.federation.batch_clients,
+        )
+        if why is not None:
+            raise ValueError(why)
         return self
 
     @model_validator(mode="after")

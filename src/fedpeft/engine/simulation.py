@@ -20,7 +20,13 @@ from fedpeft.aggregation.lora import LORA_A
 from fedpeft.blackbox.client import BlackBoxClient
 from fedpeft.blackbox.server import BlackBoxServer
 from fedpeft.blackbox.service import ModelService
-from fedpeft.client.algorithm import BatchingClient, GradientClient, TrainSettings
+from fedpeft.client.algorithm import (
+    BatchingClient,
+    ClientData,
+    GradientClient,
+    TrainSettings,
+)
+from fedpeft.client.attacks import AttackClient, choose_attackers, poisoned_shard
 from fedpeft.client.evaluate import evaluate_many
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.pool import AdapterPool, Shape
@@ -121,8 +127,8 @@ class FederatedRun:
         strategy_cfg / client_cfg: Override the config's sections (baselines do).
         run_dir: Where metrics.jsonl and checkpoints go (None: keep in memory).
         label: Name of the run in records (``"federated"``, ``"full-finetune"``).
-        private: Apply the config's privacy settings (off for the non-private
-            reference baselines).
+        private: Apply the config's privacy, robust-aggregation and attack
+            settings (off for the clean, non-private reference baselines).
         sizes / rule: Mixed-size LoRA: per client its size (``None``:
             excluded) and the aggregation rule (:mod:`fedpeft.server.mixed_lora`).
         runtime: Builds the runtime from the client algorithm (default: the
@@ -194,9 +200,15 @@ class FederatedRun:
                 k: np.zeros_like(v) if k.startswith("head.") else v
                 for k, v in initial.items()
             }
+        threats = cfg.attack if self.private else None
+        self.attackers = (
+            choose_attackers(len(exp.clients), threats.fraction, cfg.seed)
+            if threats is not None
+            else frozenset()
+        )
         self.client = GradientClient(
             client_pool or self.pool,
-            lambda k: exp.clients[k],
+            self.client_data,
             TrainSettings(
                 client_section,
                 cfg.seed,
@@ -239,6 +251,13 @@ class FederatedRun:
             )
         if isinstance(peft, BlackBoxConfig):  # gradient-free clients
             server, self.algorithm = self._blackbox(peft, server, client_section)
+        if self.attackers and threats is not None:
+            logger.info(
+                "attackers (%s): clients %s", threats.kind, sorted(self.attackers)
+            )
+            self.algorithm = AttackClient(
+                self.algorithm, self.attackers, threats, cfg.seed
+            )
         self.evaluator = Evaluator(self.pool, exp, client_pool)
         self.loop = RoundLoop(
             server,
@@ -266,6 +285,14 @@ class FederatedRun:
             record_dp,
             self.on_round,
         )
+
+    def client_data(self, k: int) -> ClientData:
+        """Client k's shard as it trains on it: label-flipped for a
+        ``label-flip`` attacker."""
+        shard = self.experiment.clients[k]
+        if k in self.attackers and self.experiment.config.attack.kind == "label-flip":
+            return poisoned_shard(shard, self.experiment.num_classes)
+        return shard
 
     @property
     def _server_steps(self) -> int:

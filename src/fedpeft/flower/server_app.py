@@ -98,6 +98,13 @@ def check_flower_config(cfg: RunConfig) -> None:
         raise ConfigError(
             "devices.profiles (mixed-size LoRA) does not run on Flower yet; unset it"
         )
+    if cfg.attack.kind == "alie":
+        raise ConfigError(
+            "attack.kind = 'alie' needs the round's attackers to collude (they "
+            "send the mean - z std of their honest updates), and a Flower node "
+            "trains only its own client; run ALIE in the embedded engine "
+            "(fedpeft run)"
+        )
 
 
 def serve(

@@ -168,7 +168,7 @@ class NodeWorker:
         run = FederatedRun(exp, secure_sum=replay_sum)
         mine = only_shard(exp, self.client_id)
         run.experiment = mine
-        run.client.data_for = lambda k: mine.clients[k]
+        run.client.data_for = run.client_data  # the node's shard (poisoned if so set)
         if isinstance(run.algorithm, BlackBoxClient):
             run.algorithm.data_for = run.client.data_for
         del exp

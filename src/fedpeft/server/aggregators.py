@@ -245,6 +245,9 @@ class SecureAggregator:
 
     secure: SecureSum
     total_examples: int
+    client_bound: float = 0.0
+    """L2 bound each client applies to its own update before masking
+    (``robust.rule = 'norm-bound'`` with ``robust.max_norm``; 0 = none)."""
 
     def merge(
         self,
@@ -254,6 +257,11 @@ class SecureAggregator:
         strategy: Strategy,
     ) -> tuple[Params, Metrics]:
         self.secure.reset()
+        if self.client_bound > 0:  # in each client, before its vector is masked
+            updates = [
+                dataclasses.replace(u, delta=clip_update(u.delta, self.client_bound)[0])
+                for u in updates
+            ]
         stats = strategy.round_stats(
             updates, self.total_examples, lambda vs: self.secure(rnd, vs)
         )

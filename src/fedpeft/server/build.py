@@ -16,6 +16,7 @@ from fedpeft.server.aggregators import (
     SecureSum,
 )
 from fedpeft.server.client_dp import client_dp_plan
+from fedpeft.server.robust import RobustAggregator
 from fedpeft.strategies import Strategy, build_strategy
 
 
@@ -58,9 +59,13 @@ def build_aggregator(
         secure = secure_sum(config, cfg.seed)
     dp = client_dp_plan(cfg)
     if dp is None:
-        if secure is None:
+        robust = cfg.robust  # the config refused the rules secure sums cannot serve
+        if secure is not None:
+            bound = robust.max_norm if robust.rule == "norm-bound" else 0.0
+            return SecureAggregator(secure, total_examples, client_bound=bound)
+        if robust.rule == "mean":
             return PlainAggregator()
-        return SecureAggregator(secure, total_examples)
+        return RobustAggregator(robust)
     try:
         check_strategy_compatible(strategy)
     except ValueError as err:

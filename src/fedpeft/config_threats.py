@@ -1,0 +1,153 @@
+"""The ``[robust]`` and ``[attack]`` sections of the run config: how the server
+resists faulty or malicious updates (:mod:`fedpeft.server.robust`), and which
+clients attack and how (:mod:`fedpeft.client.attacks`)."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+
+from fedpeft.config_sections import Section
+
+ROBUST_RULES = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "norm-bound")
+ATTACKS = ("none", "sign-flip", "scale", "noise", "label-flip", "alie")
+
+RobustRule = Literal[
+    "mean", "median", "trimmed-mean", "krum", "multi-krum", "norm-bound"
+]
+AttackKind = Literal["none", "sign-flip", "scale", "noise", "label-flip", "alie"]
+
+
+class RobustSection(Section):
+    """The estimate of the round's update that replaces the strategy's mean."""
+
+    rule: RobustRule = Field(
+        "mean",
+        description="mean (the strategy's own), median (coordinate-wise), "
+        "trimmed-mean, krum, multi-krum, norm-bound (clip, then the strategy's mean)",
+    )
+    trim: float = Field(
+        0.1, ge=0.0, lt=0.5, description="trimmed-mean: fraction dropped at each end"
+    )
+    byzantine: float = Field(
+        0.2,
+        ge=0.0,
+        lt=0.5,
+        description="krum / multi-krum: assumed fraction f/K of a round's updates "
+        "that are malicious",
+    )
+    keep: int = Field(
+        0, ge=0, description="multi-krum: updates kept (0 = K - f, Blanchard's m)"
+    )
+    norm_ratio: float = Field(
+        1.0,
+        gt=0.0,
+        description="norm-bound: clip every update to this many times the round's "
+        "median norm",
+    )
+    max_norm: float = Field(
+        0.0,
+        ge=0.0,
+        description="norm-bound: a fixed L2 bound applied by each client before "
+        "sending (0 = use norm_ratio); the only rule secure aggregation allows",
+    )
+
+
+class AttackSection(Section):
+    """A fixed, seeded set of clients that attack in every round they are
+    selected (rounds >= 1; the round-0 warm start is honest)."""
+
+    kind: AttackKind = Field(
+        "none",
+        description="sign-flip (-scale x update), scale (scale x update), noise "
+        "(Gaussian, norm = scale x the honest norm), label-flip (train on "
+        "labels C-1-y), alie (Baruch et al. 2019: mean - z std of the "
+        "colluders' honest updates)",
+    )
+    fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="fraction of the clients that attack"
+    )
+    scale: float = Field(
+        10.0, gt=0.0, description="sign-flip / scale / noise: the attack's magnitude"
+    )
+    alie_z: float | None = Field(
+        None,
+        gt=0.0,
+        description="alie: std multiplier (unset: Baruch's z_max from the round's "
+        "n and number of attackers)",
+    )
+    claim_examples: int | None = Field(
+        None,
+        ge=0,
+        description="attackers report this many training examples (weight "
+        "inflation; unset: their true count)",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.kind != "none" and self.fraction <= 0.0:
+            raise ValueError(
+                f"attack.kind = {self.kind!r} needs attack.fraction > 0 "
+                "(the fraction of clients that attack)"
+            )
+        if self.kind == "none" and self.fraction > 0.0:
+            raise ValueError(
+                f"attack.fraction = {self.fraction} but attack.kind = 'none'; set "
+                f"attack.kind to one of {', '.join(ATTACKS[1:])}"
+            )
+        return self
+
+
+def threat_refusal(
+    robust: RobustSection,
+    attack: AttackSection,
+    *,
+    secagg: bool,
+    client_dp: bool,
+    devices: bool,
+    method: str,
+    batch_clients: bool,
+) -> str | None:
+    """Why the run config's robust rule or attack cannot run as set (``None``:
+    it can); the message names the setting to change."""
+    rule = robust.rule
+    if rule != "mean":
+        if secagg and not (rule == "norm-bound" and robust.max_norm > 0):
+            return (
+                f"robust.rule = {rule!r} needs every client's update in the clear, "
+                "which secure aggregation hides from the server (the server sees "
+                "only the sum); with privacy.secagg use robust.rule = 'norm-bound' "
+                "with robust.max_norm > 0 (each client bounds its own update before "
+                "masking), or turn privacy.secagg off"
+            )
+        if client_dp:
+            return (
+                f"robust.rule = {rule!r} with privacy.client_dp: DP-FedAvg already "
+                "bounds every update by clip_norm, and its noise is calibrated to "
+                "the clipped mean's sensitivity, which a median, trimmed mean or "
+                "Krum selection does not have; use robust.rule = 'mean'"
+            )
+        if devices:
+            return (
+                f"robust.rule = {rule!r} with devices.profiles: mixed-size LoRA "
+                "updates do not share one layout to compare; unset one of them"
+            )
+        if method == "blackbox":
+            return (
+                f"robust.rule = {rule!r} with peft.method = 'blackbox': the CMA-ES "
+                "server merges search states, not updates; use robust.rule = 'mean'"
+            )
+    if attack.kind != "none" and method == "blackbox":
+        return (
+            f"attack.kind = {attack.kind!r} with peft.method = 'blackbox': the "
+            "attacks act on gradient updates, and CMA-ES clients send search "
+            "states; set attack.kind = 'none'"
+        )
+    if attack.kind == "alie" and not batch_clients:
+        return (
+            "attack.kind = 'alie' lets the round's attackers collude (mean - z std "
+            "of their honest updates), which needs them trained together; set "
+            "federation.batch_clients = true"
+        )
+    return None
