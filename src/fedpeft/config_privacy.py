@@ -55,6 +55,29 @@ class ClientDPSection(_DpNoiseSection):
         1e-3, gt=0.0, lt=1.0, description="δ; keep it below 1/num_clients"
     )
     mode: Literal["central", "distributed"] = "central"
+    target_quantile: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="adaptive clipping (Andrew et al. 2021): C tracks this quantile "
+        "of the update norms, starting at clip_norm (unset: C fixed)",
+    )
+    quantile_lr: float = Field(
+        0.2, gt=0.0, description="adaptive clipping: geometric step size of C"
+    )
+    count_noise: float | None = _positive(
+        None, "adaptive clipping: noise std on the unclipped count (unset: m/20)"
+    )
+
+    @model_validator(mode="after")
+    def _adaptive(self) -> Self:
+        if self.target_quantile is not None and self.mode == "distributed":
+            raise ValueError(
+                "target_quantile (adaptive clipping) runs with mode = 'central': "
+                "distributed noise would have to split the clip count's noise "
+                "among the clients too, which is not implemented"
+            )
+        return self
 
 
 class RecordDPSection(_DpNoiseSection):

@@ -23,6 +23,8 @@ STREAMS = {
     "distill": 9,
     "server": 10,
     "model-stage": 11,
+    "attackers": 12,
+    "attack": 13,
 }
 
 

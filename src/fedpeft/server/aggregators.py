@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +41,8 @@ from fedpeft.types import ClientUpdate, Params
 logger = logging.getLogger(__name__)
 
 WEIGHT_KEY = "__weight__"
+UNCLIPPED_KEY = "__unclipped__"
+"""The adaptive-clipping bit that rides in a DP round's secure sum."""
 PROBE_RANGE = 64.0
 """Quantizer range of the warm start's (absolute, n_k/n-weighted) head values;
 at b = 32 bits the resolution stays below 1e-6 for up to ~100 clients."""
@@ -113,8 +115,26 @@ class Aggregator(Protocol):
         """True when one more round would exceed the privacy budget."""
         ...
 
+    def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
+        """What a checkpoint must keep (adaptive clipping's C); ``{}`` if none."""
+        ...
 
-class PlainAggregator:
+    def load_state_dict(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        ...
+
+
+class _Stateless:
+    """The checkpoint methods of an aggregator without state."""
+
+    def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        del state
+
+
+class PlainAggregator(_Stateless):
     """The server sees every update: the strategy merges them itself."""
 
     releases_when_empty = False
@@ -238,7 +258,7 @@ class SecureSum:
 
 
 @dataclass
-class SecureAggregator:
+class SecureAggregator(_Stateless):
     """The server sees only secure sums; weights are computed by the clients."""
 
     releases_when_empty = False
@@ -316,6 +336,17 @@ class DpAggregator:
     secure_noise: bool = False
     releases_when_empty = True
     """A round without updates still releases noise / m̄ (and is accounted)."""
+    clip: float = field(init=False)
+    """This round's clip norm C (moves with adaptive clipping; checkpointed)."""
+
+    def __post_init__(self) -> None:
+        self.clip = self.dp.clip_norm
+
+    @property
+    def update_multiplier(self) -> float:
+        """The update sum's noise multiplier: σ, or σ_Δ with adaptive clipping."""
+        a = self.dp.adaptive
+        return a.update_multiplier if a is not None else self.dp.noise_multiplier
 
     def merge(
         self,
@@ -324,69 +355,93 @@ class DpAggregator:
         updates: Sequence[ClientUpdate],
         strategy: Strategy,
     ) -> tuple[Params, Metrics]:
-        dp = self.dp
+        dp, clip = self.dp, self.clip
         deltas = [u.delta for u in updates]
-        norms = [clip_update(d, dp.clip_norm)[1] for d in deltas]
+        norms = [clip_update(d, clip)[1] for d in deltas]
         if self.secure is None:  # central noise, added by the trusted server
             mean, _ = dp_mean(
                 params,
                 deltas,
-                clip_norm=dp.clip_norm,
-                noise_multiplier=dp.noise_multiplier,
+                clip_norm=clip,
+                noise_multiplier=self.update_multiplier,
                 expected_clients=dp.expected_clients,
                 rng=self._rng(rnd, 10**9),
                 secure=self.secure_noise,
             )
+            unclipped = float(sum(n <= clip for n in norms))
             stats: Metrics = {}
         else:
-            mean, stats = self._secure_mean(rnd, params, updates)
+            mean, unclipped, stats = self._secure_mean(rnd, params, updates)
         new, metrics = strategy.step(rnd, params, mean)
         dp.accountant.compose(dp.event)
-        return new, {
+        out = {
             **{f"agg_{k}": v for k, v in metrics.items()},
             **stats,
-            "dp_clipped_fraction": float(np.mean([n > dp.clip_norm for n in norms]))
+            "dp_clipped_fraction": float(np.mean([n > clip for n in norms]))
             if norms
             else 0.0,
             "epsilon": dp.accountant.epsilon(dp.delta),
             "delta": dp.delta,
             "noise_multiplier": dp.noise_multiplier,
+            "clip_norm": clip,
         }
+        if dp.adaptive is not None:
+            self.clip, noisy = dp.adaptive.next_clip(
+                clip, unclipped, dp.expected_clients, self._rng(rnd, 10**9 + 1)
+            )
+            out.update(
+                update_noise_multiplier=dp.adaptive.update_multiplier,
+                dp_unclipped_fraction_noisy=noisy,
+            )
+        return new, out
+
+    def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
+        return {"clip_norm": np.array([self.clip], np.float64)}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        if "clip_norm" in state:
+            self.clip = float(np.asarray(state["clip_norm"]).reshape(-1)[0])
 
     def _secure_mean(
         self, rnd: int, params: Params, updates: Sequence[ClientUpdate]
-    ) -> tuple[Params, Metrics]:
+    ) -> tuple[Params, float, Metrics]:
         """Clipped (and, distributed, noised by each client) updates summed
-        securely; central noise is added to the sum by the server."""
+        securely; central noise is added to the sum by the server. With
+        adaptive clipping each client's bit 1[‖Δ‖ ≤ C] rides in the same
+        secure sum, so the server learns only the count."""
         assert self.secure is not None
-        dp = self.dp
+        dp, clip = self.dp, self.clip
         self.secure.reset()
         shares = []
         for u in updates:
             if dp.mode == "distributed":
-                share, _ = privatize_update(
+                share, norm = privatize_update(
                     u.delta,
-                    clip_norm=dp.clip_norm,
+                    clip_norm=clip,
                     noise_multiplier=dp.noise_multiplier,
                     num_clients=max(1, int(dp.expected_clients)),  # floor: more noise
                     rng=self._rng(rnd, u.client_id),
                     secure=self.secure_noise,
                 )
             else:
-                share, _ = clip_update(u.delta, dp.clip_norm)
+                share, norm = clip_update(u.delta, clip)
+            if dp.adaptive is not None:
+                share[UNCLIPPED_KEY] = np.array([float(norm <= clip)], np.float32)
             shares.append(share)
         total = (
             self.secure(rnd, shares)
             if shares
             else {k: np.zeros_like(v) for k, v in params.items()}
         )
+        unclipped = float(total.pop(UNCLIPPED_KEY, np.zeros(1))[0])
         if dp.mode == "central":
-            std = central_noise_std(dp.noise_multiplier, dp.clip_norm)
+            std = central_noise_std(self.update_multiplier, clip)
             noise = gaussian_noise_like(
                 total, std, self._rng(rnd, 10**9), self.secure_noise
             )
             total = add_noise(total, noise)
-        return mean_from_noisy_sum(total, dp.expected_clients), dict(self.secure.stats)
+        mean = mean_from_noisy_sum(total, dp.expected_clients)
+        return mean, unclipped, dict(self.secure.stats)
 
     def _rng(self, rnd: int, key: int) -> np.random.Generator | None:
         return None if self.secure_noise else stream(self.seed, "dp", rnd, key)

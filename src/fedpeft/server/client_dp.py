@@ -20,6 +20,7 @@ from fedpeft.privacy import (
     expected_clients,
 )
 from fedpeft.privacy.accounting import Sampling
+from fedpeft.privacy.adaptive_clip import AdaptiveClip, update_noise_multiplier
 from fedpeft.privacy.calibration import calibrate_noise_multiplier
 from fedpeft.strategies.sampling import sample_size
 
@@ -36,6 +37,8 @@ class ClientDP:
     accountant: PrivacyAccountant
     budget: PrivacyBudget | None
     delta: float
+    adaptive: AdaptiveClip | None = None
+    """Adaptive clipping (then ``clip_norm`` is the initial C)."""
 
     def would_exceed(self) -> bool:
         return self.budget is not None and self.accountant.would_exceed(
@@ -88,6 +91,16 @@ def client_dp_plan(cfg: RunConfig) -> ClientDP | None:
         if c.target_epsilon is not None
         else None
     )
+    adaptive = None
+    if c.target_quantile is not None:
+        count_std = c.count_noise if c.count_noise is not None else denom / 20
+        try:
+            update_sigma = update_noise_multiplier(sigma, count_std)
+        except ValueError as err:
+            raise ConfigError(f"privacy.client_dp: {err}") from None
+        adaptive = AdaptiveClip(
+            c.target_quantile, c.quantile_lr, count_std, update_sigma
+        )
     return ClientDP(
         c.clip_norm,
         sigma,
@@ -97,4 +110,5 @@ def client_dp_plan(cfg: RunConfig) -> ClientDP | None:
         PrivacyAccountant(c.accountant, c.delta),
         budget,
         c.delta,
+        adaptive,
     )

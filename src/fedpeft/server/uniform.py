@@ -19,6 +19,9 @@ from fedpeft.server.warm_start import (
 from fedpeft.strategies import Strategy
 from fedpeft.types import ClientUpdate, Params
 
+AGG = "aggregator."
+"""Prefix of the aggregator's entries in the server's checkpointed state."""
+
 
 @dataclass
 class UniformServer:
@@ -75,7 +78,13 @@ class UniformServer:
         return params, None
 
     def state_dict(self) -> dict[str, np.ndarray[Any, Any]]:
-        return self.strategy.state_dict()
+        own = self.aggregator.state_dict()
+        return {**self.strategy.state_dict(), **{AGG + k: v for k, v in own.items()}}
 
     def load_state_dict(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
-        self.strategy.load_state_dict(state)
+        self.strategy.load_state_dict(
+            {k: v for k, v in state.items() if not k.startswith(AGG)}
+        )
+        self.aggregator.load_state_dict(
+            {k[len(AGG) :]: v for k, v in state.items() if k.startswith(AGG)}
+        )
