@@ -38,19 +38,26 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> float:
     return float(0.5 * np.abs(np.asarray(p, float) - np.asarray(q, float)).sum())
 
 
-def bias_feature(delta: Mapping[str, np.ndarray]) -> Float64Array:
-    """The centred head-bias update Δb − mean(Δb) (what the regression reads).
+def head_feature(
+    delta: Mapping[str, np.ndarray], keys: Sequence[str] = (BIAS_KEY,)
+) -> Float64Array:
+    """The attack's view of an update: the centred head-bias update
+    Δb − mean(Δb), followed by the other ``keys``' tensors flattened.
 
     Raises:
-        ValueError: if the update has no ``head.bias``.
+        ValueError: if the update lacks one of ``keys``.
     """
-    if BIAS_KEY not in delta:
+    missing = [k for k in keys if k not in delta]
+    if missing:
         raise ValueError(
-            f"the update has no {BIAS_KEY!r} (keys: {sorted(delta)}); label "
-            "inference reads the classifier head's bias"
+            f"the update has no {missing} (keys: {sorted(delta)}); label "
+            "inference reads the classifier head"
         )
-    b = np.asarray(delta[BIAS_KEY], np.float64).ravel()
-    return np.asarray(b - b.mean(), np.float64)
+    parts = []
+    for key in keys:
+        v = np.asarray(delta[key], np.float64).ravel()
+        parts.append(v - v.mean() if key == BIAS_KEY else v)
+    return np.asarray(np.concatenate(parts), np.float64)
 
 
 def project_simplex(v: np.ndarray) -> Float64Array:
@@ -70,9 +77,12 @@ class LabelInference:
 
     Attributes:
         ridge: L2 strength (relative to the features' scale).
+        keys: The update's tensors it reads (the bias alone, iDLG's signal,
+            or with the head weight as well).
     """
 
     ridge: float = 1e-3
+    keys: tuple[str, ...] = (BIAS_KEY,)
     _coef: Float64Array | None = None
     _scale: float = 1.0
 
@@ -84,7 +94,7 @@ class LabelInference:
         Raises:
             ValueError: with fewer than 2 shadows or mismatched counts.
         """
-        x = np.stack([bias_feature(d) for d in deltas])
+        x = np.stack([head_feature(d, self.keys) for d in deltas])
         y = np.asarray(histograms, np.float64)
         if len(x) < 2 or len(x) != len(y):
             raise ValueError(
@@ -94,8 +104,9 @@ class LabelInference:
         self._scale = float(np.abs(x).mean()) or 1.0
         xs = x / self._scale
         yc = y - 1.0 / y.shape[1]
-        gram = xs.T @ xs + self.ridge * len(xs) * np.eye(xs.shape[1])
-        self._coef = np.linalg.solve(gram, xs.T @ yc)
+        # dual form: the kernel is shadows x shadows, however wide the view
+        gram = xs @ xs.T + self.ridge * len(xs) * np.eye(len(xs))
+        self._coef = xs.T @ np.linalg.solve(gram, yc)
         return self
 
     def predict(self, delta: Mapping[str, np.ndarray]) -> Float64Array:
@@ -106,5 +117,5 @@ class LabelInference:
         """
         if self._coef is None:
             raise RuntimeError("call fit() on shadow updates first")
-        x = bias_feature(delta) / self._scale
+        x = head_feature(delta, self.keys) / self._scale
         return project_simplex(x @ self._coef + 1.0 / self._coef.shape[1])
