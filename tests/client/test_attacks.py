@@ -159,3 +159,14 @@ def test_robust_median_keeps_a_round_inside_the_honest_range(
     )
     assert np.all(step >= rows.min(0) - 1e-6) and np.all(step <= rows.max(0) + 1e-6)
     assert record["robust_rule"] == "median"
+
+
+def test_flower_refuses_alie_and_runs_the_other_attacks(tmp_path: Path) -> None:
+    pytest.importorskip("flwr")
+    from fedpeft.config import ConfigError
+    from fedpeft.flower.server_app import check_flower_config
+
+    flower = ("federation.eval_clients=false", "attack.fraction=0.25")
+    with pytest.raises(ConfigError, match="collude"):
+        check_flower_config(tiny_config(tmp_path, *flower, "attack.kind=alie"))
+    check_flower_config(tiny_config(tmp_path, *flower, "attack.kind=sign-flip"))

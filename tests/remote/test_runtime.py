@@ -70,6 +70,29 @@ def test_plain_remote_run_equals_embedded(
     assert all(r["bytes_up"] > 0 and r["bytes_down"] > 0 for r in result.history)
 
 
+@pytest.mark.parametrize("attack", ["sign-flip", "label-flip"])
+def test_attackers_behind_messages_act_as_in_process(
+    tiny_experiment: Experiment, tmp_path: object, attack: str
+) -> None:
+    """Attackers are client algorithms: a node of an attacking client poisons
+    its reply (or trains on flipped labels) exactly as the embedded engine's."""
+    exp = _experiment(
+        tiny_experiment,
+        tmp_path,
+        f"attack.kind={attack}",
+        "attack.fraction=0.5",
+        "attack.scale=3",
+        "robust.rule=median",
+        "federation.update_norm_ratio=0",
+    )
+    embedded = FederatedRun(exp).run()
+    clean = FederatedRun(_experiment(tiny_experiment, tmp_path)).run()
+    remote, _ = _remote(exp)
+    result = remote.run()
+    assert _max_diff(result.params, embedded.params) == 0.0
+    assert _max_diff(result.params, clean.params) > 1e-3  # the attack did act
+
+
 @pytest.mark.parametrize("strategy", ["fedavg", "dynamic"])
 def test_secure_remote_run_matches_embedded(
     tiny_experiment: Experiment, tmp_path: object, strategy: str
