@@ -56,7 +56,8 @@ class RobustSection(Section):
 
 class AttackSection(Section):
     """A fixed, seeded set of clients that attack in every round they are
-    selected (rounds >= 1; the round-0 warm start is honest)."""
+    selected (rounds >= 1; they answer the round-0 warm start honestly,
+    except label-flip attackers, whose poisoned data feeds it too)."""
 
     kind: AttackKind = Field(
         "none",

@@ -19,7 +19,8 @@ update ΔP:
   together in one batched call (:meth:`AttackClient.fit_many`).
 
 ``attack.claim_examples`` makes attackers also report that many examples.
-The round-0 warm start is answered honestly.
+The round-0 warm start is answered honestly, except by label-flip attackers:
+their poisoned data also feeds their probe head or class statistics.
 """
 
 from __future__ import annotations
