@@ -31,7 +31,16 @@ Phases (``--phases``):
   and online LiRA with 8 shadow adapters, each trained centrally on a random
   half of members ∪ non-members with the federated run's example budget.
 
-    python bench/privacy_attacks.py [--phases labels membership] [--seeds 0 1 2]
+* ``inversion``: gradient inversion of a soft-prompt update
+  (:mod:`fedpeft.privacy.attacks.inversion`): Rotten Tomatoes test snippets cut
+  to their batch's shortest length (at most 16 tokens, [CLS] and [SEP]
+  excluded from scoring), the initial prompt and head; the views are one
+  client's gradient of B examples (an SGD step), its first AdamW step, the
+  secure sum of 10 one-example clients, and that sum clipped and noised as
+  DP-FedAvg at ε = 8. Token F1 (bag of tokens) against random tokens.
+
+    python bench/privacy_attacks.py [--phases labels membership inversion]
+        [--seeds 0 1 2]
 """
 
 from __future__ import annotations
@@ -286,6 +295,112 @@ def member_phase(seed: int, shadows: int) -> list[dict[str, Any]]:
     return rows
 
 
+INVERSION_BASE = [
+    "data.corpus=rotten-tomatoes",
+    "data.max_train=1000",
+    "data.max_test=300",
+    "model.max_length=16",
+    "federation.num_clients=10",
+    "baselines.run=[]",
+]
+
+
+def inversion_phase(seed: int, trials: int, iters: int) -> list[dict[str, Any]]:
+    """Token recovery from one client's gradient of B examples (one SGD step,
+    the strongest view), from its first AdamW step (g / (|g| + eps)), from a
+    secure sum of 10 clients' gradients, and from a DP-FedAvg release of that
+    sum at eps = 8 (10 clients a round, 6 rounds: sigma calibrated)."""
+    import torch
+
+    from fedpeft.privacy.attacks.inversion import (
+        batch_gradient,
+        invert_prompt_update,
+        token_f1,
+    )
+
+    cfg = load_config(None, [*INVERSION_BASE, f"seed={seed}"])
+    exp = build_experiment(cfg)
+    model = exp.new_adapter()
+    special = set(exp.backbone.tokenizer.all_special_ids)
+    data = exp.test
+    rng = stream(seed, "baseline", 80)
+    sigma8 = calibrate_noise_multiplier(
+        8.0, DELTA, 6, "fixed", num_clients=10, clients_per_round=10
+    )
+    rows = []
+
+    def batch(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = rng.choice(len(data), size, replace=False)
+        ids = data.input_ids[idx, : data.lengths[idx].min()].astype(np.int64)
+        return torch.from_numpy(ids), torch.from_numpy(data.labels[idx])
+
+    def attack(view: str, observed: dict, ids: torch.Tensor, width: int) -> None:
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        started = time.perf_counter()
+        got = invert_prompt_update(
+            model, observed, len(ids), width, iters=iters, generator=gen
+        )
+        p_, r_, f1 = token_f1(
+            got.tokens.reshape(-1).tolist(), ids.reshape(-1).tolist(), special
+        )
+        rand = torch.randint(
+            0, model.backbone.word_embeddings.weight.shape[0], ids.shape, generator=gen
+        )
+        _, _, f1_random = token_f1(
+            rand.reshape(-1).tolist(), ids.reshape(-1).tolist(), special
+        )
+        rows.append(
+            {
+                "seed": seed,
+                "view": view,
+                "examples": len(ids),
+                "tokens": width,
+                "precision": p_,
+                "recall": r_,
+                "f1": f1,
+                "f1_random_tokens": f1_random,
+                "distance": got.distance,
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        print(
+            f"  {view} B={len(ids)}: F1 {f1:.2f} (random {f1_random:.2f})", flush=True
+        )
+
+    for size, views in ((1, ("sgd", "adamw")), (4, ("sgd",))):
+        for _ in range(trials):
+            ids, labels = batch(size)
+            g = batch_gradient(model, ids, labels)
+            if "sgd" in views:
+                attack("none_sgd", g, ids, ids.shape[1])
+            if "adamw" in views:
+                first = {k: v / (v.abs() + 1e-8) for k, v in g.items()}
+                attack("none_adamw_step", first, ids, ids.shape[1])
+    for _ in range(max(1, trials // 3)):
+        ids, labels = batch(10)  # ten clients of one example each
+        grads = [
+            batch_gradient(model, ids[i : i + 1], labels[i : i + 1]) for i in range(10)
+        ]
+        total = {k: sum(g[k] for g in grads) for k in grads[0]}
+        attack("secagg_sum_of_10", total, ids, ids.shape[1])
+        norms = [
+            float(torch.cat([v.reshape(-1) for v in g.values()]).norm()) for g in grads
+        ]
+        clip = float(np.median(norms))
+        noisy = {
+            k: sum(g[k] * min(1.0, clip / n) for g, n in zip(grads, norms, strict=True))
+            + torch.randn(
+                v.shape,
+                generator=torch.Generator().manual_seed(int(rng.integers(2**31))),
+            )
+            * sigma8
+            * clip
+            for k, v in total.items()
+        }
+        attack("dp_eps8_sum_of_10", noisy, ids, ids.shape[1])
+    return rows
+
+
 def _fmt(values: Sequence[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f}"
@@ -298,6 +413,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.1])
     p.add_argument("--shadows", type=int, default=8)
+    p.add_argument("--trials", type=int, default=6)
+    p.add_argument("--iters", type=int, default=200)
     p.add_argument("--losses", nargs="+", default=["balanced-softmax", "cross-entropy"])
     p.add_argument(
         "--results", type=Path, default=Path("bench/results/privacy_attacks.json")
@@ -346,6 +463,20 @@ def main() -> None:
                 + " | ".join(_fmt([r[k] for r in got]) for k in cols)
                 + " |"
             )
+    if "inversion" in args.phases:
+        rows = []
+        for seed in args.seeds:
+            rows += inversion_phase(seed, args.trials, args.iters)
+        stored["inversion"] = rows
+        print("\n| view | examples | token F1 | random-token F1 | gradient distance |")
+        print("|---|---|---|---|---|")
+        for view, size in sorted({(r["view"], r["examples"]) for r in rows}):
+            got = [r for r in rows if (r["view"], r["examples"]) == (view, size)]
+            cells = [
+                _fmt([r[k] for r in got])
+                for k in ("f1", "f1_random_tokens", "distance")
+            ]
+            print(f"| {view} | {size} | " + " | ".join(cells) + " |")
     merge_results(args.results, stored)
 
 
