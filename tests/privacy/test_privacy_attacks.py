@@ -134,3 +134,38 @@ def test_lira_separates_members_that_move_the_confidence() -> None:
     assert lira > 0.9 and threshold < 0.7
     with pytest.raises(ValueError, match="IN and one OUT"):
         lira_scores(target, phi, np.ones_like(shadow_in))
+
+
+def test_token_f1_by_hand() -> None:
+    from fedpeft.privacy.attacks.inversion import token_f1
+
+    # multiset overlap: {5, 5, 7} vs {5, 7, 7, 9}: 2 common; specials dropped
+    p, r, f1 = token_f1([101, 5, 5, 7], [101, 5, 7, 7, 9, 102], ignore={101, 102})
+    assert (p, r) == (2 / 3, 2 / 4)
+    assert f1 == pytest.approx(2 * p * r / (p + r))
+    assert token_f1([1], [2], set())[2] == 0.0
+
+
+@pytest.mark.slow
+def test_inversion_matches_a_real_gradient(tiny_experiment: Experiment) -> None:
+    """The dummy batch's gradient comes to point like the observed one (the
+    double backward through the backbone works); a wrong layout is refused."""
+    import torch
+
+    from fedpeft.privacy.attacks.inversion import batch_gradient, invert_prompt_update
+
+    model = tiny_experiment.new_adapter()
+    data = tiny_experiment.clients[0].train
+    ids = torch.from_numpy(data.input_ids[:1, :8].astype(np.int64))
+    labels = torch.from_numpy(data.labels[:1])
+    observed = batch_gradient(model, ids, labels)
+    short = invert_prompt_update(
+        model, observed, 1, 8, iters=2, generator=torch.Generator().manual_seed(0)
+    )
+    long = invert_prompt_update(
+        model, observed, 1, 8, iters=80, generator=torch.Generator().manual_seed(0)
+    )
+    assert long.distance < 0.2 < short.distance
+    assert long.tokens.shape == (1, 8)
+    with pytest.raises(ValueError, match="lacks"):
+        invert_prompt_update(model, {"prompt": observed["prompt"]}, 1, 8, iters=1)

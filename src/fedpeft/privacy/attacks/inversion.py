@@ -112,7 +112,9 @@ def invert_prompt_update(
     with torch.no_grad():
         unit = F.normalize(table, dim=1)
         nearest = (F.normalize(dummy.detach(), dim=2) @ unit.T).argmax(dim=2)
-    return Inversion(nearest, float(distance), label_logits.detach().argmax(dim=1))
+    return Inversion(
+        nearest, float(distance.detach()), label_logits.detach().argmax(dim=1)
+    )
 
 
 def _step(
