@@ -170,3 +170,16 @@ def test_flower_refuses_alie_and_runs_the_other_attacks(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="collude"):
         check_flower_config(tiny_config(tmp_path, *flower, "attack.kind=alie"))
     check_flower_config(tiny_config(tmp_path, *flower, "attack.kind=sign-flip"))
+
+
+def test_summary_names_the_rule_and_the_attackers(tmp_path: Path) -> None:
+    from fedpeft.engine.summary import threat_summary
+
+    assert threat_summary(tiny_config(tmp_path)) == {}
+    cfg = tiny_config(
+        tmp_path, "robust.rule=median", "attack.kind=noise", "attack.fraction=0.5"
+    )
+    got = threat_summary(cfg)
+    assert got["robust"]["rule"] == "median"
+    assert got["attack"]["kind"] == "noise"
+    assert got["attack"]["attackers"] == sorted(choose_attackers(4, 0.5, cfg.seed))

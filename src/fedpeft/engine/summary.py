@@ -178,8 +178,23 @@ def summarize(
         },
         "baselines": dict(baselines),
         "privacy": privacy_summary(cfg, history),
+        "threats": threat_summary(cfg),
         "environment": environment(exp.backbone.device),
     }
+
+
+def threat_summary(cfg: RunConfig) -> dict[str, Any]:
+    """The robust rule and the attack of the run (empty when both are off)."""
+    out: dict[str, Any] = {}
+    if cfg.robust.rule != "mean":
+        out["robust"] = cfg.robust.model_dump()
+    a = cfg.attack
+    if a.kind != "none":
+        from fedpeft.client.attacks import choose_attackers
+
+        attackers = choose_attackers(cfg.federation.num_clients, a.fraction, cfg.seed)
+        out["attack"] = {**a.model_dump(), "attackers": sorted(attackers)}
+    return out
 
 
 ENVIRONMENT_PACKAGES = (
