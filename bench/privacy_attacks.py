@@ -29,7 +29,8 @@ Phases (``--phases``):
   DP-FedAvg (C = 0.1) at ε ∈ {1, 3, 8}, δ = 1e-5 (δ below 1/N is impossible
   at N = 10; the ε values are what the issue asks). Attacks: loss threshold
   and online LiRA with 8 shadow adapters, each trained centrally on a random
-  half of members ∪ non-members with the federated run's example budget.
+  half of members ∪ non-members (each example in exactly half of them) with
+  the federated run's example budget.
 
 * ``inversion``: gradient inversion of a soft-prompt update
   (:mod:`fedpeft.privacy.attacks.inversion`): Rotten Tomatoes test snippets cut
@@ -253,8 +254,10 @@ def member_phase(seed: int, shadows: int) -> list[dict[str, Any]]:
     shadow_phi, shadow_in = [], []
     started = time.perf_counter()
     c = base.client
+    # every example IN exactly half of the shadows (Carlini et al.'s scheme)
+    assignment = rng.random((shadows, len(pool))).argsort(axis=0) < shadows // 2
     for s in range(shadows):
-        chosen = rng.random(len(pool)) < 0.5
+        chosen = assignment[s]
         model = exp.new_adapter()
         state = model.trainable_state()
         model.load_trainable_state(
