@@ -160,6 +160,7 @@ class AttackClient:
         if not bad:
             return list(updates)
         out = list(updates)
+        forged: Params = {}
         if o.kind == "alie":
             z = o.alie_z if o.alie_z is not None else alie_z(len(updates), len(bad))
             forged = alie_update([updates[i].delta for i in bad], z)
