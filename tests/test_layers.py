@@ -31,11 +31,12 @@ lower one:
 1. ``components``: the parts a run is assembled from (models, adapters,
    clients, strategies, server algorithms, privacy, SecAgg protocol, data,
    devices, the experiment, run directories, reports, baselines) and
-   ``config`` (with ``config_sections`` and ``config_privacy``, the sections
-   it composes). ``config`` is the schema of a whole run: it composes each
-   component's own section (``peft.config``, ``data.partition.config``) and is
-   read by components (``client``, ``models.device``, ``devices.plan``), so it
-   sits in the components layer; no math module may read it.
+   ``config`` (with ``config_sections``, ``config_privacy`` and
+   ``config_threats``, the sections it composes). ``config`` is the schema of
+   a whole run: it composes each component's own section (``peft.config``,
+   ``data.partition.config``) and is read by components (``client``,
+   ``models.device``, ``devices.plan``), so it sits in the components layer;
+   no math module may read it.
 2. ``runtimes``: what drives rounds and talks to the user (``engine``, the
    CLI, the remote runtime and node worker, the Flower apps). The message
    format of remote clients and their secure sums (``remote.envelope``,
@@ -79,6 +80,7 @@ LAYERS: Mapping[str, int] = {
     "fedpeft.secagg.shamir": MATH,
     "fedpeft.config": COMPONENTS,
     "fedpeft.config_privacy": COMPONENTS,
+    "fedpeft.config_threats": COMPONENTS,
     "fedpeft.config_sections": COMPONENTS,
     "fedpeft.models": COMPONENTS,
     "fedpeft.peft": COMPONENTS,

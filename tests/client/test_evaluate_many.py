@@ -18,7 +18,8 @@ def _assert_same(got: list, expected: list) -> None:
             continue
         assert g.accuracy == e.accuracy
         assert g.macro_f1 == e.macro_f1
-        assert g.loss == pytest.approx(e.loss, abs=1e-5)
+        # batch composition changes fp32 summation order: 5.5e-5 on one host
+        assert g.loss == pytest.approx(e.loss, abs=1e-4)
 
 
 def test_concat_keeps_every_example_and_its_part(tiny_experiment: Experiment) -> None:
