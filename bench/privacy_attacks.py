@@ -56,14 +56,14 @@ from typing import Any
 import numpy as np
 from results_io import merge_results
 
-from fedpeft.aggregation import flatten, unflatten
+from fedpeft.aggregation import global_norm, weighted_mean
 from fedpeft.client import train_adapter
-from fedpeft.client.evaluate import predict_logits
+from fedpeft.client.evaluate import concat_datasets, predict_logits
 from fedpeft.config import load_config
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.experiment import build_experiment
 from fedpeft.models.tokenized import TokenizedDataset
-from fedpeft.privacy import calibrate_noise_multiplier
+from fedpeft.privacy import calibrate_noise_multiplier, dp_mean
 from fedpeft.privacy.attacks.labels import (
     LabelInference,
     label_histogram,
@@ -126,14 +126,18 @@ def shadow_shards(
 def dp_release(
     deltas: Sequence[dict[str, np.ndarray]], sigma: float, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
-    """DP-FedAvg's release: clipped to the median norm, σC noise on the sum,
-    divided by the number of clients."""
-    rows = np.stack([flatten(d) for d in deltas])
-    norms = np.linalg.norm(rows, axis=1)
-    clip = float(np.median(norms))
-    clipped = rows * np.minimum(1.0, clip / np.maximum(norms, 1e-12))[:, None]
-    noisy = clipped.sum(0) + rng.normal(0, sigma * clip, rows.shape[1])
-    return unflatten(noisy / len(rows), deltas[0])
+    """DP-FedAvg's release (:func:`fedpeft.privacy.dpfedavg.dp_mean`) with C
+    the round's median update norm."""
+    clip = float(np.median([global_norm(d) for d in deltas]))
+    mean, _ = dp_mean(
+        deltas[0],
+        deltas,
+        clip_norm=clip,
+        noise_multiplier=sigma,
+        expected_clients=len(deltas),
+        rng=rng,
+    )
+    return mean
 
 
 VIEWS = {"bias": ("head.bias",), "head": ("head.bias", "head.weight")}
@@ -166,11 +170,7 @@ def label_phase(alpha: float, seed: int, loss: str) -> dict[str, Any]:
     truth = [label_histogram(s.train.labels, c) for s in exp.clients]
     prior = label_histogram(exp.train.labels, c)
     sizes = np.array([u.num_examples for u in updates], float)
-    mean = unflatten(
-        (np.stack([flatten(u.delta) for u in updates]) * sizes[:, None]).sum(0)
-        / sizes.sum(),
-        updates[0].delta,
-    )
+    mean = weighted_mean([u.delta for u in updates], sizes)
     cohort = sum(w * h for w, h in zip(sizes / sizes.sum(), truth, strict=True))
 
     def err(guess: Sequence[np.ndarray]) -> float:
@@ -231,14 +231,8 @@ def member_phase(seed: int, shadows: int) -> list[dict[str, Any]]:
     base = load_config(None, [*MEMBER_BASE, f"seed={seed}"])
     exp = build_experiment(base)
     members = [s.train for s in exp.clients]
-    pool_ids = np.concatenate([m.input_ids for m in members] + [exp.test.input_ids])
-    pool = TokenizedDataset(
-        pool_ids,
-        np.concatenate([m.lengths for m in members] + [exp.test.lengths]),
-        np.concatenate([m.labels for m in members] + [exp.test.labels]),
-    )
-    is_member = np.zeros(len(pool), bool)
-    is_member[: sum(len(m) for m in members)] = True
+    pool, part = concat_datasets([*members, exp.test])
+    is_member = part < len(members)
     bs, prec = base.federation.eval_batch_size, base.model.eval_precision
 
     targets, budget = {}, 0

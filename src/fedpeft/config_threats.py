@@ -4,19 +4,18 @@ clients attack and how (:mod:`fedpeft.client.attacks`)."""
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Literal, Self, get_args
 
 from pydantic import Field, model_validator
 
 from fedpeft.config_sections import Section
 
-ROBUST_RULES = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "norm-bound")
-ATTACKS = ("none", "sign-flip", "scale", "noise", "label-flip", "alie")
-
 RobustRule = Literal[
     "mean", "median", "trimmed-mean", "krum", "multi-krum", "norm-bound"
 ]
 AttackKind = Literal["none", "sign-flip", "scale", "noise", "label-flip", "alie"]
+ROBUST_RULES: tuple[str, ...] = get_args(RobustRule)
+ATTACKS: tuple[str, ...] = get_args(AttackKind)
 
 
 class RobustSection(Section):

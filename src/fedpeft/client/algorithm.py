@@ -80,6 +80,32 @@ class BatchingClient(ClientAlgorithm, Protocol):
         ...
 
 
+@dataclass
+class WrappedClient:
+    """A client algorithm that passes every task to ``inner`` (subclasses
+    override what they change: an attacker's fit, FedSP's model stage)."""
+
+    inner: BatchingClient
+
+    def fit(self, ins: Instruction) -> ClientUpdate:
+        return self.inner.fit(ins)
+
+    def can_batch(self, shape: tuple[int, int] | None) -> bool:
+        return self.inner.can_batch(shape)
+
+    def fit_many(self, instructions: Sequence[Instruction]) -> list[ClientUpdate]:
+        return self.inner.fit_many(instructions)
+
+    def probe(self, ins: Instruction) -> ClientUpdate:
+        return self.inner.probe(ins)
+
+    def class_stats(self, ins: Instruction) -> ClientUpdate:
+        return self.inner.class_stats(ins)
+
+    def calibrate(self, ins: Instruction) -> ClientUpdate:
+        return self.inner.calibrate(ins)
+
+
 def run_task(client: ClientAlgorithm, ins: Instruction) -> ClientUpdate:
     """Carry out ``ins`` with ``client``: the task names the method."""
     if ins.task == "probe":

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from fedpeft.aggregation import flatten, global_norm, unflatten
-from fedpeft.client.algorithm import BatchingClient
+from fedpeft.client.algorithm import WrappedClient
 from fedpeft.config_threats import AttackSection
 from fedpeft.messages import Instruction
 from fedpeft.models.tokenized import TokenizedDataset
@@ -104,7 +104,7 @@ def gaussian_update(delta: Params, scale: float, rng: np.random.Generator) -> Pa
 
 
 @dataclass
-class AttackClient:
+class AttackClient(WrappedClient):
     """The inner client algorithm, with :attr:`attackers` poisoning their fits.
 
     Attributes:
@@ -114,7 +114,6 @@ class AttackClient:
         seed: Run seed (the noise attack's stream).
     """
 
-    inner: BatchingClient
     attackers: frozenset[int]
     options: AttackSection
     seed: int
@@ -131,20 +130,8 @@ class AttackClient:
             self._warned = True
         return self._poison([ins], [update])[0]
 
-    def can_batch(self, shape: tuple[int, int] | None) -> bool:
-        return self.inner.can_batch(shape)
-
     def fit_many(self, instructions: Sequence[Instruction]) -> list[ClientUpdate]:
         return self._poison(instructions, self.inner.fit_many(instructions))
-
-    def probe(self, ins: Instruction) -> ClientUpdate:
-        return self.inner.probe(ins)
-
-    def class_stats(self, ins: Instruction) -> ClientUpdate:
-        return self.inner.class_stats(ins)
-
-    def calibrate(self, ins: Instruction) -> ClientUpdate:
-        return self.inner.calibrate(ins)
 
     # ------------------------------------------------------------------
     def _attacks(self, ins: Instruction) -> bool:

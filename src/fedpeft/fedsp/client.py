@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from fedpeft.client.algorithm import ClientData, GradientClient
+from fedpeft.client.algorithm import ClientData, GradientClient, WrappedClient
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.local import train_adapter
 from fedpeft.config import ClientSection
@@ -28,7 +28,7 @@ from fedpeft.types import ClientUpdate
 
 
 @dataclass
-class ModelStageClient:
+class ModelStageClient(WrappedClient):
     """A :class:`GradientClient` on the auxiliary model with a model stage.
 
     Attributes:
@@ -98,16 +98,7 @@ class ModelStageClient:
             for p, v in zip(self.weights, values, strict=True):
                 p.copy_(v)
 
-    # The other tasks run on the shipped model, one client at a time.
-    def probe(self, ins: Instruction) -> ClientUpdate:
-        return self.inner.probe(ins)
-
-    def class_stats(self, ins: Instruction) -> ClientUpdate:
-        return self.inner.class_stats(ins)
-
-    def calibrate(self, ins: Instruction) -> ClientUpdate:
-        return self.inner.calibrate(ins)
-
+    # The warm-start tasks run on the shipped model (WrappedClient's).
     def can_batch(self, shape: tuple[int, int] | None) -> bool:
         return False  # each client trains its own model weights
 

@@ -53,6 +53,11 @@ SUM_BITS = 62
 Metrics = dict[str, Any]
 
 
+def agg_metrics(metrics: dict[str, float]) -> Metrics:
+    """A strategy's merge metrics as round-record keys (``agg_`` prefix)."""
+    return {f"agg_{k}": v for k, v in metrics.items()}
+
+
 def plain_sum(arrays: Sequence[Params]) -> Params:
     """Σ arrays key by key (float64 accumulation, float32 result).
 
@@ -148,7 +153,7 @@ class PlainAggregator(_Stateless):
         strategy: Strategy,
     ) -> tuple[Params, Metrics]:
         new, metrics = strategy.aggregate(rnd, params, updates)
-        return new, {f"agg_{k}": v for k, v in metrics.items()}
+        return new, agg_metrics(metrics)
 
     def weighted_mean(
         self, rnd: int, arrays: Sequence[Params], num_examples: Sequence[int]
@@ -288,7 +293,7 @@ class SecureAggregator(_Stateless):
         weights = [strategy.client_weight(u, stats) for u in updates]
         mean = self.secure.weighted_mean(rnd, [u.delta for u in updates], weights)
         new, metrics = strategy.step(rnd, params, mean)
-        return new, {**{f"agg_{k}": v for k, v in metrics.items()}, **self.secure.stats}
+        return new, {**agg_metrics(metrics), **self.secure.stats}
 
     def weighted_mean(
         self, rnd: int, arrays: Sequence[Params], num_examples: Sequence[int]
@@ -375,7 +380,7 @@ class DpAggregator:
         new, metrics = strategy.step(rnd, params, mean)
         dp.accountant.compose(dp.event)
         out = {
-            **{f"agg_{k}": v for k, v in metrics.items()},
+            **agg_metrics(metrics),
             **stats,
             "dp_clipped_fraction": float(np.mean([n > clip for n in norms]))
             if norms

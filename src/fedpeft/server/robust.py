@@ -37,7 +37,7 @@ from fedpeft.aggregation.robust import (
     trimmed_mean,
 )
 from fedpeft.config_threats import RobustSection
-from fedpeft.server.aggregators import Metrics, PlainAggregator
+from fedpeft.server.aggregators import Metrics, PlainAggregator, agg_metrics
 from fedpeft.strategies import Strategy
 from fedpeft.types import ClientUpdate, Params
 
@@ -70,14 +70,14 @@ class RobustAggregator(PlainAggregator):
                 estimate = trimmed_mean(rows, o.trim)
                 stats["robust_trimmed_each_end"] = trim_count(len(rows), o.trim)
             new, metrics = strategy.step(rnd, params, unflatten(estimate, layout))
-            return new, {**_prefixed(metrics), **stats}
+            return new, {**agg_metrics(metrics), **stats}
         if o.rule in ("krum", "multi-krum"):
             kept, more = self._krum(rnd, rows)
             stats.update(more)
             stats["robust_kept_clients"] = [updates[i].client_id for i in kept]
             chosen = [updates[i] for i in kept]
             new, metrics = strategy.aggregate(rnd, params, chosen)
-            return new, {**_prefixed(metrics), **stats}
+            return new, {**agg_metrics(metrics), **stats}
         bound = o.max_norm
         if bound <= 0:  # norm_ratio × the round's median norm
             bound = o.norm_ratio * float(np.median(np.linalg.norm(rows, axis=1)))
@@ -93,7 +93,7 @@ class RobustAggregator(PlainAggregator):
             robust_bound=bound,
             robust_clipped_fraction=float(np.mean(norms > bound)),
         )
-        return new, {**_prefixed(metrics), **stats}
+        return new, {**agg_metrics(metrics), **stats}
 
     def _krum(self, rnd: int, rows: np.ndarray) -> tuple[list[int], Metrics]:
         """Krum's (or Multi-Krum's) kept rows, with f and m."""
@@ -111,7 +111,3 @@ class RobustAggregator(PlainAggregator):
             f = krum_max_byzantine(k)
         keep = 1 if o.rule == "krum" else min(o.keep or k - f, k)
         return krum_select(rows, f, keep), {"robust_f": f, "robust_keep": keep}
-
-
-def _prefixed(metrics: dict[str, float]) -> Metrics:
-    return {f"agg_{k}": v for k, v in metrics.items()}
