@@ -33,15 +33,18 @@ Phases (``--phases``):
   the federated run's example budget.
 
 * ``inversion``: gradient inversion of a soft-prompt update
-  (:mod:`fedpeft.privacy.attacks.inversion`): Rotten Tomatoes test snippets cut
-  to their batch's shortest length (at most 16 tokens, [CLS] and [SEP]
-  excluded from scoring), the initial prompt and head; the views are one
-  client's gradient of B examples (an SGD step), its first AdamW step, the
-  secure sum of 10 one-example clients, and that sum clipped and noised as
-  DP-FedAvg at ε = 8. Token F1 (bag of tokens) against random tokens.
+  (:mod:`fedpeft.privacy.attacks.inversion`): Rotten Tomatoes test snippets
+  that fill all 16 positions ([CLS] and [SEP] known to the attacker and
+  excluded from scoring), the initial prompt and head; the continuous
+  relaxation then ``--sweeps`` rounds of the discrete token search. The
+  views are one client's gradient of B = 1, 2, 4 examples (an SGD step; for
+  B = 1 the label is read from the bias gradient), its first AdamW step, the
+  secure sum of 10 one-example clients, and that sum clipped (to the median
+  client norm) and noised as DP-FedAvg at ε ∈ {1, 3, 8} (10 clients a round,
+  6 rounds). Token F1 (bag of tokens) against random tokens.
 
     python bench/privacy_attacks.py [--phases labels membership inversion]
-        [--seeds 0 1 2]
+        [--seeds 0 1 2] [--trials 6] [--iters 200] [--sweeps 8]
 """
 
 from __future__ import annotations
@@ -302,40 +305,73 @@ INVERSION_BASE = [
 ]
 
 
-def inversion_phase(seed: int, trials: int, iters: int) -> list[dict[str, Any]]:
+def inversion_phase(
+    seed: int, trials: int, iters: int, sweeps: int
+) -> list[dict[str, Any]]:
     """Token recovery from one client's gradient of B examples (one SGD step,
     the strongest view), from its first AdamW step (g / (|g| + eps)), from a
-    secure sum of 10 clients' gradients, and from a DP-FedAvg release of that
-    sum at eps = 8 (10 clients a round, 6 rounds: sigma calibrated)."""
+    secure sum of 10 clients' gradients, and from DP-FedAvg releases of that
+    sum (10 clients a round, 6 rounds, sigma calibrated to each epsilon)."""
     import torch
 
     from fedpeft.privacy.attacks.inversion import (
         batch_gradient,
         invert_prompt_update,
+        label_from_bias,
         token_f1,
     )
 
     cfg = load_config(None, [*INVERSION_BASE, f"seed={seed}"])
     exp = build_experiment(cfg)
     model = exp.new_adapter()
-    special = set(exp.backbone.tokenizer.all_special_ids)
+    tokenizer = exp.backbone.tokenizer
+    special = set(tokenizer.all_special_ids)
+    width = cfg.model.max_length
+    fixed = {0: tokenizer.cls_token_id, width - 1: tokenizer.sep_token_id}
     data = exp.test
+    full = np.flatnonzero(data.lengths == width)
     rng = stream(seed, "baseline", 80)
-    sigma8 = calibrate_noise_multiplier(
-        8.0, DELTA, 6, "fixed", num_clients=10, clients_per_round=10
-    )
+    sigmas = {
+        eps: calibrate_noise_multiplier(
+            eps, DELTA, 6, "fixed", num_clients=10, clients_per_round=10
+        )
+        for eps in EPSILONS
+    }
     rows = []
 
     def batch(size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = rng.choice(len(data), size, replace=False)
-        ids = data.input_ids[idx, : data.lengths[idx].min()].astype(np.int64)
+        idx = rng.choice(full, size, replace=False)
+        ids = data.input_ids[idx, :width].astype(np.int64)
         return torch.from_numpy(ids), torch.from_numpy(data.labels[idx])
 
-    def attack(view: str, observed: dict, ids: torch.Tensor, width: int) -> None:
+    def distance(observed: dict, ids: torch.Tensor, labels: torch.Tensor) -> float:
+        """The gradient distance of the true batch: how well the answer can
+        match at best (0 without noise)."""
+        got = batch_gradient(model, ids, labels)
+        return float(
+            1 - torch.nn.functional.cosine_similarity(flat(got), flat(observed), dim=0)
+        )
+
+    def flat(grads: dict) -> torch.Tensor:
+        return torch.cat([grads[n].reshape(-1) for n in sorted(grads)])
+
+    def attack(
+        view: str, observed: dict, ids: torch.Tensor, labels: torch.Tensor
+    ) -> None:
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         started = time.perf_counter()
+        known = torch.tensor([label_from_bias(observed)]) if len(ids) == 1 else None
         got = invert_prompt_update(
-            model, observed, len(ids), width, iters=iters, generator=gen
+            model,
+            observed,
+            len(ids),
+            width,
+            iters=iters,
+            labels=known,
+            fixed=fixed,
+            sweeps=sweeps,
+            candidates=max(8, 64 // len(ids)),
+            generator=gen,
         )
         p_, r_, f1 = token_f1(
             got.tokens.reshape(-1).tolist(), ids.reshape(-1).tolist(), special
@@ -357,44 +393,53 @@ def inversion_phase(seed: int, trials: int, iters: int) -> list[dict[str, Any]]:
                 "f1": f1,
                 "f1_random_tokens": f1_random,
                 "distance": got.distance,
+                "truth_distance": distance(observed, ids, labels),
                 "seconds": time.perf_counter() - started,
+                "truth": tokenizer.decode(ids[0]),
+                "recovered": tokenizer.decode(got.tokens[0]),
             }
         )
         print(
-            f"  {view} B={len(ids)}: F1 {f1:.2f} (random {f1_random:.2f})", flush=True
+            f"  {view} B={len(ids)}: F1 {f1:.2f} (random {f1_random:.2f}, "
+            f"distance {got.distance:.3f}, {rows[-1]['seconds']:.0f} s)",
+            flush=True,
         )
 
-    for size, views in ((1, ("sgd", "adamw")), (4, ("sgd",))):
-        for _ in range(trials):
+    for size, views, count in (
+        (1, ("sgd", "adamw"), trials),
+        (2, ("sgd",), max(1, trials // 2)),
+        (4, ("sgd",), max(1, trials // 2)),
+    ):
+        for _ in range(count):
             ids, labels = batch(size)
             g = batch_gradient(model, ids, labels)
             if "sgd" in views:
-                attack("none_sgd", g, ids, ids.shape[1])
-            if "adamw" in views:
+                attack("none_sgd", g, ids, labels)
+            if "adamw" in views and _ < max(1, trials // 2):
                 first = {k: v / (v.abs() + 1e-8) for k, v in g.items()}
-                attack("none_adamw_step", first, ids, ids.shape[1])
+                attack("none_adamw_step", first, ids, labels)
     for _ in range(max(1, trials // 3)):
         ids, labels = batch(10)  # ten clients of one example each
         grads = [
             batch_gradient(model, ids[i : i + 1], labels[i : i + 1]) for i in range(10)
         ]
         total = {k: sum(g[k] for g in grads) for k in grads[0]}
-        attack("secagg_sum_of_10", total, ids, ids.shape[1])
+        attack("secagg_sum_of_10", total, ids, labels)
         norms = [
             float(torch.cat([v.reshape(-1) for v in g.values()]).norm()) for g in grads
         ]
         clip = float(np.median(norms))
-        noisy = {
+        clipped = {
             k: sum(g[k] * min(1.0, clip / n) for g, n in zip(grads, norms, strict=True))
-            + torch.randn(
-                v.shape,
-                generator=torch.Generator().manual_seed(int(rng.integers(2**31))),
-            )
-            * sigma8
-            * clip
-            for k, v in total.items()
+            for k in total
         }
-        attack("dp_eps8_sum_of_10", noisy, ids, ids.shape[1])
+        for eps, sigma in sigmas.items():
+            noise = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            noisy = {
+                k: v + torch.randn(v.shape, generator=noise) * sigma * clip
+                for k, v in clipped.items()
+            }
+            attack(f"dp_eps{eps:g}_sum_of_10", noisy, ids, labels)
     return rows
 
 
@@ -412,6 +457,7 @@ def main() -> None:
     p.add_argument("--shadows", type=int, default=8)
     p.add_argument("--trials", type=int, default=6)
     p.add_argument("--iters", type=int, default=200)
+    p.add_argument("--sweeps", type=int, default=8)
     p.add_argument("--losses", nargs="+", default=["balanced-softmax", "cross-entropy"])
     p.add_argument(
         "--results", type=Path, default=Path("bench/results/privacy_attacks.json")
@@ -463,15 +509,18 @@ def main() -> None:
     if "inversion" in args.phases:
         rows = []
         for seed in args.seeds:
-            rows += inversion_phase(seed, args.trials, args.iters)
+            rows += inversion_phase(seed, args.trials, args.iters, args.sweeps)
         stored["inversion"] = rows
-        print("\n| view | examples | token F1 | random-token F1 | gradient distance |")
-        print("|---|---|---|---|---|")
+        print(
+            "\n| view | examples | token F1 | random-token F1 | gradient distance "
+            "| true batch's distance |"
+        )
+        print("|---|---|---|---|---|---|")
         for view, size in sorted({(r["view"], r["examples"]) for r in rows}):
             got = [r for r in rows if (r["view"], r["examples"]) == (view, size)]
             cells = [
                 _fmt([r[k] for r in got])
-                for k in ("f1", "f1_random_tokens", "distance")
+                for k in ("f1", "f1_random_tokens", "distance", "truth_distance")
             ]
             print(f"| {view} | {size} | " + " | ".join(cells) + " |")
     merge_results(args.results, stored)
