@@ -149,6 +149,13 @@ class FederationSection(Section):
         "split each evaluated round (client_val_accuracy_mean/_p10); false: the "
         "test set only, at the end too",
     )
+    eval_groups: list[str] = Field(
+        default_factory=list,
+        description="metadata columns of the test set (e.g. sex, ethnicity, "
+        "age_group) whose groups each get a test accuracy "
+        "(test_accuracy@COLUMN=VALUE) and whose worst group is recorded "
+        "(test_worst_group_accuracy, test_worst_group)",
+    )
     batch_clients: bool = Field(
         True,
         description="train the selected clients together: one forward/backward over "

@@ -135,6 +135,12 @@ def build_experiment(cfg: RunConfig) -> Experiment:
         encoding=d.encoding,
         drop_duplicates=d.drop_duplicates,
     )
+    missing = [c for c in cfg.federation.eval_groups if c not in corpus.test.metadata]
+    if missing:
+        raise ConfigError(
+            f"federation.eval_groups: {missing} are not metadata columns of "
+            f"{corpus.name}; its columns are {sorted(corpus.test.metadata)}"
+        )
     backbone = load_backbone(cfg.model.backbone, resolve_device(cfg.model.device))
     pool = tokenize(
         backbone, corpus.train.texts, corpus.train.labels, cfg.model.max_length

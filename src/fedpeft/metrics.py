@@ -32,3 +32,20 @@ def macro_f1(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> float:
     denom = support + predicted  # 2TP + FP + FN
     f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
     return float(f1[present].mean())
+
+
+def group_accuracy(
+    labels: np.ndarray, preds: np.ndarray, groups: np.ndarray
+) -> dict[str, float]:
+    """Accuracy within each group (keys: the groups' values as strings, in
+    sorted order); groups without examples do not appear."""
+    if not len(labels) == len(preds) == len(groups):
+        raise ValueError(
+            f"labels, preds and groups differ in length: {len(labels)}, "
+            f"{len(preds)}, {len(groups)}"
+        )
+    values = np.asarray(groups).astype(str)
+    return {
+        str(g): accuracy(labels[values == g], preds[values == g])
+        for g in np.unique(values)
+    }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ class EvalResult:
     accuracy: float
     macro_f1: float
     num_examples: int
+    predictions: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
         return {
@@ -70,6 +71,7 @@ def _scores(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> EvalRes
         accuracy(labels, preds),
         macro_f1(labels, preds, num_classes),
         len(labels),
+        preds,
     )
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fedpeft.data.corpus import FileFormat, RawCorpus, RawSplit, register_corpus
+from fedpeft.data.health import DEFAULT_PATIENTS, health_corpus
 from fedpeft.data.tables import (
     _read_csv,
     _read_jsonl,
@@ -234,3 +235,13 @@ def _decode_article(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("cp1252", errors="replace")
+
+
+@_shipped(
+    "synthetic-health",
+    f"synthetic admission notes from 8 hospitals whose populations differ, "
+    f"adverse/stable outcome from a documented risk model ({DEFAULT_PATIENTS:,}; "
+    "fedpeft.data.health)",
+)
+def _synthetic_health() -> RawCorpus:
+    return health_corpus()
