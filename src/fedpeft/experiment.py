@@ -11,6 +11,7 @@ import numpy as np
 from fedpeft.config import ConfigError, RunConfig
 from fedpeft.data import CORPORA, Corpus, load_corpus, split_train_val
 from fedpeft.data.partition import PartitionInputs, partition_indices
+from fedpeft.metrics import group_metrics
 from fedpeft.models import Backbone, load_backbone
 from fedpeft.models.backbone import resolve_backbone_path
 from fedpeft.models.device import resolve_device
@@ -54,6 +55,20 @@ class Experiment:
     @property
     def num_classes(self) -> int:
         return self.corpus.train.num_classes
+
+    def group_scores(
+        self, predictions: np.ndarray | None, prefix: str = "test_"
+    ) -> dict[str, Any]:
+        """Test accuracy per group of each ``federation.eval_groups`` column
+        and the worst group (:func:`fedpeft.metrics.group_metrics`), for
+        predictions on :attr:`test`; empty without columns or predictions."""
+        columns = self.config.federation.eval_groups
+        if not columns or predictions is None:
+            return {}
+        scores = group_metrics(
+            self.test.labels, predictions, self.corpus.test.metadata, columns
+        )
+        return {prefix + k: v for k, v in scores.items()}
 
     def new_adapter(
         self, peft: PeftConfig | str | None = None, **options: Any

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 
 
@@ -48,4 +50,27 @@ def group_accuracy(
     return {
         str(g): accuracy(labels[values == g], preds[values == g])
         for g in np.unique(values)
+    }
+
+
+def group_metrics(
+    labels: np.ndarray,
+    preds: np.ndarray,
+    metadata: Mapping[str, np.ndarray],
+    columns: Sequence[str],
+) -> dict[str, float | str]:
+    """``accuracy@COLUMN=VALUE`` for every group of every column, and the
+    worst of them (``worst_group_accuracy``, ``worst_group``: ``COLUMN=VALUE``;
+    ties go to the first in sorted order). Empty for no columns."""
+    scores: dict[str, float] = {}
+    for column in columns:
+        for group, acc in group_accuracy(labels, preds, metadata[column]).items():
+            scores[f"accuracy@{column}={group}"] = acc
+    if not scores:
+        return {}
+    worst = min(scores, key=lambda k: (scores[k], k))
+    return {
+        **scores,
+        "worst_group_accuracy": scores[worst],
+        "worst_group": worst.removeprefix("accuracy@"),
     }

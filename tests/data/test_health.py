@@ -21,7 +21,7 @@ from fedpeft.data.health import (
     health_corpus,
     risk_features,
 )
-from fedpeft.metrics import group_accuracy
+from fedpeft.metrics import group_accuracy, group_metrics
 from tests.conftest import tiny_config
 
 
@@ -118,6 +118,17 @@ def test_group_accuracy_by_hand() -> None:
     assert group_accuracy(labels, preds, groups) == {"a": 0.5, "b": 2 / 3}
     with pytest.raises(ValueError, match="differ in length"):
         group_accuracy(labels, preds, groups[:2])
+    sex = np.array(["f", "m", "f", "m", "m"])
+    got = group_metrics(labels, preds, {"site": groups, "sex": sex}, ["site", "sex"])
+    assert got == {
+        "accuracy@site=a": 0.5,
+        "accuracy@site=b": 2 / 3,
+        "accuracy@sex=f": 0.5,
+        "accuracy@sex=m": 2 / 3,
+        "worst_group_accuracy": 0.5,
+        "worst_group": "sex=f",  # the tie goes to the first in sorted order
+    }
+    assert group_metrics(labels, preds, {}, []) == {}
 
 
 @pytest.mark.slow
@@ -146,6 +157,14 @@ def test_a_run_records_each_groups_accuracy(tmp_path: Path) -> None:
     scores = {k: v for k, v in last.items() if k.startswith("test_accuracy@")}
     assert last["test_worst_group_accuracy"] == min(scores.values())
     assert scores[f"test_accuracy@{last['test_worst_group']}"] == min(scores.values())
+    from fedpeft.baselines.centralized import run_centralized
+    from fedpeft.baselines.local_only import run_local_only
+
+    pooled = run_centralized(exp, budget_examples=64, rounds=1)[-1]
+    alone = run_local_only(exp)
+    for record in (pooled, alone):
+        assert 0 <= record["test_worst_group_accuracy"] <= record["test_accuracy"]
+        assert {k for k in record if k.startswith("test_accuracy@")} == set(scores)
     bad = tiny_config(tmp_path, 'federation.eval_groups=["hospitl"]')
     with pytest.raises(ConfigError, match=r"hospitl.*columns are"):
         build_experiment(bad)

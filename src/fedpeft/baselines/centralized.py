@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from fedpeft.client import evaluate, train_adapter
+from fedpeft.client.evaluate import EvalResult
 from fedpeft.client.probe import warm_start
 from fedpeft.client.steps import build_optimizer
 from fedpeft.experiment import Experiment
@@ -47,7 +48,7 @@ def run_centralized(
         {
             "run": "centralized",
             "round": 0,
-            **evaluate(model, exp.test, bs, prec).as_dict("test_"),
+            **_scored(exp, evaluate(model, exp.test, bs, prec)),
         }
     ]
     chunks = max(rounds, 1)
@@ -69,7 +70,11 @@ def run_centralized(
                 "round": rnd,
                 "train_loss": stats.loss,
                 "train_examples": stats.examples,
-                **evaluate(model, exp.test, bs, prec).as_dict("test_"),
+                **_scored(exp, evaluate(model, exp.test, bs, prec)),
             }
         )
     return records
+
+
+def _scored(exp: Experiment, result: EvalResult) -> dict[str, Any]:
+    return {**result.as_dict("test_"), **exp.group_scores(result.predictions)}

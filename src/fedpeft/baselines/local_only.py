@@ -38,6 +38,7 @@ def run_local_only(exp: Experiment, method: str | None = None) -> dict[str, Any]
     model = exp.new_adapter(method)
     prec, bs = cfg.model.eval_precision, fed.eval_batch_size
     test_acc, test_f1, val_acc = [], [], []
+    groups: list[dict[str, Any]] = []
     for client, state in zip(
         exp.clients, local_models(exp, model, local_cfg), strict=True
     ):
@@ -45,6 +46,7 @@ def run_local_only(exp: Experiment, method: str | None = None) -> dict[str, Any]
         result = evaluate(model, exp.test, bs, prec)
         test_acc.append(result.accuracy)
         test_f1.append(result.macro_f1)
+        groups.append(exp.group_scores(result.predictions))
         if len(client.val):
             val_acc.append(evaluate(model, client.val, bs, prec).accuracy)
     return {
@@ -56,6 +58,19 @@ def run_local_only(exp: Experiment, method: str | None = None) -> dict[str, Any]
         if val_acc
         else float("nan"),
         "local_epochs": epochs,
+        **_mean_groups(groups),
+    }
+
+
+def _mean_groups(per_client: list[dict[str, Any]]) -> dict[str, float]:
+    """Each group's test accuracy (and the worst group's) averaged over the
+    clients' models; a group one client's test set lacks is averaged over the
+    others."""
+    keys = {
+        k for scores in per_client for k, v in scores.items() if k != "test_worst_group"
+    }
+    return {
+        k: float(np.mean([s[k] for s in per_client if k in s])) for k in sorted(keys)
     }
 
 

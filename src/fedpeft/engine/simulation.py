@@ -27,7 +27,7 @@ from fedpeft.client.algorithm import (
     TrainSettings,
 )
 from fedpeft.client.attacks import AttackClient, choose_attackers, poisoned_shard
-from fedpeft.client.evaluate import EvalResult, evaluate_many
+from fedpeft.client.evaluate import evaluate_many
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.pool import AdapterPool, Shape
 from fedpeft.config import ClientSection, ConfigError, StrategySection
@@ -45,7 +45,6 @@ from fedpeft.fedsp.adapters import fedsp_adapters
 from fedpeft.fedsp.client import ModelStageClient
 from fedpeft.fedsp.recipe import Auxiliary, auxiliary_for
 from fedpeft.fedsp.server import ServerPromptStep, SteppedServer
-from fedpeft.metrics import group_accuracy
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.peft.blackbox.config import BlackBoxConfig
 from fedpeft.peft.lora.config import LoraConfig
@@ -99,7 +98,7 @@ class Evaluator:
             cfg.model.eval_precision,
         )
         out: Record = test.as_dict("test_")
-        out.update(self.group_scores(test))
+        out.update(self.experiment.group_scores(test.predictions))
         self.client_accuracy = {
             k: c.accuracy for (k, _), c in zip(held, checks, strict=True)
         }
@@ -117,24 +116,6 @@ class Evaluator:
         if accs:
             out["client_val_accuracy_mean"] = float(np.mean(accs))
             out["client_val_accuracy_p10"] = float(np.percentile(accs, 10))
-        return out
-
-    def group_scores(self, test: EvalResult) -> Record:
-        """Test accuracy per group of each ``federation.eval_groups`` column,
-        and the worst group over all of them."""
-        columns = self.experiment.config.federation.eval_groups
-        if not columns or test.predictions is None:
-            return {}
-        corpus = self.experiment.corpus.test
-        out: Record = {}
-        for column in columns:
-            groups = group_accuracy(
-                corpus.labels, test.predictions, corpus.metadata[column]
-            )
-            out.update({f"test_accuracy@{column}={g}": a for g, a in groups.items()})
-        worst = min(out, key=lambda k: (out[k], k))
-        out["test_worst_group_accuracy"] = out[worst]
-        out["test_worst_group"] = worst.removeprefix("test_accuracy@")
         return out
 
 

@@ -19,14 +19,33 @@ CONVERGENCE_MARGIN = 0.01
 CONVERGENCE_RULE = "centralized accuracy - 0.01"
 
 
-def final_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def final_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     evaluated = [r for r in records if r.get("test_accuracy") is not None]
     last = evaluated[-1]
     return {
         "test_accuracy": float(last["test_accuracy"]),
         "test_macro_f1": float(last["test_macro_f1"]),
         "best_accuracy": float(max(r["test_accuracy"] for r in evaluated)),
+        **{
+            k: v
+            for k, v in last.items()
+            if k.startswith(("test_accuracy@", "test_worst_group"))
+        },
     }
+
+
+def _final_groups(last: Mapping[str, Any]) -> dict[str, Any]:
+    """The last evaluation's per-group test accuracies (``federation.eval_groups``)
+    as ``final_accuracy@COLUMN=VALUE``, with the worst group."""
+    out: dict[str, Any] = {
+        "final_" + k.removeprefix("test_"): v
+        for k, v in last.items()
+        if k.startswith("test_accuracy@")
+    }
+    if "test_worst_group" in last:
+        out["final_worst_group_accuracy"] = last["test_worst_group_accuracy"]
+        out["final_worst_group"] = last["test_worst_group"]
+    return out
 
 
 def rounds_to_reach(
@@ -159,6 +178,7 @@ def summarize(
             "final_accuracy": float(evaluated[-1]["test_accuracy"]),
             "final_macro_f1": float(evaluated[-1]["test_macro_f1"]),
             "best_accuracy": float(max(r["test_accuracy"] for r in evaluated)),
+            **_final_groups(evaluated[-1]),
             "convergence": {
                 "target_rule": CONVERGENCE_RULE,
                 **convergence(history, convergence_target(central)),

@@ -106,15 +106,20 @@ def accuracy_table(summary: Mapping[str, Any]) -> Table:
     fed = summary.get("federated", {})
     final = fed.get("final_accuracy")
     table = Table(title="Test accuracy (same held-out test set)", title_justify="left")
-    for column in ("system", "final acc", "best acc", "macro-F1", "federated vs this"):
+    groups = "final_worst_group_accuracy" in fed
+    columns = ["system", "final acc", "best acc", "macro-F1"]
+    columns += ["worst group"] if groups else []
+    for column in (*columns, "federated vs this"):
         system = column == "system"
         table.add_column(column, justify="left" if system else "right", no_wrap=system)
     method = f"{summary.get('method', '?')} + {summary.get('strategy', '?')}"
+    worst = [_worst(fed, "final_")] if groups else []
     table.add_row(
         Text(f"federated ({method})", style="bold cyan"),
         accuracy(final),
         accuracy(fed.get("best_accuracy")),
         score(fed.get("final_macro_f1")),
+        *worst,
         "",
     )
     for name, metrics in summary.get("baselines", {}).items():
@@ -124,9 +129,18 @@ def accuracy_table(summary: Mapping[str, Any]) -> Table:
             accuracy(acc),
             accuracy(metrics.get("best_accuracy")),
             score(metrics.get("test_macro_f1")),
+            *([_worst(metrics, "test_")] if groups else []),
             points_gap(final, acc),
         )
     return table
+
+
+def _worst(metrics: Mapping[str, Any], prefix: str) -> str:
+    """The worst group's accuracy and, where one group is named, which
+    (``federation.eval_groups``); local-only averages clients' worst groups."""
+    acc = accuracy(metrics.get(f"{prefix}worst_group_accuracy"))
+    group = metrics.get(f"{prefix}worst_group")
+    return f"{acc} ({group})" if group else acc
 
 
 def cost_table(summary: Mapping[str, Any], run_dir: Path | None = None) -> Table:
