@@ -159,10 +159,12 @@ def test_a_run_records_each_groups_accuracy(tmp_path: Path) -> None:
     assert scores[f"test_accuracy@{last['test_worst_group']}"] == min(scores.values())
     from fedpeft.baselines.centralized import run_centralized
     from fedpeft.baselines.local_only import run_local_only
+    from fedpeft.baselines.probe import run_linear_probe
 
     pooled = run_centralized(exp, budget_examples=64, rounds=1)[-1]
     alone = run_local_only(exp)
-    for record in (pooled, alone):
+    probe = run_linear_probe(exp)
+    for record in (pooled, alone, probe):
         assert 0 <= record["test_worst_group_accuracy"] <= record["test_accuracy"]
         assert {k for k in record if k.startswith("test_accuracy@")} == set(scores)
     bad = tiny_config(tmp_path, 'federation.eval_groups=["hospitl"]')

@@ -23,15 +23,16 @@ from fedpeft.models.tokenized import tokenize
 from fedpeft.types import Params
 
 
-def _scores(
-    labels: np.ndarray, logits: torch.Tensor, num_classes: int
-) -> dict[str, float]:
+def _scores(exp: Experiment, logits: torch.Tensor) -> dict[str, Any]:
+    """Test loss, accuracy, macro-F1 and the per-group accuracies."""
+    labels = exp.test.labels
     preds = logits.argmax(dim=1).numpy()
     loss = float(F.cross_entropy(logits, torch.from_numpy(labels)))
     return {
         "test_loss": loss,
         "test_accuracy": accuracy(labels, preds),
-        "test_macro_f1": macro_f1(labels, preds, num_classes),
+        "test_macro_f1": macro_f1(labels, preds, exp.num_classes),
+        **exp.group_scores(preds),
     }
 
 
@@ -70,7 +71,7 @@ def run_linear_probe(exp: Experiment) -> dict[str, Any]:
             best = (score, l2, head)
     assert best is not None
     return {
-        **_scores(exp.test.labels, _logits(test, best[2]), exp.num_classes),
+        **_scores(exp, _logits(test, best[2])),
         "l2": best[1],
     }
 
@@ -96,4 +97,4 @@ def run_zero_shot(exp: Experiment) -> dict[str, Any]:
         dim=1,
     )
     logits = (test @ label_emb.T) / 0.05  # cosine / temperature, for a finite loss
-    return _scores(exp.test.labels, logits, exp.num_classes)
+    return _scores(exp, logits)
