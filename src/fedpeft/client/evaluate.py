@@ -78,17 +78,26 @@ def _scores(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> EvalRes
 def concat_datasets(
     parts: Sequence[TokenizedDataset],
 ) -> tuple[TokenizedDataset, np.ndarray]:
-    """One data set from several (padded to the widest) and each example's part."""
-    width = max((p.input_ids.shape[1] for p in parts), default=0)
-    ids = [
-        np.pad(p.input_ids, ((0, 0), (0, width - p.input_ids.shape[1]))) for p in parts
-    ]
-    union = TokenizedDataset(
-        np.concatenate(ids) if ids else np.zeros((0, 0), np.int32),
-        np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64),
-        np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, np.int64),
-    )
+    """One data set from several (token matrices right-padded to the widest;
+    images, all of one shape, stacked) and each example's part."""
     owner = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
+    if not parts:
+        empty = TokenizedDataset(
+            np.zeros((0, 0), np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        )
+        return empty, owner
+    width = max(p.input_ids.shape[1] for p in parts)
+    ids = [
+        p.input_ids
+        if p.input_ids.ndim > 2  # images: (n, H, W, C), nothing to pad
+        else np.pad(p.input_ids, ((0, 0), (0, width - p.input_ids.shape[1])))
+        for p in parts
+    ]
+    union = type(parts[0])(
+        np.concatenate(ids),
+        np.concatenate([p.lengths for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+    )
     return union, owner
 
 

@@ -122,6 +122,10 @@ class Corpus:
         """The class names, indexed by class id."""
         return self.train.label_names
 
+    def subsets(self, train: IntArray, test: IntArray) -> Corpus:
+        """The same corpus holding only the rows ``train`` and ``test``."""
+        return Corpus(self.name, self.train.subset(train), self.test.subset(test))
+
 
 # --- sources ------------------------------------------------------------------------
 

@@ -110,9 +110,46 @@ class ImageDataset:
 
 @dataclass(frozen=True, eq=False)
 class ImageCorpus:
+    """A named train/test pair of images sharing one label set."""
+
     name: str
     train: ImageDataset
     test: ImageDataset
+
+    def __post_init__(self) -> None:
+        if self.train.label_names != self.test.label_names:
+            raise ValueError("train and test must share label_names")
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return self.train.label_names
+
+    def subsets(
+        self, train: npt.NDArray[np.int64], test: npt.NDArray[np.int64]
+    ) -> ImageCorpus:
+        """The same images holding only the rows ``train`` and ``test``."""
+        return ImageCorpus(self.name, self.train.subset(train), self.test.subset(test))
+
+
+IMAGE_SOURCES = ("fashion-mnist", "idx:DIR", "npz:PATH", "images:DIR")
+
+
+def is_image_source(source: str) -> bool:
+    """Whether ``data.corpus`` names images (:func:`load_images`)."""
+    return source == "fashion-mnist" or source.split(":", 1)[0] in (
+        "idx",
+        "npz",
+        "images",
+    )
+
+
+def cap_images(
+    data: ImageDataset, limit: int | None, rng: np.random.Generator
+) -> ImageDataset:
+    """At most ``limit`` images of ``data``, a stratified sample (None: all)."""
+    if limit is None or limit >= len(data):
+        return data
+    return data.subset(np.sort(stratified_sample(data.labels, limit, rng)))
 
 
 def load_images(

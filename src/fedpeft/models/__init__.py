@@ -6,5 +6,12 @@ from fedpeft.models.backbone import (
     available_backbones,
     load_backbone,
 )
+from fedpeft.models.vision import VisionBackbone  # its import registers them
 
-__all__ = ["BACKBONES", "Backbone", "available_backbones", "load_backbone"]
+__all__ = [
+    "BACKBONES",
+    "Backbone",
+    "VisionBackbone",
+    "available_backbones",
+    "load_backbone",
+]

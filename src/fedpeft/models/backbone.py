@@ -325,15 +325,28 @@ def resolve_backbone_path(name: str) -> Path:
 
 
 def load_backbone(
-    name: str = "minilm-l6", device: torch.device | str = "cpu"
+    name: str = "minilm-l6", device: torch.device | str = "cpu", image_size: int = 64
 ) -> Backbone:
     """Load a backbone once per process and device, frozen and in eval mode.
 
     Args:
         name: A registered name (see ``fedpeft models``) or a local model directory.
         device: Where its weights go (see :func:`fedpeft.models.device.resolve_device`).
+        image_size: Input side of a vision backbone (ignored for text).
     """
+    if name in VISION_LOADERS:
+        return VISION_LOADERS[name](torch.device(device), image_size)
     return _load_backbone(name, torch.device(device))
+
+
+VISION_LOADERS: dict[str, Callable[[torch.device, int], Backbone]] = {}
+"""Loaders of the image backbones by name, ``(device, image_size) -> backbone``
+(:mod:`fedpeft.models.vision` registers them when the package is imported)."""
+
+
+def is_vision_backbone(name: str) -> bool:
+    """Whether ``name`` is a registered image model."""
+    return name in VISION_LOADERS
 
 
 @functools.lru_cache(maxsize=4)

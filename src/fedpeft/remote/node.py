@@ -38,8 +38,8 @@ import numpy as np
 import fedpeft
 from fedpeft.blackbox.client import BlackBoxClient
 from fedpeft.client.algorithm import run_task
-from fedpeft.config import RunConfig
-from fedpeft.data.corpus import load_client_file
+from fedpeft.config import ConfigError, RunConfig
+from fedpeft.data.corpus import Corpus, load_client_file
 from fedpeft.data.partition.stats import split_train_val
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.experiment import ClientData, Experiment, build_experiment
@@ -80,13 +80,8 @@ def only_shard(exp: Experiment, client_id: int) -> Experiment:
     own = exp.clients[client_id]
     none = own.train.subset(np.zeros(0, np.int64))
     empty = ClientData(none, none)
-    corpus = exp.corpus
     mine = exp.partition[client_id]
-    corpus = dataclasses.replace(
-        corpus,
-        train=corpus.train.subset(mine),
-        test=corpus.test.subset(np.zeros(0, np.int64)),
-    )
+    corpus = exp.corpus.subsets(mine, np.zeros(0, np.int64))
     return dataclasses.replace(
         exp,
         corpus=corpus,
@@ -103,6 +98,11 @@ def with_client_file(exp: Experiment, client_id: int, spec: str) -> Experiment:
     run splits every shard (same fraction, same per-client seed stream)."""
     cfg = exp.config
     d = cfg.data
+    if not isinstance(exp.corpus, Corpus):
+        raise ConfigError(
+            f"a data holder's own file ({spec}) holds texts; {exp.corpus.name} is "
+            "images: give every node the image source in data.corpus instead"
+        )
     texts = load_client_file(
         spec,
         exp.corpus.label_names,

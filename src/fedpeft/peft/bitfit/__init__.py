@@ -7,7 +7,7 @@ from fedpeft.peft.config import PEFT_METHODS
 PEFT_METHODS.add_component(
     "bitfit",
     BitFitConfig,
-    "fedpeft.peft.bitfit.model:BitFitClassifier",
+    "fedpeft.peft.vision.model:build_bitfit",
     help="BitFit: train only the backbone's biases",
 )
 

@@ -8,7 +8,7 @@ from fedpeft.peft.full.config import FullConfig
 PEFT_METHODS.add_component(
     "full",
     FullConfig,
-    "fedpeft.peft.full.model:FullFineTuneClassifier",
+    "fedpeft.peft.vision.model:build_full",
     help="full fine-tuning of the backbone (baseline)",
 )
 

@@ -7,7 +7,7 @@ from fedpeft.peft.lora.config import LoraConfig
 PEFT_METHODS.add_component(
     "lora",
     LoraConfig,
-    "fedpeft.peft.lora.model:LoraClassifier",
+    "fedpeft.peft.vision.model:build_lora",
     help="LoRA (HF peft): W + (α/r)·B·A on target layers",
 )
 
