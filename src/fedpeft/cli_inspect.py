@@ -38,10 +38,19 @@ def datasets(ctx: typer.Context) -> None:
     """List the shipped corpora (data.corpus)."""
     from fedpeft.data import available_corpora
 
+    images = [
+        (
+            "fashion-mnist",
+            "Fashion-MNIST, 10 classes, 60,000 + 10,000 grey 28×28 images "
+            "(Debian's dataset-fashion-mnist); with an image backbone",
+        )
+    ]
     table = _listing(
         "Corpora (data.corpus)",
-        available_corpora(),
-        "Your own data: csv:PATH or jsonl:PATH with text and label columns.",
+        available_corpora() + images,
+        "Your own data: csv:PATH or jsonl:PATH with text and label columns; "
+        "images as npz:PATH, images:DIR (a folder per class) or idx:DIR "
+        "(MNIST-format files).",
     )
     get_ui(ctx).out.print(table)
 
