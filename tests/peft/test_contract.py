@@ -19,9 +19,10 @@ from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch, tokenize
 from fedpeft.peft import PEFT_METHODS, AdapterClassifier, build_adapter
 from fedpeft.peft.export import export_adapter
+from fedpeft.peft.vision import IMAGE_ONLY
 from fedpeft.wire import serialize
 
-IMAGE_ONLY = ("visual-prompt",)  # its contract runs in tests/peft/test_vision.py
+# Image-only methods keep the contract in tests/peft/test_vision.py.
 METHODS = sorted(m for m in PEFT_METHODS if m not in IMAGE_ONLY)
 PEFT_NATIVE = ["prompt", "prefix", "lora", "ia3", "blackbox"]
 SMALL: dict[str, dict[str, Any]] = {  # each method takes only its own options

@@ -215,3 +215,21 @@ def test_image_methods_keep_the_adapter_contract(
         PEFT_METHODS.factory(method)(
             images.backbone, 10, generator=torch.Generator(), not_an_option=1
         )
+
+
+@pytest.mark.parametrize("method", VISION_METHODS)
+def test_image_adapters_are_built_on_the_backbones_device(
+    images: Experiment, method: str
+) -> None:
+    import copy
+
+    from fedpeft.models.vision import VisionBackbone
+    from fedpeft.peft import build_adapter
+
+    real = images.backbone
+    meta = VisionBackbone(
+        real.name, copy.deepcopy(real.model).to("meta"), None, "vision", 32
+    )
+    adapter = build_adapter(method, meta, 3, torch.Generator().manual_seed(0))
+    assert {p.device.type for p in adapter.parameters()} == {"meta"}
+    assert {b.device.type for b in adapter.buffers()} <= {"meta"}

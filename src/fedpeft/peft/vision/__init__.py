@@ -3,7 +3,7 @@ LoRA and full fine-tuning of a CNN are picked by ``bitfit``, ``lora`` and
 ``full`` when the backbone is one) and the head-only probe for any backbone."""
 
 from fedpeft.peft.config import PEFT_METHODS
-from fedpeft.peft.vision.config import HeadConfig, VisualPromptConfig
+from fedpeft.peft.vision.config import IMAGE_ONLY, HeadConfig, VisualPromptConfig
 
 PEFT_METHODS.add_component(
     "visual-prompt",
@@ -18,4 +18,4 @@ PEFT_METHODS.add_component(
     help="head only: a linear classifier on the frozen backbone's features",
 )
 
-__all__ = ["HeadConfig", "VisualPromptConfig"]
+__all__ = ["IMAGE_ONLY", "HeadConfig", "VisualPromptConfig"]

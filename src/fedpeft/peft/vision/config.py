@@ -9,6 +9,9 @@ from pydantic import Field
 
 from fedpeft.peft.config import PeftConfig
 
+IMAGE_ONLY = ("visual-prompt",)
+"""Methods that need a vision backbone."""
+
 
 class VisualPromptConfig(PeftConfig):
     """Visual prompting (Bahng et al. 2022): a learned pixel-space frame."""
