@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
-from fedpeft.config import load_config
-from fedpeft.engine.runner import run_experiment
+from results_io import cached_run
+
 from fedpeft.engine.summary import convergence_target, rounds_to_reach
 from fedpeft.rundir.sink import read_metrics
 
@@ -45,18 +44,7 @@ PER_CORPUS = {"20newsgroups": ["data.max_chars=1200"]}
 
 
 def run_one(out: Path, name: str, overrides: list[str]) -> dict[str, Any]:
-    cfg = load_config(None, [*BASE, *overrides, f"name={name}", f"output_dir={out}"])
-    summary_path = cfg.run_dir / "summary.json"
-    if summary_path.exists():
-        return dict(json.loads(summary_path.read_text()))
-    started = time.perf_counter()
-    summary = run_experiment(cfg, resume=True)
-    print(
-        f"  {name}: {summary['federated']['final_accuracy']:.4f} "
-        f"({time.perf_counter() - started:.0f} s)",
-        flush=True,
-    )
-    return summary
+    return cached_run([*BASE, *overrides, f"name={name}", f"output_dir={out}"])
 
 
 def main() -> None:

