@@ -79,7 +79,8 @@ class Phases:
                 f"| {path} | {self.calls[path]} | {sec:.2f} | {sec / total:.1%} |"
             )
         rest = total - sum(self.seconds.values())
-        lines.append(f"| (outside the timed phases) | | {rest:.2f} | {rest / total:.1%} |")
+        share = rest / total
+        lines.append(f"| (outside the timed phases) | | {rest:.2f} | {share:.1%} |")
         lines.append(f"| **total** | | **{total:.2f}** | 100% |")
         return "\n".join(lines)
 
@@ -143,9 +144,7 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--cli", action="store_true", help="also time `fedpeft run -q`")
     p.add_argument("--label", default="", help="a name for this row in --json")
-    p.add_argument(
-        "--json", type=Path, default=Path("bench/results/profile_main.json")
-    )
+    p.add_argument("--json", type=Path, default=Path("bench/results/profile_main.json"))
     args = p.parse_args()
 
     imports = import_seconds()
