@@ -1,0 +1,179 @@
+"""How close a training step and an evaluation step come to the machine's
+limit (docs/benchmarks.md, "Roofline").
+
+The limit is measured, not looked up: the best FLOP/s of a square matmul
+(n = 512, 1024, 2048; median of ``--repeats`` after a warm-up) in fp32 and in
+bf16, with torch's default thread count, on ``--device``. Against it:
+
+* a **training step** of the main job's adapter (soft prompt L = 20 on
+  MiniLM-L6, 64 tokens): forward, backward and the AdamW step on a batch of
+  16 sequences (one client's batch, the sequential engine) and of 80 (five
+  clients' batches in one forward, as the batched engine runs the main job),
+  in fp32 and under bf16 autocast;
+* an **evaluation step**: inference on 128 test sequences (the engine's
+  ``eval_batch_size``), fp32 and bf16.
+
+FLOPs are counted by ``torch.utils.flop_counter`` on the step itself
+(matmuls and attention; element-wise work is not counted, so the fraction is
+of the matmul roofline). Each row prints seconds per step, GFLOP per step,
+achieved GFLOP/s and the fraction of the same precision's peak. On a GPU
+(``--device cuda``) every timing synchronises the device.
+
+    python bench/roofline.py [--device cpu|cuda] [--repeats 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from results_io import merge_results
+from torch.utils.flop_counter import FlopCounterMode
+
+from fedpeft.client.steps import build_optimizer
+from fedpeft.config import load_config
+from fedpeft.experiment import build_experiment
+from fedpeft.models.device import describe_device
+from fedpeft.models.precision import autocast
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Median seconds of ``fn`` over ``repeats`` calls after one warm-up."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def counted_flops(fn: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, repeats: int) -> dict[str, dict[str, float]]:
+    """Best matmul GFLOP/s per precision and the size that reached it."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    out: dict[str, dict[str, float]] = {}
+    for name, dtype in DTYPES.items():
+        best = {"gflops": 0.0, "n": 0.0}
+        for n in (512, 1024, 2048):
+            a = torch.randn(n, n, generator=gen, device=device).to(dtype)
+            b = torch.randn(n, n, generator=gen, device=device).to(dtype)
+            sec = timed(lambda a=a, b=b: a @ b, repeats, device)
+            gflops = 2 * n**3 / sec / 1e9
+            if gflops > best["gflops"]:
+                best = {"gflops": gflops, "n": float(n)}
+        out[name] = best
+    return out
+
+
+def steps(device: str, repeats: int) -> list[dict[str, Any]]:
+    """Training and evaluation steps of the main job's adapter."""
+    cfg = load_config(None, [f"model.device={device}", "baselines.run=[]"])
+    exp = build_experiment(cfg)
+    model = exp.new_adapter()
+    rng = np.random.default_rng(0)
+    rows = []
+    for size in (16, 80):
+        batch = exp.train.batch(
+            rng.choice(len(exp.train), size, replace=False), model.device
+        )
+        optimizer = build_optimizer(model, cfg.client)
+        for precision in DTYPES:
+
+            def step(
+                batch: Any = batch,
+                precision: str = precision,
+                optimizer: torch.optim.Optimizer = optimizer,
+            ) -> None:
+                with autocast(precision, model.device):
+                    logits = model(batch)
+                loss = F.cross_entropy(logits.float(), batch.labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+
+            rows.append(
+                {
+                    "step": f"train, batch {size}",
+                    "precision": precision,
+                    "seconds": timed(step, repeats, model.device),
+                    "flops": counted_flops(step),
+                }
+            )
+    test = exp.test.batch(np.arange(min(128, len(exp.test))), model.device)
+    for precision in DTYPES:
+
+        def infer(precision: str = precision) -> None:
+            with torch.inference_mode(), autocast(precision, model.device):
+                model(test)
+
+        rows.append(
+            {
+                "step": f"evaluate, batch {len(test)}",
+                "precision": precision,
+                "seconds": timed(infer, repeats, model.device),
+                "flops": counted_flops(infer),
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--results", type=Path, default=Path("bench/results/roofline.json"))
+    args = p.parse_args()
+    device = torch.device(args.device)
+
+    peak = matmul_peak(device, args.repeats)
+    rows = steps(args.device, args.repeats)
+    print(f"{describe_device(device)}, {torch.get_num_threads()} threads")
+    for name, best in peak.items():
+        print(f"peak {name} matmul: {best['gflops']:.1f} GFLOP/s (n = {best['n']:.0f})")
+    print("| step | precision | ms | GFLOP | GFLOP/s | of peak |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        row["gflops_per_s"] = row["flops"] / row["seconds"] / 1e9
+        row["fraction_of_peak"] = row["gflops_per_s"] / peak[row["precision"]]["gflops"]
+        print(
+            f"| {row['step']} | {row['precision']} | {row['seconds'] * 1e3:.1f} | "
+            f"{row['flops'] / 1e9:.2f} | {row['gflops_per_s']:.1f} | "
+            f"{row['fraction_of_peak']:.1%} |"
+        )
+    merge_results(
+        args.results,
+        {
+            device.type: {
+                "device": describe_device(device),
+                "threads": torch.get_num_threads(),
+                "peak": peak,
+                "steps": rows,
+            }
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
