@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from fedpeft.client.flops import FlopMeter
+from fedpeft.client.flops import FlopMeter, counting_mode
 from fedpeft.experiment import Experiment
 from fedpeft.models.tokenized import Batch
 
@@ -110,3 +110,24 @@ def test_real_transformer_steps_follow_the_parabola(
         before = meter.total
         meter.add(("train", width), 4)
         assert meter.total - before == counter.get_total_flops()
+
+
+@pytest.mark.parametrize("groups", [1, 4, 16])
+def test_a_convolutions_weight_gradient_costs_its_forward(groups: int) -> None:
+    """Input and weight gradients of a convolution cost one forward each;
+    torch's own count makes a grouped one's weight gradient ``groups`` times
+    too large, and for ``groups = 1`` the two counts agree."""
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1, groups=groups, bias=False)
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    forward = counting_mode()
+    with forward:
+        out = conv(x)
+    both = counting_mode()
+    with both:
+        out.sum().backward()
+    assert both.get_total_flops() == 2 * forward.get_total_flops() > 0
+    torch_own = FlopCounterMode(display=False)
+    with torch_own:
+        conv(x).sum().backward()
+    expected = 3 * forward.get_total_flops() + (groups - 1) * forward.get_total_flops()
+    assert torch_own.get_total_flops() == expected
