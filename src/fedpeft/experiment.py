@@ -142,6 +142,13 @@ def check_names(cfg: RunConfig) -> None:
             f"peft.method = {cfg.peft.method!r} works on text backbones only; with "
             f"model.backbone = {cfg.model.backbone!r} use one of {VISION_METHODS}"
         )
+    if vision and cfg.privacy.record_dp is not None:
+        raise ConfigError(
+            "privacy.record_dp clips each example's gradient through the method's "
+            "per-example forward, which the image adapters do not have yet; with "
+            f"model.backbone = {cfg.model.backbone!r} use privacy.client_dp "
+            "(client-level DP) instead"
+        )
     if not vision and cfg.peft.method == "visual-prompt":
         raise ConfigError(
             "peft.method = 'visual-prompt' needs a vision backbone "
