@@ -210,10 +210,11 @@ class Backbone:
         Autocast alone runs the matmuls in bf16 but casts each weight on every
         call and keeps norms, residual sums and activations in fp32, casting
         back and forth between them; with the copy everything outside the
-        attention kernel (:mod:`fedpeft.models.attention`) is bf16. Training a
-        soft prompt on MiniLM-L6 takes about a quarter less time a step this
-        way; results differ from autocast's by bf16 rounding (docs/benchmarks.md,
-        "The main job by phase"). The fp32 body stays the reference that
+        attention kernel (:mod:`fedpeft.models.attention`) is bf16. It was
+        faster than autocast alone in every A/B so far, by an amount not yet
+        measured on a quiet machine; results differ from autocast's by bf16
+        rounding (``bench/bf16_copy.py``; docs/benchmarks.md, "The main job by
+        phase"). The fp32 body stays the reference that
         adapters wrapping the body (LoRA, IA3, BitFit, full) copy.
         """
         with torch.inference_mode(False):  # first use may be under inference mode
