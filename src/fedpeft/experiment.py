@@ -142,12 +142,12 @@ def check_names(cfg: RunConfig) -> None:
             f"peft.method = {cfg.peft.method!r} works on text backbones only; with "
             f"model.backbone = {cfg.model.backbone!r} use one of {VISION_METHODS}"
         )
-    if vision and cfg.privacy.record_dp is not None:
+    if cfg.privacy.record_dp is not None and cfg.peft.method == "full":
         raise ConfigError(
             "privacy.record_dp clips each example's gradient through the method's "
-            "per-example forward, which the image adapters do not have yet; with "
-            f"model.backbone = {cfg.model.backbone!r} use privacy.client_dp "
-            "(client-level DP) instead"
+            "per-example forward, which full fine-tuning does not have (one copy "
+            "of every weight per example); use a parameter-efficient method, or "
+            "privacy.client_dp (client-level DP) with peft.method = 'full'"
         )
     if not vision and cfg.peft.method == "visual-prompt":
         raise ConfigError(

@@ -157,8 +157,6 @@ def test_text_and_image_pieces_do_not_mix(tmp_path: Path) -> None:
         check("data.corpus=fashion-mnist")
     with pytest.raises(ConfigError, match="is text but"):
         check("model.backbone=efficientnet-lite0", "peft.method=head")
-    with pytest.raises(ConfigError, match=r"use privacy\.client_dp"):
-        check(*IMAGES, "peft.method=head", "privacy.record_dp.noise_multiplier=1.0")
 
 
 @pytest.mark.slow

@@ -70,10 +70,13 @@ def supports_batching(model: AdapterClassifier) -> bool:
 
 
 def concat_batches(batches: Sequence[Batch]) -> Batch:
-    """One batch from several, right-padded to the longest sequence."""
-    width = max(b.input_ids.shape[1] for b in batches)
+    """One batch from several, right-padded to the longest sequence (images,
+    ``(B, H, W, C)`` pixels of one shape and a ``(B, 1)`` mask, are stacked)."""
+    width = max(b.attention_mask.shape[1] for b in batches)
 
     def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+        if t.ndim > 2:  # image pixels: no sequence axis to pad
+            return t
         return F.pad(t, (0, width - t.shape[1]), value=value)
 
     # Padded positions are masked out, so the pad id itself never matters.
@@ -165,10 +168,12 @@ BucketResult = tuple[torch.Tensor, tuple[torch.Tensor, ...]]
 
 
 def sub_batch(batch: Batch, idx: torch.Tensor) -> Batch:
-    """The examples ``idx`` of ``batch``, trimmed to their longest."""
+    """The examples ``idx`` of ``batch``, trimmed to their longest (token
+    matrices only: image pixels keep their shape)."""
     width = int(batch.attention_mask[idx].sum(dim=1).max())
+    ids = batch.input_ids[idx]
     return Batch(
-        batch.input_ids[idx, :width],
+        ids[:, :width] if ids.ndim == 2 else ids,
         batch.attention_mask[idx, :width],
         batch.labels[idx],
     )

@@ -20,11 +20,21 @@ The network adapters train their own tensors inside a
 backbone every adapter shares is never modified. The batch norms stay in
 eval mode (ImageNet statistics), which keeps clients deterministic and
 small batches harmless.
+
+Every adapter but full fine-tuning has a per-example forward
+(:meth:`~fedpeft.peft.base.AdapterClassifier.per_example_logits`: example i
+computes with its own copy of the trainable tensors), so images get what text
+gets from it: client-batched training and record-level DP-SGD. The head and
+the visual prompt take each example's tensors directly; BitFit adds example
+i's shift after each tuned batch norm and LoRA computes example i's low-rank
+path, through :class:`~fedpeft.peft.hooked.HookedForward` (safe on several
+threads).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -34,7 +44,10 @@ from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
 from fedpeft.models.vision import VisionBackbone, pooled_features
 from fedpeft.peft.base import AdapterClassifier
+from fedpeft.peft.hooked import HookedAdapterClassifier
 from fedpeft.peft.shared import shared_copy
+
+Tensors = Mapping[str, torch.Tensor]
 
 ONE_BY_ONE = ("_expand_conv", "_project_conv", "_conv_head")
 
@@ -50,6 +63,9 @@ def _vision(backbone: Backbone, method: str) -> VisionBackbone:
 
 class HeadOnlyClassifier(AdapterClassifier):
     """A linear head on the frozen backbone's pooled features (any backbone)."""
+
+    def per_example_logits(self, batch: Batch, params: Tensors) -> torch.Tensor:
+        return self.per_example_head(self.features(batch), params)
 
 
 class VisualPromptClassifier(AdapterClassifier):
@@ -81,10 +97,20 @@ class VisualPromptClassifier(AdapterClassifier):
         self.prompt = nn.Parameter(torch.zeros(1, 3, size, size))
 
     def hidden_states(self, batch: Batch) -> torch.Tensor:
-        images = self.backbone.embed(batch.input_ids)
-        return self.backbone.encode(
-            images + self.frame * self.prompt, batch.attention_mask
+        return self._prompted(batch, self.prompt)
+
+    def per_example_logits(self, batch: Batch, params: Tensors) -> torch.Tensor:
+        prompts = params["prompt"][:, 0]  # (B, 3, S, S): example i's own
+        features = self.backbone.pool(
+            self._prompted(batch, prompts), batch.attention_mask
         )
+        return self.per_example_head(features, params)
+
+    def _prompted(self, batch: Batch, prompt: torch.Tensor) -> torch.Tensor:
+        """Features ``(B, 1, d)`` of the images with ``prompt``'s frame added
+        (one prompt ``(1, 3, S, S)`` or one per image ``(B, 3, S, S)``)."""
+        images = self.backbone.embed(batch.input_ids)
+        return self.backbone.encode(images + self.frame * prompt, batch.attention_mask)
 
 
 class _CnnBodyClassifier(AdapterClassifier):
@@ -96,7 +122,7 @@ class _CnnBodyClassifier(AdapterClassifier):
         return pooled_features(self.body, self.backbone.embed(batch.input_ids))
 
 
-class CnnBitFitClassifier(_CnnBodyClassifier):
+class CnnBitFitClassifier(_CnnBodyClassifier, HookedAdapterClassifier):
     """The batch norms' shifts (β) train; every weight stays shared and frozen.
 
     Args:
@@ -121,6 +147,34 @@ class CnnBitFitClassifier(_CnnBodyClassifier):
             lambda name, _: name.endswith(".bias") and _in_blocks(name, keep),
         )
 
+    def install_per_example_hooks(
+        self, current: Callable[[], Tensors]
+    ) -> Callable[[], None]:
+        """A hook on each tuned batch norm adds ``β_i − β`` per channel (in
+        eval mode a batch norm is an affine map per channel, so this is the
+        batch norm with example i's shift)."""
+        tuned = set(self.trainable_parameters())
+        handles = []
+        for name, module in self.body.named_modules(prefix="body"):
+            key = f"{name}.bias"
+            if key not in tuned:
+                continue
+            assert isinstance(module, nn.BatchNorm2d), key  # a CNN's only biases
+
+            def add_shift(
+                mod: Any, args: tuple[Any, ...], output: torch.Tensor, key: str = key
+            ) -> torch.Tensor:
+                shift: torch.Tensor = current()[key] - mod.bias  # (B, channels)
+                return output + shift[:, :, None, None].to(output.dtype)
+
+            handles.append(module.register_forward_hook(add_shift))
+
+        def remove() -> None:
+            for handle in handles:
+                handle.remove()
+
+        return remove
+
 
 class CnnFullClassifier(_CnnBodyClassifier):
     """Every network weight trains (a private copy; the baseline)."""
@@ -140,7 +194,13 @@ class CnnFullClassifier(_CnnBodyClassifier):
 
 class LoraConv1x1(nn.Module):
     """A frozen 1×1 convolution plus a trainable low-rank path
-    ``(α/r)·B(A(x))`` (``A``: Kaiming-uniform as in LoRA, ``B``: zero)."""
+    ``(α/r)·B(A(x))`` (``A``: Kaiming-uniform as in LoRA, ``B``: zero).
+
+    While :attr:`per_example` is set (a per-example session), example i's
+    path uses the factors ``(A_i, B_i)`` it returns instead.
+    """
+
+    per_example: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def __init__(
         self, conv: nn.Conv2d, rank: int, scale: float, generator: torch.Generator
@@ -155,12 +215,16 @@ class LoraConv1x1(nn.Module):
         self.scale = scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        low = torch.einsum("ri,bihw->brhw", self.lora_A, x)
         frozen: torch.Tensor = self.conv(x)
-        return frozen + self.scale * torch.einsum("or,brhw->bohw", self.lora_B, low)
+        if self.per_example is None:
+            low = torch.einsum("ri,bihw->brhw", self.lora_A, x)
+            return frozen + self.scale * torch.einsum("or,brhw->bohw", self.lora_B, low)
+        a, b = self.per_example()  # (B, r, in), (B, out, r)
+        low = torch.einsum("bri,bihw->brhw", a.to(x.dtype), x)
+        return frozen + self.scale * torch.einsum("bor,brhw->bohw", b.to(x.dtype), low)
 
 
-class CnnLoraClassifier(_CnnBodyClassifier):
+class CnnLoraClassifier(_CnnBodyClassifier, HookedAdapterClassifier):
     """LoRA on the network's 1×1 convolutions.
 
     Args:
@@ -203,6 +267,27 @@ class CnnLoraClassifier(_CnnBodyClassifier):
                 )
                 setattr(parent, short, LoraConv1x1(module, rank, scale, generator))
         self.body = body
+
+    def install_per_example_hooks(
+        self, current: Callable[[], Tensors]
+    ) -> Callable[[], None]:
+        """Point every adapted convolution at this thread's ``(A_i, B_i)``."""
+        adapted = [
+            (name, m) for name, m in self.named_modules() if isinstance(m, LoraConv1x1)
+        ]
+        for name, module in adapted:
+
+            def factors(a: str = f"{name}.lora_A", b: str = f"{name}.lora_B") -> Any:
+                params = current()
+                return params[a], params[b]
+
+            module.per_example = factors
+
+        def remove() -> None:
+            for _, module in adapted:
+                module.per_example = None
+
+        return remove
 
 
 def _top_blocks(backbone: VisionBackbone, layers: int) -> set[int] | None:

@@ -1,0 +1,215 @@
+"""The image adapters' per-example forward: each example computes with its own
+copy of the trainable tensors, so image clients train batched and under
+record-level DP-SGD exactly as they do alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedpeft.client.batched import (
+    ClientJob,
+    concat_batches,
+    sub_batch,
+    supports_batching,
+    train_clients_batched,
+)
+from fedpeft.client.dp_local import RecordDP, dp_train_adapter, dp_train_clients_batched
+from fedpeft.client.local import train_adapter
+from fedpeft.config import ConfigError, load_config
+from fedpeft.data.images import FASHION_MNIST_DIR
+from fedpeft.experiment import Experiment, build_experiment, check_names
+from fedpeft.seeding import stream
+from tests.client.helpers import perturbed_starts
+from tests.peft.test_vision import IMAGES
+
+pytestmark = pytest.mark.skipif(
+    not FASHION_MNIST_DIR.is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed (make test installs "
+    "it where apt-get can run)",
+)
+
+PER_EXAMPLE = [
+    ("head", {}),
+    ("visual-prompt", {"pad": 3}),
+    ("bitfit", {}),
+    ("bitfit", {"layers": 2}),
+    ("lora", {"rank": 4}),
+    ("lora", {"rank": 2, "layers": 3}),
+]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Experiment:
+    out = tmp_path_factory.mktemp("runs")
+    return build_experiment(load_config(None, [*IMAGES, f"output_dir={out}"]))
+
+
+def _moved(model: torch.nn.Module, rng: np.random.Generator) -> None:
+    """Move every trainable tensor off its init (LoRA's B starts at zero)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.from_numpy(rng.normal(scale=0.05, size=p.shape)).float())
+
+
+@pytest.mark.parametrize(("method", "options"), PER_EXAMPLE)
+def test_per_example_forward_selects_each_examples_adapter(
+    images: Experiment, method: str, options: dict[str, int]
+) -> None:
+    batch = images.clients[0].train.batch(np.arange(6))
+    models = [images.new_adapter(method, **options) for _ in range(2)]
+    rng = np.random.default_rng(0)
+    for m in models:
+        _moved(m, rng)
+    assert supports_batching(models[0])
+    owner = torch.tensor([0, 1, 0, 1, 1, 0])
+    states = [m.trainable_parameters() for m in models]
+    params = {
+        n: torch.stack([states[0][n].detach(), states[1][n].detach()])[owner]
+        for n in states[0]
+    }
+    with torch.no_grad():
+        mixed = models[0].per_example_logits(batch, params)
+        alone = [m(batch) for m in models]
+    expected = torch.stack([alone[int(o)][i] for i, o in enumerate(owner)])
+    assert not torch.allclose(alone[0], alone[1], atol=1e-3)  # the test can fail
+    torch.testing.assert_close(mixed, expected, rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # the hooks are gone: the plain path is back
+        torch.testing.assert_close(models[0](batch), alone[0])
+
+
+def test_per_example_gradients_are_each_examples_own(images: Experiment) -> None:
+    """The gradient w.r.t. example i's copy equals the gradient of example i's
+    loss alone: no example leaks into another's (the batch norms stay in
+    eval mode), which record-level DP's clipping relies on."""
+    model = images.new_adapter("bitfit")
+    _moved(model, np.random.default_rng(1))
+    batch = images.clients[0].train.batch(np.arange(4))
+    names = list(model.trainable_parameters())
+    copies = {
+        n: model.trainable_parameters()[n].detach().expand(4, *t.shape).clone()
+        for n, t in model.trainable_parameters().items()
+    }
+    for c in copies.values():
+        c.requires_grad_()
+    with model.per_example_session():
+        logits = model.per_example_logits(batch, copies)
+    loss = torch.nn.functional.cross_entropy(logits, batch.labels, reduction="sum")
+    grads = torch.autograd.grad(loss, list(copies.values()))
+    for i in range(4):
+        one = images.clients[0].train.batch(np.array([i]))
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(one), one.labels).backward()
+        params = model.trainable_parameters()
+        for name, grad in zip(names, grads, strict=True):
+            torch.testing.assert_close(
+                grad[i],
+                params[name].grad,
+                rtol=1e-3,
+                atol=2e-5,
+                msg=lambda m, name=name: f"{name}: {m}",
+            )
+
+
+def test_image_batches_concatenate_and_split_whole(images: Experiment) -> None:
+    """Client batching joins and splits batches along the batch axis only: a
+    text batch's sequence trimming must not crop an image to one row."""
+    data = images.clients[0].train
+    a, b = data.batch(np.arange(3)), data.batch(np.arange(3, 5))
+    both = concat_batches([a, b])
+    assert both.input_ids.shape == (5, *a.input_ids.shape[1:])
+    assert torch.equal(both.input_ids, torch.cat([a.input_ids, b.input_ids]))
+    part = sub_batch(both, torch.tensor([4, 0]))
+    assert torch.equal(part.input_ids, both.input_ids[[4, 0]])
+    assert part.attention_mask.shape == (2, 1)
+
+
+def _jobs(exp: Experiment, starts: list[dict[str, np.ndarray]]) -> list[ClientJob]:
+    data = [exp.clients[k].train.subset(np.arange(40 - 9 * k)) for k in range(3)]
+    return [
+        ClientJob(k, starts[k], data[k], stream(0, "client", 1, k)) for k in range(3)
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["visual-prompt", "bitfit", "lora"])
+def test_batched_image_clients_match_sequential_clients(
+    images: Experiment, method: str
+) -> None:
+    cfg = images.config.client.model_copy(
+        update={"batch_size": 8, "lr": 1e-3, "loss": "cross-entropy"}
+    )
+    model = images.new_adapter(method)
+    base = model.trainable_state()
+    starts = perturbed_starts(base, 3)
+    batched = train_clients_batched(
+        model, _jobs(images, starts), cfg, proximal_mu=0.5, bucket_size=0
+    )
+    for job, (state, stats) in zip(_jobs(images, starts), batched, strict=True):
+        alone = images.new_adapter(method)
+        alone.load_trainable_state(job.start)
+        ref = train_adapter(alone, job.data, cfg, job.rng, proximal_mu=0.5)
+        assert (stats.steps, stats.examples) == (ref.steps, ref.examples)
+        assert stats.loss == pytest.approx(ref.loss, rel=1e-4)
+        expected = alone.trainable_state()
+        for name in expected:
+            moved = np.abs(expected[name] - job.start[name]).max()
+            assert moved > 1e-4, name
+            diff = np.abs(state[name] - expected[name])
+            # Adam rescales near-zero gradients: a few coordinates may differ
+            # by part of a step after summing in another order.
+            allowed = int(max(2, 1e-3 * diff.size))
+            assert (diff > 2e-5 + 1e-4 * np.abs(expected[name])).sum() <= allowed
+            assert diff.max() <= max(cfg.lr, cfg.head_lr) * stats.steps, name
+    for name, value in model.trainable_state().items():
+        np.testing.assert_array_equal(value, base[name])
+
+
+@pytest.mark.slow
+def test_batched_image_dp_sgd_matches_each_client_alone(images: Experiment) -> None:
+    cfg = images.config.client.model_copy(update={"batch_size": 8})
+    dp = RecordDP(clip_norm=0.05, noise_multiplier=0.7, delta=1e-4)
+    model = images.new_adapter("lora", rank=2)
+    starts = perturbed_starts(model.trainable_state(), 3)
+
+    def generators() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(100 + k) for k in range(3)]
+
+    batched = dp_train_clients_batched(
+        model, _jobs(images, starts), generators(), cfg, dp
+    )
+    for job, gen, (state, stats) in zip(
+        _jobs(images, starts), generators(), batched, strict=True
+    ):
+        alone = images.new_adapter("lora", rank=2)
+        alone.load_trainable_state(job.start)
+        ref = dp_train_adapter(alone, job.data, cfg, dp, job.rng, gen)
+        assert (stats.steps, stats.examples) == (ref.steps, ref.examples)
+        for name, expected in alone.trainable_state().items():
+            moved = np.abs(expected - job.start[name]).max()
+            assert moved > 1e-4, name
+            np.testing.assert_allclose(state[name], expected, atol=2e-5 * max(1, moved))
+
+
+def test_record_dp_is_refused_only_for_full_fine_tuning(tmp_path: Path) -> None:
+    def check(*extra: str) -> None:
+        check_names(
+            load_config(
+                None,
+                [
+                    *extra,
+                    "privacy.record_dp.noise_multiplier=1.0",
+                    f"output_dir={tmp_path}",
+                ],
+            )
+        )
+
+    for method in ("head", "visual-prompt", "bitfit", "lora"):
+        check(*IMAGES, f"peft.method={method}")
+    for backbone in (IMAGES, ()):
+        with pytest.raises(ConfigError, match=r"privacy\.client_dp"):
+            check(*backbone, "peft.method=full")
