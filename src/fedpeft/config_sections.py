@@ -167,7 +167,7 @@ class FederationSection(Section):
         True,
         description="train the selected clients together: one forward/backward over "
         "the shared backbone serves all of them (methods with a per-example forward: "
-        "prompt, prefix, lora; others train one after another)",
+        "every method but full, which trains one after another)",
     )
     bucket_size: int = Field(
         16,

@@ -94,8 +94,9 @@ class AdapterClassifier(nn.Module):
             NotImplementedError: for methods that do not provide it.
         """
         raise NotImplementedError(
-            f"{type(self).__name__} has no per-example forward; record-level DP-SGD "
-            "supports peft.method = 'prompt'"
+            f"{type(self).__name__} has no per-example forward; record-level "
+            "DP-SGD and client batching need a method with one (every method but "
+            "full)"
         )
 
     def stack_states(self, states: Sequence[Params]) -> dict[str, torch.Tensor]:
