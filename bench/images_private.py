@@ -96,14 +96,14 @@ def speed(exp: Experiment, method: str, clients: int, repeats: int) -> dict[str,
     def noise() -> list[torch.Generator]:
         return [torch.Generator().manual_seed(k) for k in range(clients)]
 
-    def alone(dp_sgd: bool) -> list[dict[str, np.ndarray]]:
+    def alone(dp_sgd: bool, precision: str = "bf16") -> list[dict[str, np.ndarray]]:
         states = []
         for job, gen in zip(jobs(), noise(), strict=True):
             model.load_trainable_state(job.start)
             if dp_sgd:
-                dp_train_adapter(model, job.data, cfg, dp, job.rng, gen, "bf16")
+                dp_train_adapter(model, job.data, cfg, dp, job.rng, gen, precision)
             else:
-                train_adapter(model, job.data, cfg, job.rng, precision="bf16")
+                train_adapter(model, job.data, cfg, job.rng, precision=precision)
             states.append(model.trainable_state())
         return states
 
@@ -130,18 +130,25 @@ def speed(exp: Experiment, method: str, clients: int, repeats: int) -> dict[str,
             relative_gap(a, b, start)
             for a, b in zip(seq_states, bat_states, strict=True)
         )
+        # The scale of that noise: the same clients alone in fp32 vs bf16.
+        fp32 = alone(dp_sgd, "fp32")
+        precision_gap = max(
+            relative_gap(a, b, start) for a, b in zip(fp32, seq_states, strict=True)
+        )
         key = "dp" if dp_sgd else "plain"
         result[key] = {
             "sequential_s": seq_s,
             "batched_s": bat_s,
             "speedup": statistics.median(seq_s) / statistics.median(bat_s),
             "max_relative_update_gap": gap,
+            "max_relative_update_gap_fp32_vs_bf16": precision_gap,
         }
         print(
             f"  {method:14s} {key:5s}: one after another "
             f"{statistics.median(seq_s):6.2f} s, batched "
             f"{statistics.median(bat_s):6.2f} s, "
-            f"×{result[key]['speedup']:.2f}, updates differ by ≤ {gap:.1%}",
+            f"×{result[key]['speedup']:.2f}, updates differ by ≤ {gap:.1%} "
+            f"(alone, fp32 vs bf16: ≤ {precision_gap:.1%})",
             flush=True,
         )
     return result

@@ -110,6 +110,13 @@ class Experiment:
         )
 
 
+RECORD_DP_REFUSED = {
+    "full": "full fine-tuning has no per-example forward (it would need a copy "
+    "of every weight per example)",
+    "blackbox": "black-box clients search without gradients (CMA-ES)",
+}
+"""Methods record-level DP-SGD cannot run, and why (every other method has a
+per-example forward)."""
 VISION_METHODS = ("visual-prompt", "bitfit", "lora", "head", "full")
 """The PEFT methods a vision backbone has."""
 
@@ -142,12 +149,12 @@ def check_names(cfg: RunConfig) -> None:
             f"peft.method = {cfg.peft.method!r} works on text backbones only; with "
             f"model.backbone = {cfg.model.backbone!r} use one of {VISION_METHODS}"
         )
-    if cfg.privacy.record_dp is not None and cfg.peft.method == "full":
+    if cfg.privacy.record_dp is not None and cfg.peft.method in RECORD_DP_REFUSED:
         raise ConfigError(
-            "privacy.record_dp clips each example's gradient through the method's "
-            "per-example forward, which full fine-tuning does not have (one copy "
-            "of every weight per example); use a parameter-efficient method, or "
-            "privacy.client_dp (client-level DP) with peft.method = 'full'"
+            f"privacy.record_dp (DP-SGD: each example's gradient clipped) does not "
+            f"apply to peft.method = {cfg.peft.method!r}: "
+            f"{RECORD_DP_REFUSED[cfg.peft.method]}; use another method, or "
+            "privacy.client_dp (client-level DP)"
         )
     if not vision and cfg.peft.method == "visual-prompt":
         raise ConfigError(

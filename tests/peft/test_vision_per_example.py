@@ -195,7 +195,7 @@ def test_batched_image_dp_sgd_matches_each_client_alone(images: Experiment) -> N
             np.testing.assert_allclose(state[name], expected, atol=2e-5 * max(1, moved))
 
 
-def test_record_dp_is_refused_only_for_full_fine_tuning(tmp_path: Path) -> None:
+def test_record_dp_is_refused_only_where_it_cannot_run(tmp_path: Path) -> None:
     def check(*extra: str) -> None:
         check_names(
             load_config(
@@ -210,6 +210,10 @@ def test_record_dp_is_refused_only_for_full_fine_tuning(tmp_path: Path) -> None:
 
     for method in ("head", "visual-prompt", "bitfit", "lora"):
         check(*IMAGES, f"peft.method={method}")
+    for method in ("prompt", "prefix", "lora", "ia3", "bitfit", "head"):
+        check(f"peft.method={method}")
     for backbone in (IMAGES, ()):
-        with pytest.raises(ConfigError, match=r"privacy\.client_dp"):
+        with pytest.raises(ConfigError, match=r"no per-example forward"):
             check(*backbone, "peft.method=full")
+    with pytest.raises(ConfigError, match=r"without gradients"):
+        check("peft.method=blackbox")

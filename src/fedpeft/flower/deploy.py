@@ -15,20 +15,20 @@
 then :meth:`LoopbackFederation.run` submits the fedpeft Flower app with
 ``flwr run`` and waits for it. Leaving the ``with`` block stops every process
 it started (SIGTERM, then SIGKILL after a grace period), including the
-processes Flower spawns (each is started in its own process group).
+processes Flower spawns (each is started in its own process group). Should
+the process that started them die without leaving the block (SIGKILL, an
+unhandled SIGTERM), a :class:`~fedpeft.flower.processes.Reaper` stops them.
 
 The same steps by hand, for machines of their own, are in docs/flower.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +42,7 @@ import tomli_w
 from fedpeft.config import RunConfig
 from fedpeft.flower.certificates import node_key_pair, self_signed
 from fedpeft.flower.client_app import SOCKET
+from fedpeft.flower.processes import Reaper, free_port, stop_group, wait_port
 from fedpeft.flower.server_app import (
     CONFIG,
     NODE_DATA,
@@ -95,22 +96,6 @@ class DeployError(RuntimeError):
     """A part of the federation did not come up, or the run failed."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, deadline: float) -> bool:
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
 @dataclass
 class LoopbackFederation:
     """SuperLink + N SuperNodes + N node workers on this machine (module docstring).
@@ -148,6 +133,7 @@ class LoopbackFederation:
     worker_args: dict[int, list[str]] = field(default_factory=dict)
     data: dict[int, Path] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    reaper: Reaper | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.tls = self.tls or self.auth
@@ -238,7 +224,7 @@ class LoopbackFederation:
                 "--disable-runtime-dependency-installation",
             ],
         )
-        if not _wait_port(self.link_port, deadline):
+        if not wait_port(self.link_port, deadline):
             raise DeployError(self._failure("superlink", "did not open its port"))
         self.root = root
         for k in self.nodes:
@@ -344,7 +330,14 @@ class LoopbackFederation:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        self._guard(self.procs[name])
         logger.debug("started %s: %s", name, shlex.join(cmd))
+
+    def _guard(self, proc: subprocess.Popen[Any]) -> None:
+        """Have the reaper stop ``proc``'s group if this process dies first."""
+        if self.reaper is None:
+            self.reaper = Reaper()
+        self.reaper.guard(proc.pid)
 
     def _failure(self, name: str, what: str) -> str:
         tail = ""
@@ -404,6 +397,7 @@ class LoopbackFederation:
                 start_new_session=True,
             )
             self.procs["flwr-run"] = proc  # type: ignore[assignment]
+            self._guard(proc)
             started = time.monotonic()
             run_id = ""
             assert proc.stdout is not None
@@ -415,7 +409,7 @@ class LoopbackFederation:
                 if line.startswith("Successfully started run "):
                     run_id = line.split()[-1]
                 if wall_limit and time.monotonic() - started > wall_limit:
-                    _stop(proc, 2.0)
+                    stop_group(proc, 2.0)
                     raise DeployError(f"the run passed its limit of {wall_limit}s")
             if proc.wait() != 0 or not run_id:
                 return f"flwr run failed (status {proc.returncode}); see {log.name}"
@@ -447,29 +441,19 @@ class LoopbackFederation:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            if self.reaper is not None:
+                self.reaper.release(proc.pid)
 
     def stop(self, grace: float = 5.0) -> None:
         """Stop every process this federation started, newest first."""
         for name in reversed(list(self.procs)):
-            _stop(self.procs[name], grace)
+            stop_group(self.procs[name], grace)
+            if self.reaper is not None:
+                self.reaper.release(self.procs[name].pid)
         self.procs.clear()
-
-
-def _stop(proc: subprocess.Popen[Any], grace: float) -> None:
-    """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
-    if proc.poll() is not None:
-        _kill_group(proc.pid, signal.SIGKILL)  # leftover children
-        return
-    _kill_group(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(grace)
-    _kill_group(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _kill_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
+        if self.reaper is not None:
+            self.reaper.close()
+            self.reaper = None
 
 
 def _toml_value(value: object) -> str:

@@ -40,11 +40,6 @@ class RecordDPLedger:
         r = cfg.privacy.record_dp
         if r is None:
             return None
-        if cfg.peft.method != "prompt":
-            raise ConfigError(
-                "privacy.record_dp supports peft.method = 'prompt' "
-                f"(per-example gradients), not {cfg.peft.method!r}"
-            )
         if strategy.client_config(1).get("proximal_mu", 0.0) > 0:
             raise ConfigError(
                 f"privacy.record_dp: the proximal term of strategy "
