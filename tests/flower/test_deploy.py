@@ -164,3 +164,46 @@ def test_black_box_clients_federate_over_flower(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         saved.strategy_state["search.stds"], server_state["search.stds"]
     )
+
+
+# A user's `fedpeft deploy` killed with SIGKILL while its federation is up:
+# no `with` block ends, no cleanup code runs.
+DEPLOYER = """
+import json, sys, time
+from tests.conftest import tiny_config
+from fedpeft.flower.deploy import LoopbackFederation
+fed = LoopbackFederation(tiny_config(sys.argv[1], "federation.num_clients=3"))
+fed.start()
+print(json.dumps([p.pid for p in fed.procs.values()]), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_deployer_leaves_no_federation_process_behind(
+    tmp_path: Path,
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    deployer = subprocess.Popen(
+        [sys.executable, "-c", DEPLOYER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        assert deployer.stdout is not None
+        pids = json.loads(deployer.stdout.readline())
+        assert len(pids) == 7  # SuperLink, 3 SuperNodes, 3 node workers
+        assert _alive(pids) == pids
+        deployer.send_signal(signal.SIGKILL)
+        deployer.wait()
+        deadline = time.monotonic() + 30.0
+        while _alive(pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _alive(pids) == [], "processes left behind"
+    finally:
+        deployer.kill()
+        deployer.wait()

@@ -60,7 +60,10 @@ def test_a_killed_deployer_leaves_no_process_behind() -> None:
     try:
         assert deployer.stdout is not None
         pgid = int(deployer.stdout.readline())
-        assert len(_live_members(pgid)) == 2  # the shell and its sleep
+        deadline = time.monotonic() + 10.0  # the shell, then its sleep
+        while len(_live_members(pgid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(_live_members(pgid)) == 2
         deployer.send_signal(signal.SIGKILL)  # no cleanup code can run
         deployer.wait()
         assert _gone(pgid, within=10.0)
