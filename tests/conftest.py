@@ -29,6 +29,10 @@ TINY = (
     "client.batch_size=16",
     "client.probe_iters=50",
     "baselines.run=[]",
+    # Many tests hold two engines equal (batched vs alone, embedded vs remote)
+    # within float tolerance: fp32 keeps that tolerance tight. The bf16 default
+    # runs in the image, CLI and main-job tests.
+    "model.precision=fp32",
 )
 
 
