@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from timing import interleaved_medians  # bench/timing.py
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from fedpeft.models.backbone import load_backbone
+from fedpeft.models.loading import load_backbone
 
 RESULTS = Path("bench/results/attention.json")
 LENGTHS = (40, 84)  # a short batch; 64 tokens + a 20-vector prompt

@@ -46,7 +46,7 @@ from fedpeft.engine.simulation import FederatedRun
 from fedpeft.experiment import build_experiment
 from fedpeft.fedsp.auxiliary import build_auxiliary, layer_plan, model_size
 from fedpeft.fedsp.recipe import auxiliary_for
-from fedpeft.models.backbone import load_backbone
+from fedpeft.models.loading import load_backbone
 from fedpeft.peft.base import AdapterClassifier
 
 RESULTS = Path("bench/results/fedsp.json")
@@ -144,7 +144,7 @@ def _progress(total: int) -> Any:
 MEMORY_PROBE = r"""
 import re, sys, time, numpy as np, torch
 from fedpeft.client.flops import FlopMeter
-from fedpeft.models.backbone import load_backbone
+from fedpeft.models.loading import load_backbone
 from fedpeft.models.precision import autocast
 from fedpeft.models.tokenized import tokenize
 from fedpeft.peft.prefix.model import PrefixClassifier

@@ -20,9 +20,9 @@ from fedpeft.data.images import (
 from fedpeft.data.partition import PartitionInputs, partition_indices
 from fedpeft.metrics import group_metrics
 from fedpeft.models import Backbone, load_backbone
-from fedpeft.models.backbone import is_vision_backbone, resolve_backbone_path
 from fedpeft.models.device import resolve_device
 from fedpeft.models.embed import embed_dataset
+from fedpeft.models.loading import is_vision_backbone, resolve_backbone_path
 from fedpeft.models.tokenized import TokenizedDataset, tokenize
 from fedpeft.models.vision import image_tensors
 from fedpeft.peft import AdapterClassifier, PeftConfig, build_adapter, peft_config

@@ -23,7 +23,7 @@ from fedpeft.fedsp.distill import DistillSettings, distill
 from fedpeft.fedsp.recipe import server_texts
 from fedpeft.fedsp.server import SteppedServer
 from fedpeft.fedsp.store import save_auxiliary
-from fedpeft.models.backbone import load_backbone
+from fedpeft.models.loading import load_backbone
 from tests.conftest import tiny_config
 
 FEDSP = (
@@ -60,7 +60,7 @@ def test_distillation_lowers_the_heldout_hidden_state_error() -> None:
 
 CLIENT = r"""
 import gc, hashlib, json, sys, torch
-from fedpeft.models.backbone import load_backbone
+from fedpeft.models.loading import load_backbone
 from fedpeft.models.tokenized import tokenize
 from fedpeft.peft.prefix.model import PrefixClassifier
 import numpy as np

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedpeft.models.attention import ATTENTION, sdpa_fp32_on_cpu, use_fast_attention
-from fedpeft.models.backbone import load_backbone
+from fedpeft.models.loading import load_backbone
 
 
 def _qkv(dtype: torch.dtype) -> list[torch.Tensor]:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from fedpeft.models.backbone import Backbone, _with_pad_token
+from fedpeft.models.backbone import Backbone
 from fedpeft.models.embed import embed_dataset
+from fedpeft.models.loading import _with_pad_token
 from fedpeft.models.pooling import mean_pool
 from fedpeft.models.tokenized import tokenize
 

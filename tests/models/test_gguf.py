@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from fedpeft.models import gguf
-from fedpeft.models.backbone import _load_backbone, resolve_backbone_path
 from fedpeft.models.gguf import (
     CACHE_ENV,
     MARKER,
@@ -21,6 +20,7 @@ from fedpeft.models.gguf import (
     is_cached,
     model_cache_dir,
 )
+from fedpeft.models.loading import _load_backbone, resolve_backbone_path
 
 
 def _hide_modules(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:

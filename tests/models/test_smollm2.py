@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from fedpeft.models.backbone import _load_backbone, resolve_backbone_path
 from fedpeft.models.gguf import CACHE_ENV, is_cached
+from fedpeft.models.loading import _load_backbone, resolve_backbone_path
 
 pytestmark = pytest.mark.slow
 

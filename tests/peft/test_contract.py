@@ -142,7 +142,7 @@ def test_export_loads_in_plain_peft_with_the_same_logits(
 ) -> None:
     from transformers import AutoModel
 
-    from fedpeft.models.backbone import resolve_backbone_path
+    from fedpeft.models.loading import resolve_backbone_path
     from peft import PeftModel
 
     adapter = make(method, tiny_experiment.backbone)
@@ -174,7 +174,7 @@ def test_bitfit_export_is_base_model_tensors(
 ) -> None:
     from transformers import AutoModel
 
-    from fedpeft.models.backbone import resolve_backbone_path
+    from fedpeft.models.loading import resolve_backbone_path
 
     adapter = make("bitfit", tiny_experiment.backbone)
     perturb(adapter)

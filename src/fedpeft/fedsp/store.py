@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from fedpeft.models.backbone import Backbone, load_tied_backbone
+from fedpeft.models.backbone import Backbone
 from fedpeft.models.layer_plan import unique_tensors
+from fedpeft.models.loading import load_tied_backbone
 from fedpeft.models.tied import MARKER, WEIGHTS, is_tied_directory
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def save_auxiliary(aux: Backbone, directory: Path, meta: dict[str, Any]) -> Path
 
 def load_auxiliary(directory: Path, name: str | None = None) -> Backbone:
     """Load a saved auxiliary model (frozen, eval mode) without the full model,
-    as :func:`~fedpeft.models.backbone.load_backbone` does for its directory.
+    as :func:`~fedpeft.models.loading.load_backbone` does for its directory.
 
     Raises:
         ValueError: if it is unfinished, corrupt or foreign.

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedpeft.models.backbone import BACKBONES, VISION_LOADERS, Backbone, _package_dir
+from fedpeft.models.backbone import Backbone
+from fedpeft.models.loading import BACKBONES, VISION_LOADERS, _package_dir
 from fedpeft.models.tokenized import Batch, TokenizedDataset
 
 logger = logging.getLogger(__name__)
