@@ -10,12 +10,12 @@ from fedpeft.privacy import check_strategy_compatible
 from fedpeft.secagg import SecAggConfig
 from fedpeft.server.aggregators import (
     Aggregator,
-    DpAggregator,
     PlainAggregator,
     SecureAggregator,
     SecureSum,
 )
 from fedpeft.server.client_dp import client_dp_plan
+from fedpeft.server.dp_aggregator import DpAggregator
 from fedpeft.server.robust import RobustAggregator
 from fedpeft.strategies import Strategy, build_strategy
 
