@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from images import base as images_setting
 from results_io import cached_run, merge_results
 
 from fedpeft.client.batched import ClientJob, train_clients_batched
@@ -44,20 +45,10 @@ METHODS = ("head", "visual-prompt", "bitfit", "lora")
 
 
 def base(args: argparse.Namespace) -> list[str]:
+    """``bench/images.py``'s setting at Dir(0.5), plain cross-entropy."""
     return [
-        "data.corpus=fashion-mnist",
-        "model.backbone=efficientnet-lite0",
-        f"model.image_size={args.size}",
-        f"data.max_train={args.max_train}",
-        f"data.max_test={args.max_test}",
-        "federation.num_clients=20",
-        f"federation.rounds={args.rounds}",
-        "strategy.fraction_fit=0.5",
-        "federation.eval_clients=false",
-        "partition.method=dirichlet-balanced",
+        *images_setting(args),
         "partition.alpha=0.5",
-        "partition.min_size=20",
-        "model.precision=bf16",
         "client.loss=cross-entropy",
         "baselines.run=[]",
     ]
@@ -217,6 +208,7 @@ def main() -> None:
     p.add_argument(
         "--results", type=Path, default=Path("bench/results/images_private.json")
     )
+    p.set_defaults(fraction=0.5)  # of the 20 clients a round, as bench/images.py
     args = p.parse_args()
     stored: dict[str, Any] = {}
     if not args.skip_speed:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import settings
 
 from fedpeft.config import RunConfig, load_config
+from fedpeft.data.images import FASHION_MNIST_DIR
 from fedpeft.experiment import Experiment, build_experiment
 from fedpeft.models.backbone import Backbone
 
@@ -15,6 +16,13 @@ from fedpeft.models.backbone import Backbone
 # (a random draw once found a test bug on one run only).
 settings.register_profile("fedpeft", derandomize=True)
 settings.load_profile("fedpeft")
+
+needs_fashion_mnist = pytest.mark.skipif(
+    not FASHION_MNIST_DIR.is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed (make test installs "
+    "it where apt-get can run)",
+)
+"""Skip a test (or, as ``pytestmark``, a module) that needs the images."""
 
 TINY = (
     "data.corpus=bbc-news",

@@ -17,7 +17,7 @@ from fedpeft.client.local import train_adapter
 from fedpeft.client.stacked_adamw import StackedAdamW
 from fedpeft.experiment import Experiment
 from fedpeft.seeding import stream
-from tests.client.helpers import perturbed_starts
+from tests.client.helpers import check_per_example_forward, perturbed_starts
 
 pytestmark = pytest.mark.slow
 
@@ -169,28 +169,7 @@ def test_per_example_forward_selects_each_examples_adapter(
     exp = tiny_experiment
     batch = exp.clients[0].train.batch(np.arange(6))
     models = [exp.new_adapter(method, **options) for _ in range(2)]
-    rng = np.random.default_rng(0)
-    for m in models:  # different per model (LoRA: non-zero B)
-        m.load_trainable_state(
-            {
-                k: (v + rng.normal(scale=0.05, size=v.shape)).astype(np.float32)
-                for k, v in m.trainable_state().items()
-            }
-        )
-    owner = torch.tensor([0, 1, 0, 1, 1, 0])
-    states = [m.trainable_parameters() for m in models]
-    params = {
-        n: torch.stack([states[0][n].detach(), states[1][n].detach()])[owner]
-        for n in states[0]
-    }
-    with torch.no_grad():
-        mixed = models[0].per_example_logits(batch, params)
-        alone = [m(batch) for m in models]
-    expected = torch.stack([alone[int(o)][i] for i, o in enumerate(owner)])
-    torch.testing.assert_close(mixed, expected, rtol=1e-4, atol=1e-5)
-    # (LoRA, IA3, BitFit) the hooks are gone and peft's own path is back
-    with torch.no_grad():
-        torch.testing.assert_close(models[0](batch), alone[0])
+    check_per_example_forward(models, batch, atol=1e-5)
 
 
 def test_length_buckets_sort_and_cover() -> None:

@@ -11,17 +11,13 @@ import pytest
 
 from fedpeft.data.images import (
     FASHION_MNIST_CLASSES,
-    FASHION_MNIST_DIR,
     ImageDataset,
     load_images,
 )
+from tests.conftest import needs_fashion_mnist
 
 
-@pytest.mark.skipif(
-    not FASHION_MNIST_DIR.is_dir(),
-    reason="Debian's dataset-fashion-mnist is not installed (make installs it "
-    "where apt-get can run)",
-)
+@needs_fashion_mnist
 def test_fashion_mnist_loads_with_its_shapes_and_labels() -> None:
     corpus = load_images("fashion-mnist")
     assert corpus.train.images.shape == (60_000, 28, 28, 1)

@@ -8,6 +8,10 @@ import csv
 import dataclasses
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -182,11 +186,6 @@ time.sleep(600)
 def test_a_killed_deployer_leaves_no_federation_process_behind(
     tmp_path: Path,
 ) -> None:
-    import signal
-    import subprocess
-    import sys
-    import time
-
     deployer = subprocess.Popen(
         [sys.executable, "-c", DEPLOYER, str(tmp_path)],
         stdout=subprocess.PIPE,

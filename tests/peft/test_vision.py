@@ -12,40 +12,16 @@ import pytest
 import torch
 
 from fedpeft.config import ConfigError, load_config
-from fedpeft.data.images import FASHION_MNIST_DIR
 from fedpeft.experiment import (
     VISION_METHODS,
     Experiment,
-    build_experiment,
     check_names,
 )
 from fedpeft.seeding import stream
+from tests.conftest import needs_fashion_mnist
+from tests.peft.conftest import IMAGES
 
-pytestmark = pytest.mark.skipif(
-    not FASHION_MNIST_DIR.is_dir(),
-    reason="Debian's dataset-fashion-mnist is not installed (make test installs "
-    "it where apt-get can run)",
-)
-
-IMAGES = (
-    "data.corpus=fashion-mnist",
-    "model.backbone=efficientnet-lite0",
-    "model.image_size=32",
-    "data.max_train=400",
-    "data.max_test=200",
-    "federation.num_clients=4",
-    "federation.rounds=1",
-    "partition.min_size=10",
-    "client.batch_size=16",
-    "baselines.run=[]",
-    "peft.method=head",
-)
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Experiment:
-    out = tmp_path_factory.mktemp("runs")
-    return build_experiment(load_config(None, [*IMAGES, f"output_dir={out}"]))
+pytestmark = needs_fashion_mnist
 
 
 def test_the_backbone_and_the_image_batches(images: Experiment) -> None:

@@ -20,17 +20,13 @@ from fedpeft.client.batched import (
 from fedpeft.client.dp_local import RecordDP, dp_train_adapter, dp_train_clients_batched
 from fedpeft.client.local import train_adapter
 from fedpeft.config import ConfigError, load_config
-from fedpeft.data.images import FASHION_MNIST_DIR
-from fedpeft.experiment import Experiment, build_experiment, check_names
+from fedpeft.experiment import Experiment, check_names
 from fedpeft.seeding import stream
-from tests.client.helpers import perturbed_starts
-from tests.peft.test_vision import IMAGES
+from tests.client.helpers import check_per_example_forward, perturbed_starts
+from tests.conftest import needs_fashion_mnist
+from tests.peft.conftest import IMAGES
 
-pytestmark = pytest.mark.skipif(
-    not FASHION_MNIST_DIR.is_dir(),
-    reason="Debian's dataset-fashion-mnist is not installed (make test installs "
-    "it where apt-get can run)",
-)
+pytestmark = needs_fashion_mnist
 
 PER_EXAMPLE = [
     ("head", {}),
@@ -42,44 +38,14 @@ PER_EXAMPLE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Experiment:
-    out = tmp_path_factory.mktemp("runs")
-    return build_experiment(load_config(None, [*IMAGES, f"output_dir={out}"]))
-
-
-def _moved(model: torch.nn.Module, rng: np.random.Generator) -> None:
-    """Move every trainable tensor off its init (LoRA's B starts at zero)."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.from_numpy(rng.normal(scale=0.05, size=p.shape)).float())
-
-
 @pytest.mark.parametrize(("method", "options"), PER_EXAMPLE)
 def test_per_example_forward_selects_each_examples_adapter(
     images: Experiment, method: str, options: dict[str, int]
 ) -> None:
     batch = images.clients[0].train.batch(np.arange(6))
     models = [images.new_adapter(method, **options) for _ in range(2)]
-    rng = np.random.default_rng(0)
-    for m in models:
-        _moved(m, rng)
     assert supports_batching(models[0])
-    owner = torch.tensor([0, 1, 0, 1, 1, 0])
-    states = [m.trainable_parameters() for m in models]
-    params = {
-        n: torch.stack([states[0][n].detach(), states[1][n].detach()])[owner]
-        for n in states[0]
-    }
-    with torch.no_grad():
-        mixed = models[0].per_example_logits(batch, params)
-        alone = [m(batch) for m in models]
-    expected = torch.stack([alone[int(o)][i] for i, o in enumerate(owner)])
-    assert not torch.allclose(alone[0], alone[1], atol=1e-3)  # the test can fail
-    torch.testing.assert_close(mixed, expected, rtol=1e-4, atol=1e-4)
-    with torch.no_grad():  # the hooks are gone: the plain path is back
-        torch.testing.assert_close(models[0](batch), alone[0])
+    check_per_example_forward(models, batch, atol=1e-4)
 
 
 def test_per_example_gradients_are_each_examples_own(images: Experiment) -> None:
@@ -87,7 +53,7 @@ def test_per_example_gradients_are_each_examples_own(images: Experiment) -> None
     loss alone: no example leaks into another's (the batch norms stay in
     eval mode), which record-level DP's clipping relies on."""
     model = images.new_adapter("bitfit")
-    _moved(model, np.random.default_rng(1))
+    model.load_trainable_state(perturbed_starts(model.trainable_state(), 1)[0])
     batch = images.clients[0].train.batch(np.arange(4))
     names = list(model.trainable_parameters())
     copies = {

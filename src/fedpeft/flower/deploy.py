@@ -40,6 +40,7 @@ from typing import IO, Any
 import tomli_w
 
 from fedpeft.config import RunConfig
+from fedpeft.flower.app_bundle import APP_PYPROJECT, run_config_value
 from fedpeft.flower.certificates import node_key_pair, self_signed
 from fedpeft.flower.client_app import SOCKET
 from fedpeft.flower.processes import Reaper, free_port, stop_group, wait_port
@@ -57,39 +58,6 @@ logger = logging.getLogger(__name__)
 
 CONNECTION = "fedpeft"
 """Name of the SuperLink connection in the generated ``$FLWR_HOME/config.toml``."""
-
-APP_PYPROJECT = {
-    "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
-    "project": {
-        "name": "fedpeft-app",
-        "version": "1.0.0",
-        "description": "fedpeft's round loop as a Flower app",
-        "license": "Apache-2.0",
-        "dependencies": [],
-    },
-    "tool": {
-        "hatch": {"build": {"targets": {"wheel": {"packages": ["."]}}}},
-        "flwr": {
-            "app": {
-                "publisher": "fedpeft",
-                "components": {
-                    "serverapp": "fedpeft.flower.server_app:app",
-                    "clientapp": "fedpeft.flower.client_app:app",
-                },
-                "config": {
-                    CONFIG: "",
-                    RESUME: False,
-                    OVERWRITE: False,
-                    TIMEOUT: 120.0,
-                    NODES: 0,
-                    NODE_DATA: False,
-                },
-            }
-        },
-    },
-}
-"""The app bundle: code lives in the installed fedpeft package, so the bundle
-holds only this file (Flower bundles are limited to 10 MB)."""
 
 
 class DeployError(RuntimeError):
@@ -384,7 +352,7 @@ class LoopbackFederation:
             CONNECTION,
             "--stream",
             "--run-config",
-            " ".join(f"{k}={_toml_value(v)}" for k, v in run_config.items()),
+            " ".join(f"{k}={run_config_value(v)}" for k, v in run_config.items()),
         ]
         with open(self.logs / "run.log", "a") as log:
             proc = subprocess.Popen(
@@ -454,12 +422,3 @@ class LoopbackFederation:
         if self.reaper is not None:
             self.reaper.close()
             self.reaper = None
-
-
-def _toml_value(value: object) -> str:
-    """A run-config value as ``flwr run --run-config`` parses it (TOML)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'

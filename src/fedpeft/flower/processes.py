@@ -81,10 +81,6 @@ class Reaper:
         assert self._proc.stdin is not None
         self._pipe: IO[str] = self._proc.stdin
 
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
     def guard(self, pgid: int) -> None:
         """Kill group ``pgid`` should this process die first."""
         self._send(f"+{pgid}")

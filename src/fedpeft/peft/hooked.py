@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
 from fedpeft.models.tokenized import Batch
 from fedpeft.peft.base import AdapterClassifier
@@ -83,6 +84,36 @@ class HookedForward:
                 return fn()
             finally:
                 self._local.params = None
+
+
+def bias_shift_hooks(
+    targets: Sequence[tuple[str, nn.Module]],
+    current: Callable[[], Tensors],
+    channel_dim: int,
+) -> Callable[[], None]:
+    """Hooks that make each ``(key, module)`` of ``targets`` compute with
+    example i's own bias ``current()[key][i]``: its output plus ``b_i − b``
+    along ``channel_dim`` (-1 for ``(B, seq, features)``, 1 for a convolution
+    map ``(B, C, H, W)``). Returns a function that removes them."""
+
+    def hook(key: str) -> Callable[..., torch.Tensor]:
+        def add_shift(
+            mod: Any, args: tuple[Any, ...], output: torch.Tensor
+        ) -> torch.Tensor:
+            shift: torch.Tensor = current()[key] - mod.bias  # (B, channels)
+            shape = [shift.shape[0]] + [1] * (output.ndim - 1)
+            shape[channel_dim] = shift.shape[1]
+            return output + shift.view(shape).to(output.dtype)
+
+        return add_shift
+
+    handles = [module.register_forward_hook(hook(key)) for key, module in targets]
+
+    def remove() -> None:
+        for handle in handles:
+            handle.remove()
+
+    return remove
 
 
 _HOOKS: weakref.WeakKeyDictionary[Any, HookedForward] = weakref.WeakKeyDictionary()

@@ -20,7 +20,7 @@ from torch import nn
 
 from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
-from fedpeft.peft.hooked import HookedAdapterClassifier
+from fedpeft.peft.hooked import HookedAdapterClassifier, bias_shift_hooks
 from fedpeft.peft.lora.model import lora_layers
 from fedpeft.peft.shared import shared_copy
 
@@ -86,29 +86,16 @@ class BitFitClassifier(HookedAdapterClassifier):
             ValueError: for a tuned bias on another kind of module (the
                 engine then trains its clients one after another).
         """
-        handles: list[Any] = []
-
-        def remove() -> None:
-            for handle in handles:
-                handle.remove()
-
         tuned = set(self.trainable_parameters())
+        targets = []
         for name, module in self.named_modules():
             key = f"{name}.bias"
             if key not in tuned:
                 continue
             if not isinstance(module, nn.Linear | nn.LayerNorm):
-                remove()
                 raise ValueError(
                     f"BitFit's per-example forward handles linear and layer-norm "
                     f"biases; {key} is on a {type(module).__name__}"
                 )
-
-            def add_shift(
-                mod: Any, args: tuple[Any, ...], output: torch.Tensor, key: str = key
-            ) -> torch.Tensor:
-                shift: torch.Tensor = current()[key] - mod.bias  # (B, features)
-                return output + shift[:, None].to(output.dtype)
-
-            handles.append(module.register_forward_hook(add_shift))
-        return remove
+            targets.append((key, module))
+        return bias_shift_hooks(targets, current, channel_dim=-1)

@@ -44,7 +44,7 @@ from fedpeft.models.backbone import Backbone
 from fedpeft.models.tokenized import Batch
 from fedpeft.models.vision import VisionBackbone, pooled_features
 from fedpeft.peft.base import AdapterClassifier
-from fedpeft.peft.hooked import HookedAdapterClassifier
+from fedpeft.peft.hooked import HookedAdapterClassifier, bias_shift_hooks
 from fedpeft.peft.shared import shared_copy
 
 Tensors = Mapping[str, torch.Tensor]
@@ -154,26 +154,13 @@ class CnnBitFitClassifier(_CnnBodyClassifier, HookedAdapterClassifier):
         eval mode a batch norm is an affine map per channel, so this is the
         batch norm with example i's shift)."""
         tuned = set(self.trainable_parameters())
-        handles = []
-        for name, module in self.body.named_modules(prefix="body"):
-            key = f"{name}.bias"
-            if key not in tuned:
-                continue
-            assert isinstance(module, nn.BatchNorm2d), key  # a CNN's only biases
-
-            def add_shift(
-                mod: Any, args: tuple[Any, ...], output: torch.Tensor, key: str = key
-            ) -> torch.Tensor:
-                shift: torch.Tensor = current()[key] - mod.bias  # (B, channels)
-                return output + shift[:, :, None, None].to(output.dtype)
-
-            handles.append(module.register_forward_hook(add_shift))
-
-        def remove() -> None:
-            for handle in handles:
-                handle.remove()
-
-        return remove
+        targets = [
+            (f"{name}.bias", module)
+            for name, module in self.body.named_modules(prefix="body")
+            if f"{name}.bias" in tuned
+        ]
+        assert all(isinstance(m, nn.BatchNorm2d) for _, m in targets)  # CNN biases
+        return bias_shift_hooks(targets, current, channel_dim=1)
 
 
 class CnnFullClassifier(_CnnBodyClassifier):
