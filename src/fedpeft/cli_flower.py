@@ -73,8 +73,8 @@ def node(
         typer.Option(
             "--exit-at",
             hidden=True,
-            help="Fault drill: the process dies (exit 70) when the secure sum of "
-            "round R reaches STAGE (ROUND:STAGE).",
+            help="Fault drill: the process dies (exit 70) when training round R "
+            "reaches STAGE (ROUND:STAGE; STAGE a secure-sum stage or 'task').",
         ),
     ] = None,
     verbose: VerboseOption = False,
@@ -210,16 +210,22 @@ def deploy(
 
 
 def crash_at(handle: Handle, when: str) -> Handle:
-    """``handle`` that kills its process at secure-sum stage ``ROUND:STAGE``
-    of a training round (a client vanishing mid-round, for fault drills)."""
+    """``handle`` that kills its process at ``ROUND:STAGE`` of a training
+    round, STAGE a secure-sum stage or ``task`` (its training) (a client
+    vanishing mid-round, for fault drills)."""
     import os
 
     rnd, _, stage = when.partition(":")
 
     def handle_or_die(env: Envelope) -> Envelope:
         h = env.header
-        here = (h.get("scope"), str(h.get("round")), h.get("stage"))
-        if env.kind == "secagg" and here == ("fit", rnd, stage):
+        stage_now = "task" if env.kind == "task" else h.get("stage")
+        here = (
+            h.get("task" if env.kind == "task" else "scope"),
+            str(h.get("round")),
+            stage_now,
+        )
+        if env.kind in ("task", "secagg") and here == ("fit", rnd, stage):
             logger.warning("fault drill: exiting at %s", when)
             os._exit(70)
         return handle(env)

@@ -18,7 +18,7 @@ from fedpeft.experiment import Experiment
 from fedpeft.remote.envelope import Envelope
 from fedpeft.remote.node import NodeWorker, config_digest
 from fedpeft.remote.runtime import FederationError, LocalTransport, RemoteRuntime
-from fedpeft.remote.secure_sum import RemoteSum
+from fedpeft.remote.secure_sum import MASKED, QUANTIZER, RemoteSum
 from fedpeft.secagg import SecAggConfig
 from fedpeft.server.aggregators import SecureSum
 from tests.conftest import TINY_BLACKBOX, tiny_config
@@ -30,9 +30,10 @@ def _experiment(exp: Experiment, tmp_path: object, *extra: str) -> Experiment:
 
 
 def _remote(
-    exp: Experiment, **transport: object
+    exp: Experiment, ahead: bool = True, **transport: object
 ) -> tuple[FederatedRun, LocalTransport]:
-    """A federated run of ``exp`` whose clients are nodes behind messages."""
+    """A federated run of ``exp`` whose clients are nodes behind messages
+    (``ahead``: secure sums run their first stages ahead where they can)."""
     nodes = [
         NodeWorker(exp.config, k, build=lambda _: exp) for k in range(len(exp.clients))
     ]
@@ -46,6 +47,7 @@ def _remote(
     runtime = RemoteRuntime(local)
     run = FederatedRun(exp, runtime=lambda _: runtime, secure_sum=secure_sum)
     runtime.secure = holder.get("sum")
+    runtime.lookahead = run.loop.next_merge if ahead else None
     runtime.connect(config_digest(exp.config), [len(c.train) for c in exp.clients])
     return run, local
 
@@ -127,11 +129,19 @@ def test_secure_remote_run_matches_embedded(
     passes = 3 if strategy == "dynamic" else 1
     assert fit["secagg_passes"] == passes
     assert fit["bytes_up"] > 0
-    # pass 0's advertise stage rode on the task; later passes run their own
+    # pass 0's keys and shares went ahead with the merge before, its masked
+    # inputs came with the task's replies; later passes run every stage
     per_round = sorted({(p, st) for r, p, st in stages if r == 1})
-    assert (0, "advertise") not in per_round
-    assert [st for p, st in per_round if p == 0] == ["mask", "share", "unmask"]
+    assert [st for p, st in per_round if p == 0] == ["unmask"]
     assert {p for p, st in per_round if st == "advertise"} == set(range(1, passes))
+    # and every stage an exchange of its own gives the same sum to the bit
+    stages.clear()
+    early, local = _remote(exp, ahead=False)
+    early.loop.runtime.secure.exchange = recording  # type: ignore[attr-defined]
+    exchange = local.exchange
+    assert _max_diff(early.run().params, result.params) == 0.0
+    per_round = sorted({(p, st) for r, p, st in stages if r == 1})
+    assert [st for p, st in per_round if p == 0] == ["mask", "share", "unmask"]
 
 
 def test_sealed_replies_carry_no_update(
@@ -149,11 +159,22 @@ def test_sealed_replies_carry_no_update(
     assert set(reply.header["shapes"]) == set(ins.payload)
 
 
+@pytest.mark.parametrize(
+    ("ahead", "stage", "accepted"),
+    [(True, "task", [0, 1, 3]), (False, "mask", [0, 1, 2, 3])],
+    ids=["in-training-after-sharing-ahead", "at-the-mask-stage"],
+)
 def test_client_vanishing_mid_secure_sum_is_recovered(
-    tiny_experiment: Experiment, tmp_path: object
+    tiny_experiment: Experiment,
+    tmp_path: object,
+    ahead: bool,
+    stage: str,
+    accepted: list[int],
 ) -> None:
-    """Client 2 vanishes when asked for its masked input in round 1: the
-    round completes with the other clients' sum, exactly their plain mean."""
+    """Client 2 vanishes in round 1 after sharing its keys: in training (its
+    shares went ahead with the warm start's last sum), or when asked for its
+    masked input. The round completes with the other clients' sum, exactly
+    their plain mean: its masks are rebuilt from its shares."""
     exp = _experiment(
         tiny_experiment,
         tmp_path,
@@ -161,14 +182,56 @@ def test_client_vanishing_mid_secure_sum_is_recovered(
         "federation.rounds=1",
         "strategy.fraction_fit=1.0",
     )
-    remote, local = _remote(exp, fail_at={2: (1, "mask")})
+    remote, local = _remote(exp, ahead=ahead, fail_at={2: (1, stage)})
     params0, _ = remote.initial_round()
     params1, record = remote.run_round(1, params0)
     survivors = [n for n in local.nodes if n.client_id != 2]
     updates = [n.kept[("fit", 1)][1] for n in survivors]
     plain = FederatedRun(exp).loop.server.strategy.aggregate(1, params0, updates)[0]
     assert _max_diff(params1, plain) < 1e-5
-    assert record["accepted_clients"] == [0, 1, 2, 3]  # 2 trained, then vanished
+    assert record["accepted_clients"] == accepted
+    assert record["secagg_dropped"] == 1
+
+
+@pytest.mark.parametrize("garble", ["quantizer", "truncated", "missing"])
+def test_a_bad_masked_input_on_a_task_reply_leaves_out_only_its_client(
+    tiny_experiment: Experiment, tmp_path: object, garble: str
+) -> None:
+    """A masked input that rides on a task reply made for another quantizer,
+    truncated, or missing: that client is left out of the sum (its masks are
+    rebuilt from its shares) and the round goes on with the others."""
+    exp = _experiment(
+        tiny_experiment,
+        tmp_path,
+        "privacy.secagg=true",
+        "federation.rounds=1",
+        "strategy.fraction_fit=1.0",
+    )
+    remote, local = _remote(exp)
+    exchange = local.exchange
+
+    def tamper(requests: Mapping[int, Envelope]) -> dict[int, Envelope | str]:
+        out = exchange(requests)
+        reply = out.get(1)
+        if requests[1].header.get("task") == "fit" and isinstance(reply, Envelope):
+            head, arrays = dict(reply.header), dict(reply.arrays)
+            assert MASKED in arrays  # round 1's pass 0 went ahead
+            if garble == "quantizer":
+                head[QUANTIZER] = [1, 2, 3, 4.0]
+            elif garble == "truncated":
+                arrays[MASKED] = arrays[MASKED][:-3]
+            else:
+                del arrays[MASKED]
+            out[1] = Envelope(reply.kind, head, arrays)
+        return out
+
+    local.exchange = tamper  # type: ignore[method-assign]
+    params0, _ = remote.initial_round()
+    params1, record = remote.run_round(1, params0)
+    survivors = [n for n in local.nodes if n.client_id != 1]
+    updates = [n.kept[("fit", 1)][1] for n in survivors]
+    plain = FederatedRun(exp).loop.server.strategy.aggregate(1, params0, updates)[0]
+    assert _max_diff(params1, plain) < 1e-5
     assert record["secagg_dropped"] == 1
 
 

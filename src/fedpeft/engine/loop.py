@@ -205,6 +205,19 @@ class RoundLoop:
             poisson=s.poisson,
         )
 
+    def next_merge(self, task: str, rnd: int) -> tuple[str, int, list[int]] | None:
+        """The merge after the one of ``(task, rnd)`` and its clients, as far
+        as they are fixed in advance (round ``t``'s sample is drawn from the
+        seed and ``t``); ``None`` after the last round. A remote runtime runs
+        the first secure-sum stages of that merge ahead
+        (:mod:`fedpeft.remote.secure_sum`)."""
+        if task == "class-stats":
+            return "calibrate", 0, list(self.server.eligible)
+        following = 1 if task in ("probe", "calibrate") else rnd + 1
+        if following > self.settings.rounds:
+            return None
+        return "fit", following, self.select(following)
+
     def run_round(self, rnd: int, params: Params) -> tuple[Params, Record]:
         """One federated round; the new global state and the round's record."""
         t0 = time.perf_counter()

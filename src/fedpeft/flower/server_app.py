@@ -144,6 +144,7 @@ def serve(
             client_sizes=sizes if node_data else None,
         )
         runtime.secure = sums[0] if sums else None
+        runtime.lookahead = run.loop.next_merge
         if node_data:
             write_node_sizes(run_dir, sizes)
         return run

@@ -26,6 +26,9 @@ Kind = Literal["hello", "task", "secagg", "reply", "error"]
 KINDS: tuple[str, ...] = ("hello", "task", "secagg", "reply", "error")
 HEADER_LIMIT = 1 << 24
 """Largest header accepted (16 MiB); anything bigger is a corrupt message."""
+PROTOCOL = "secagg/"
+"""Name prefix of secure-sum blobs that ride on a task or its reply
+(:mod:`fedpeft.remote.secure_sum`); they are not parameters."""
 
 
 class EnvelopeError(ValueError):
@@ -127,7 +130,9 @@ def instruction(env: Envelope) -> Instruction:
             int(h["client_id"]),
             int(h["round"]),
             task,
-            _float32(env.arrays),
+            _float32(
+                {k: v for k, v in env.arrays.items() if not k.startswith(PROTOCOL)}
+            ),
             {str(k): float(v) for k, v in dict(h.get("config", {})).items()},
             (int(shape[0]), int(shape[1])) if shape else None,
         )

@@ -48,12 +48,27 @@ from fedpeft.models.tokenized import tokenize
 from fedpeft.remote.envelope import (
     Envelope,
     EnvelopeError,
+    blob,
     error,
     instruction,
     update_envelope,
 )
-from fedpeft.remote.secure_client import ClientSessions, ReplaySum, captured_vector
-from fedpeft.remote.secure_sum import ADVERTISE, KEYS
+from fedpeft.remote.secure_client import (
+    ClientSessions,
+    Contribution,
+    ReplaySum,
+    captured_vector,
+)
+from fedpeft.remote.secure_sum import (
+    ADVERTISE,
+    KEYS,
+    MASKED,
+    NEXT,
+    NEXT_KEYS,
+    PREPARED,
+    QUANTIZER,
+    ROUTED,
+)
 from fedpeft.secagg import SecAggConfig, SecAggError
 from fedpeft.seeding import stream
 from fedpeft.server.aggregators import SecureSum
@@ -189,15 +204,7 @@ class NodeWorker:
                 return self._hello(env)
             if env.kind == "task":
                 reply = self._task(instruction(env))
-                h = env.header
-                if self.sealed and h.get(ADVERTISE):
-                    keys = self.sessions.advertise_early(
-                        str(h["task"]), int(h["round"])
-                    )
-                    reply = Envelope(
-                        "reply", {**reply.header, KEYS: keys}, reply.arrays
-                    )
-                return reply
+                return self._secure_riders(env, reply) if self.sealed else reply
             if env.kind == "secagg":
                 if not self.sealed:
                     raise ValueError("this run has no secure aggregation")
@@ -248,9 +255,35 @@ class NodeWorker:
             self.kept[(ins.task, ins.round)] = (ins.payload, update)
         return update_envelope(update, self.sealed)
 
+    def _secure_riders(self, env: Envelope, reply: Envelope) -> Envelope:
+        """``reply`` with what secure sums have riding on a task's reply
+        (:mod:`fedpeft.remote.secure_sum`): the masked input of a pass 0 whose
+        shares went ahead, pass 0's keys, the next merge's keys."""
+        h = env.header
+        scope, rnd = str(h["task"]), int(h["round"])
+        head, arrays = dict(reply.header), dict(reply.arrays)
+        if h.get(PREPARED) and ROUTED in env.arrays:
+            try:
+                masked, head[QUANTIZER] = self.sessions.mask_ahead(
+                    scope, rnd, str(h[PREPARED]), env.arrays[ROUTED].tobytes()
+                )
+                arrays[MASKED] = blob(masked)
+            except (SecAggError, ValueError) as err:
+                logger.warning(
+                    "client %d: cannot mask its update (%s); the server will "
+                    "leave it out of the sum",
+                    self.client_id,
+                    err,
+                )
+        if h.get(ADVERTISE):
+            head[KEYS] = self.sessions.advertise_early(scope, rnd)
+        if isinstance(nxt := h.get(NEXT), list) and len(nxt) == 2:
+            head[NEXT_KEYS] = self.sessions.advertise_early(str(nxt[0]), int(nxt[1]))
+        return Envelope("reply", head, arrays)
+
     def _vector(
         self, scope: str, rnd: int, index: int, published: list[Params]
-    ) -> Params:
+    ) -> Contribution:
         """This client's input to pass ``index`` of the server's merge of
         ``(scope, rnd)``: the merge replayed on the kept update."""
         if (scope, rnd) not in self.kept:
@@ -264,10 +297,10 @@ class NodeWorker:
                 return server.merge(rnd, params, [update])
             return server.merge_warm_start(scope, params, [update])  # type: ignore[arg-type]
 
-        vector = captured_vector(merge, self.replay, published, index)
+        vector, config = captured_vector(merge, self.replay, published, index)
         for name, value in vector.items():
             if not np.all(np.isfinite(value)) or not math.isfinite(
                 float(np.abs(value).max(initial=0.0))
             ):
                 raise ValueError(f"secure-sum input {name!r} is not finite")
-        return vector
+        return vector, config

@@ -16,7 +16,7 @@ server expects with the number of examples the server expects.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,7 +29,7 @@ from fedpeft.remote.envelope import (
     task_envelope,
 )
 from fedpeft.remote.node import NodeWorker
-from fedpeft.remote.secure_sum import ADVERTISE, KEYS, RemoteSum
+from fedpeft.remote.secure_sum import Merge, RemoteSum
 from fedpeft.types import check_params_like
 
 logger = logging.getLogger(__name__)
@@ -59,13 +59,18 @@ class RemoteRuntime:
     Attributes:
         transport: How messages travel.
         secure: The server's secure sum when the run aggregates securely: the
-            runtime tells it which clients hold the round's sealed updates.
+            runtime tells it which clients hold the round's sealed updates,
+            and carries what rides on the task messages.
         reply_limit: Largest reply accepted, in bytes (a larger one is dropped).
     """
 
     transport: Transport
     secure: RemoteSum | None = None
     reply_limit: int = 1 << 28
+    lookahead: Callable[[str, int], Merge | None] | None = None
+    """The merge after ``(task, round)`` and its clients, where the loop can
+    tell (:meth:`fedpeft.engine.loop.Loop.next_merge`): its secure sum's first
+    stages then ride on this merge's messages."""
     clients: dict[int, int] = field(default_factory=dict)
     """Client id -> its n_k, as the nodes reported them."""
 
@@ -124,25 +129,18 @@ class RemoteRuntime:
     def run(self, instructions: Sequence[Instruction]) -> list[Reply]:
         """Deliver every instruction; one reply per instruction, in order."""
         requests = {ins.client_id: task_envelope(ins) for ins in instructions}
-        if self.secure is not None:  # pass 0's keys come back with the replies
-            requests = {
-                k: Envelope(env.kind, {**env.header, ADVERTISE: True}, env.arrays)
-                for k, env in requests.items()
-            }
         sizes = {k: len(env.encode()) for k, env in requests.items()}
+        scope = (instructions[0].task, instructions[0].round) if instructions else None
+        if self.secure is not None and scope is not None:
+            upcoming = self.lookahead(*scope) if self.lookahead else None
+            requests = self.secure.outgoing(scope, requests, upcoming)
         answers = self.transport.exchange(requests)
         replies = [
             self._reply(ins, answers.get(ins.client_id), sizes) for ins in instructions
         ]
-        if self.secure is not None and instructions:
-            first = instructions[0]
-            self.secure.scope = (first.task, first.round)
-            self.secure.participants = [r.client_id for r in replies if r.update]
-            self.secure.adverts = {
-                r.client_id: keys
-                for r in replies
-                if r.update and (keys := _keys(answers.get(r.client_id))) is not None
-            }
+        if self.secure is not None and scope is not None:
+            participants = [r.client_id for r in replies if r.update]
+            self.secure.incoming(scope, participants, answers)
         return replies
 
     def _reply(
@@ -192,19 +190,6 @@ class RemoteRuntime:
         return Reply(ins.client_id, update, "", down, size)
 
 
-def _keys(answer: Envelope | str | None) -> tuple[bytes, bytes] | None:
-    """Pass 0's public keys in a task reply (``None``: absent or garbled; the
-    pass then runs its own advertise stage)."""
-    if not isinstance(answer, Envelope):
-        return None
-    keys = answer.header.get(KEYS)
-    try:
-        enc, mask = (bytes.fromhex(str(k)) for k in keys)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        return None
-    return enc, mask
-
-
 @dataclass
 class LocalTransport:
     """Nodes in this process, every message encoded to bytes and back.
@@ -213,8 +198,8 @@ class LocalTransport:
         nodes: The client nodes.
         down: Client ids that do not answer (a vanished client); a test may
             change it between calls.
-        fail_at: Per client id the (round, secure-sum stage) at which it
-            vanishes for good.
+        fail_at: Per client id the (round, secure-sum stage or ``"task"``)
+            at which it vanishes for good.
     """
 
     nodes: Sequence[NodeWorker]
@@ -235,7 +220,8 @@ class LocalTransport:
         out: dict[int, Envelope | str] = {}
         for k, env in requests.items():
             h = env.header
-            if env.kind == "secagg" and self.fail_at.get(k) == (h["round"], h["stage"]):
+            stage = h["stage"] if env.kind == "secagg" else env.kind
+            if self.fail_at.get(k) == (h.get("round"), stage):
                 self.down.add(k)
             if k in self.down or k not in by_id:
                 out[k] = "no reply"

@@ -20,19 +20,36 @@ sums, so a client contributes exactly the vector the in-process engine would
 have built for it, without a second implementation of any aggregation rule.
 Pass ``k`` of a merge is the k-th call of the secure sum in it.
 
-**Advertise rides on the task.** The first stage of a pass (advertise: two
-fresh public keys per client) needs nothing from the round but the client, so
-for pass 0 of every merge the keys travel in the task's reply
-(:data:`ADVERTISE`, ``ClientSessions.advertise_early``); the round's
-parameters and each client's protocol index follow with the share stage. A
-pass-0 secure sum is then three exchanges after the task instead of four
-(each costs ~0.5 s of message routing on a Flower deployment,
-docs/benchmarks.md). The keys are drawn from the same stream as a separate
-advertise stage would draw them, so results do not change.
+**The first stages ride on other messages.** Every stage costs one message
+exchange (about 0.5 s of routing on a Flower deployment, docs/benchmarks.md),
+so a pass is carried on the messages the round sends anyway where it can:
+
+* *Ahead* (pass 0 of a merge the server can foresee: the loop's next round,
+  its client sample drawn from the round's seed): the task of the merge before
+  carries ``NEXT`` and its reply the next merge's keys; the unmask request of
+  the merge before (its pass 0) carries the key broadcast (``SETUP``) and its
+  reply the clients' encrypted shares. The next merge's task then brings each
+  client its routed shares (``ROUTED``), and the client masks its update right
+  after training and sends the masked input with its reply (``MASKED``). Only
+  the unmask stage is an exchange of its own: a secure round costs one
+  exchange more than a plain one, not four. The stages run in the protocol's
+  order, each on fresh keys of the round, so SecAgg's argument holds
+  unchanged: only the time between the stages differs. A client that drops
+  after sharing (in training, say) is recovered from its shares as usual.
+* *Early* (a merge not foreseen, or whose cohort did not all share ahead):
+  the task's reply carries pass 0's keys (``ADVERTISE``/``KEYS``), and the
+  share, mask and unmask stages are exchanges of their own.
+
+Every key, share and rounding coin is drawn from the stream of its (merge,
+pass, client, stage) either way, so both routes give the same sum to the bit;
+D, b, q and r are fixed only at the mask stage
+(:func:`fedpeft.secagg.params.resized`), on both sides, and a masked input
+made for other ones is left out of the sum (its masks are recovered).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -41,15 +58,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedpeft.aggregation.mean import flatten, unflatten
-from fedpeft.remote.envelope import Arrays, Envelope, blob
-from fedpeft.secagg import InsufficientSurvivorsError, SecAggConfig
+from fedpeft.remote.envelope import PROTOCOL, Arrays, Envelope, blob
+from fedpeft.secagg import (
+    InsufficientSurvivorsError,
+    ProtocolError,
+    SecAggConfig,
+    SecAggError,
+)
 from fedpeft.secagg.messages import (
     AdvertiseKeys,
     MaskedInput,
     SharePackage,
     UnmaskResponse,
 )
-from fedpeft.secagg.params import RoundParams, make_round_params
+from fedpeft.secagg.params import RoundParams, make_round_params, resized
 from fedpeft.secagg.protocol import (
     server_collect_keys,
     server_collect_masked,
@@ -57,6 +79,7 @@ from fedpeft.secagg.protocol import (
     server_unmask,
 )
 from fedpeft.secagg.server import ServerState
+from fedpeft.secagg.shamir import RandomBytes
 from fedpeft.seeding import stream
 from fedpeft.server.aggregators import SecureSum
 from fedpeft.types import Params
@@ -70,11 +93,34 @@ ADVERTISE = "advertise"
 """Header flag of a task request: reply with pass 0's public keys."""
 KEYS = "secagg_keys"
 """Header field of a task reply: pass 0's public keys (hex)."""
+NEXT = "secagg_next"
+"""Header field of a task request: ``[scope, round]`` of the next merge, whose
+pass-0 keys the reply brings (``NEXT_KEYS``); of an unmask request: that
+merge's round parameters and the client's index, with its key broadcast."""
+NEXT_KEYS = "secagg_next_keys"
+"""Header field of a task reply: the next merge's pass-0 public keys (hex)."""
+PREPARED = "secagg_prepared"
+"""Header field of a task request whose pass 0 went ahead: its session (hex)."""
+QUANTIZER = "secagg_quantizer"
+"""Header field of a task reply with a masked input: the D, b, q, r used."""
+SETUP = f"{PROTOCOL}setup"
+"""Array of an unmask request (reply): the next merge's key broadcast (shares)."""
+ROUTED = f"{PROTOCOL}routed"
+"""Array of a task request: the shares routed to the client, gone ahead."""
+MASKED = f"{PROTOCOL}masked"
+"""Array of a task reply: the client's masked input of pass 0."""
 EARLIER = "earlier/"
 """Array-name prefix of the published results of a merge's earlier passes."""
 
 Exchange = Callable[[Mapping[int, Envelope]], dict[int, Envelope | str]]
 """Send one request per client id; per client its reply or why there is none."""
+Merge = tuple[str, int, list[int]]
+"""A merge's scope, round and clients (in protocol-index order)."""
+
+
+def quantizer(p: RoundParams) -> list[float]:
+    """What a masked input was made for besides the keys: D, b, q and r."""
+    return [p.length, p.bits, p.value_bits, p.clip_range]
 
 
 # ------------------------------------------------------------ round params
@@ -108,6 +154,30 @@ def params_from_header(h: Mapping[str, Any]) -> RoundParams:
 
 # ------------------------------------------------------------ server side
 @dataclass
+class Prepared:
+    """Pass 0 of a merge whose keys and shares went ahead (module docstring).
+
+    Attributes:
+        scope: ``(task, round)`` of the merge.
+        cohort: Its clients; a client's protocol index is its position.
+        state: The server's state after routing the shares (D is fixed when
+            the pass runs).
+        routed: Client id -> the shares routed to it (encoded).
+        sent: Bytes the clients sent in the stages gone ahead.
+        received: Bytes they received.
+        seconds: The server's seconds in those stages.
+    """
+
+    scope: tuple[str, int]
+    cohort: list[int]
+    state: ServerState
+    routed: dict[int, bytes]
+    sent: int = 0
+    received: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
 class RemoteSum(SecureSum):
     """The server's secure sum over remote clients (module docstring).
 
@@ -116,21 +186,84 @@ class RemoteSum(SecureSum):
         scope: ``(task, round)`` of the merge being run; clients replay the
             merge that belongs to it.
         participants: Client ids whose (sealed) updates the merge holds, in
-            the merge's order; set by the runtime after each exchange.
+            the merge's order; set from each task exchange (:meth:`incoming`).
     """
 
     exchange: Exchange | None = None
     scope: tuple[str, int] = ("fit", 0)
     participants: list[int] = field(default_factory=list)
     adverts: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
-    """Client id -> pass 0's public keys (encryption, mask), from the task's
-    replies (module docstring); set by the runtime after each exchange."""
+    """Client id -> pass 0's public keys (encryption, mask), early."""
+    upcoming: Merge | None = None
+    """The merge after this one, whose pass 0 goes ahead where it can."""
+    next_adverts: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    """Client id -> the upcoming merge's pass-0 public keys."""
+    prepared: Prepared | None = None
+    """This merge's pass 0 as far as it went ahead."""
+    masked: dict[int, tuple[bytes, list[float]]] = field(default_factory=dict)
+    """Client id -> its masked input of a pass 0 gone ahead, and its quantizer."""
     _results: list[Params] = field(default_factory=list)
 
     def reset(self) -> None:
         super().reset()
         self._results = []
 
+    # ---------------------------------------------------- the task exchange
+    def outgoing(
+        self,
+        scope: tuple[str, int],
+        requests: Mapping[int, Envelope],
+        upcoming: Merge | None,
+    ) -> dict[int, Envelope]:
+        """The merge's task requests with what its secure sums ride on them."""
+        prep = self.prepared
+        if prep is not None and (prep.scope, set(prep.cohort)) != (
+            scope,
+            set(requests),
+        ):
+            logger.info(
+                "%s round %d: its clients differ from those that shared ahead; "
+                "its secure sum runs every stage",
+                *scope,
+            )
+            prep = self.prepared = None
+        self.upcoming = upcoming
+        out = {}
+        for k, env in requests.items():
+            head, arrays = dict(env.header), dict(env.arrays)
+            if prep is not None:
+                head[PREPARED] = prep.state.params.session.hex()
+                arrays[ROUTED] = blob(prep.routed[k])
+            else:
+                head[ADVERTISE] = True
+            if upcoming is not None and k in upcoming[2]:
+                head[NEXT] = list(upcoming[:2])
+            out[k] = Envelope(env.kind, head, arrays)
+        return out
+
+    def incoming(
+        self,
+        scope: tuple[str, int],
+        participants: list[int],
+        answers: Mapping[int, Envelope | str],
+    ) -> None:
+        """Take from the task's replies what rides on them."""
+        self.scope, self.participants = scope, participants
+        replies = {k: a for k, a in answers.items() if isinstance(a, Envelope)}
+        self.adverts = {
+            k: keys for k in participants if (keys := _keys(replies.get(k), KEYS))
+        }
+        self.next_adverts = {
+            k: keys for k, a in replies.items() if (keys := _keys(a, NEXT_KEYS))
+        }
+        self.masked = {}
+        for k in participants:
+            a = replies.get(k)
+            if a is not None and MASKED in a.arrays:
+                q = a.header.get(QUANTIZER)
+                self.masked[k] = (a.arrays[MASKED].tobytes(), list(q or []))
+
+    # ---------------------------------------------------- a secure sum
     def __call__(
         self,
         rnd: int,
@@ -169,66 +302,204 @@ class _Session:
         like: Params,
     ) -> None:
         self.owner, self.rnd, self.ids, self.like = owner, rnd, ids, like
-        task, scope_round = owner.scope
-        rng = (
-            None
-            if config.secure
-            else stream(
-                owner.seed,
-                "secagg",
-                scope_round,
-                SCOPES.index(task),
-                owner._passes,
-                SERVER,
-            )
-        )
-        random_bytes = os.urandom if rng is None else rng.bytes
-        start = time.perf_counter()
-        self.params = make_round_params(
-            config, len(ids), flatten(like).size, random_bytes
-        )
-        self.state = ServerState(self.params)
-        self.server_seconds = time.perf_counter() - start
+        self.config = config
+        self.length = flatten(like).size
+        self.server_seconds = 0.0
         self.sent = 0
         self.received = 0
 
+    def _random(self, scope: tuple[str, int], index: int) -> RandomBytes:
+        """The server's public randomness of pass ``index`` of ``scope``."""
+        if self.config.secure:
+            return os.urandom
+        task, rnd = scope
+        return stream(
+            self.owner.seed, "secagg", rnd, SCOPES.index(task), index, SERVER
+        ).bytes
+
     def run(self) -> Params:
-        p = self.params
-        alive = {u: k for u, k in enumerate(self.ids)}  # protocol index -> client
-        head = {"params": params_to_header(p)}
-        early = self.owner.adverts if self.owner._passes == 0 else {}
-        if all(k in early for k in alive.values()):
-            up = {u: AdvertiseKeys(u, *early[k]).encode() for u, k in alive.items()}
-            share_head = {**head, "early": True}
+        owner = self.owner
+        prep = None
+        if owner._passes == 0:  # what went ahead is this pass's, or no one's
+            prep, owner.prepared = owner.prepared, None
+            if prep is not None and prep.scope != owner.scope:
+                prep = None
+        if prep is not None:
+            alive, masked = self._masked_ahead(prep)
         else:
-            up = self._stage("advertise", alive, {u: b"" for u in alive}, head)
-            share_head = {}
-        self.state, down = self._server(server_collect_keys, AdvertiseKeys.decode, up)
-        up = self._stage("share", _left(alive, up), down, share_head)
-        self.state, down = self._server(server_route_shares, SharePackage.decode, up)
-        earlier: Arrays = {
-            f"{EARLIER}{i}/{k}": v
-            for i, r in enumerate(self.owner._results)
-            for k, v in r.items()
-        }
-        up = self._stage("mask", _left(alive, up), down, arrays=earlier)
-        self.state, down = self._server(server_collect_masked, MaskedInput.decode, up)
-        up = self._stage("unmask", _left(alive, up), down)
+            alive, masked = self._masked_now()
+        self.state, down = self._server(server_collect_masked, masked)
+        ahead, extra = self._next_keys({u: alive[u] for u in down})
+        replies = self._stage("unmask", alive, down, extra=extra)
         start = time.perf_counter()
         self.state, result = server_unmask(
-            self.state, [UnmaskResponse.decode(b) for b in up.values()]
+            self.state, [UnmaskResponse.decode(b) for b in _blobs(replies).values()]
         )
         self.server_seconds += time.perf_counter() - start
+        if ahead is not None:
+            owner.prepared = self._next_shares(ahead, replies)
         self._account(result.error_bound, len(result.dropped))
         if result.dropped:
             logger.warning(
                 "round %d: secure sum over %d clients; %s dropped out",
                 self.rnd,
                 len(result.survivors),
-                [self.ids[u] for u in result.dropped],
+                [alive[u] for u in result.dropped],
             )
         return unflatten(result.values, like=self.like)
 
+    def _masked_now(self) -> tuple[dict[int, int], list[MaskedInput]]:
+        """Advertise (or the keys that came early), share and mask, each an
+        exchange; the clients by protocol index, and the masked inputs."""
+        owner = self.owner
+        start = time.perf_counter()
+        params = make_round_params(
+            self.config,
+            len(self.ids),
+            self.length,
+            self._random(owner.scope, owner._passes),
+        )
+        self.state = ServerState(params)
+        self.server_seconds += time.perf_counter() - start
+        alive = {u: k for u, k in enumerate(self.ids)}  # protocol index -> client
+        head = {"params": params_to_header(params)}
+        early = owner.adverts if owner._passes == 0 else {}
+        if all(k in early for k in alive.values()):
+            up = {u: AdvertiseKeys(u, *early[k]).encode() for u, k in alive.items()}
+            share_head = {**head, "early": True}
+        else:
+            up = _blobs(self._stage("advertise", alive, {u: b"" for u in alive}, head))
+            share_head = {}
+        keys = [AdvertiseKeys.decode(b) for b in up.values()]
+        self.state, down = self._server(server_collect_keys, keys)
+        up = _blobs(self._stage("share", _left(alive, up), down, share_head))
+        shares = [SharePackage.decode(b) for b in up.values()]
+        self.state, down = self._server(server_route_shares, shares)
+        earlier: Arrays = {
+            f"{EARLIER}{i}/{k}": v
+            for i, r in enumerate(owner._results)
+            for k, v in r.items()
+        }
+        up = _blobs(self._stage("mask", _left(alive, up), down, arrays=earlier))
+        return alive, [MaskedInput.decode(b) for b in up.values()]
+
+    def _masked_ahead(self, prep: Prepared) -> tuple[dict[int, int], list[MaskedInput]]:
+        """Pass 0 gone ahead: the masked inputs came with the task's replies."""
+        params = resized(prep.state.params, self.config, self.length)
+        self.state = dataclasses.replace(prep.state, params=params)
+        self.sent, self.received = prep.sent, prep.received
+        self.server_seconds += prep.seconds
+        alive = {u: k for u, k in enumerate(prep.cohort)}
+        masked = []
+        for u, k in alive.items():
+            if k not in self.ids:
+                continue  # no update from it (it failed, or was rejected)
+            self.received += len(prep.routed[k])
+            try:
+                masked.append(self._check_masked(u, k, params))
+            except (SecAggError, ValueError) as err:
+                logger.warning(
+                    "round %d: client %d %s; it is left out of the secure sum",
+                    self.rnd,
+                    k,
+                    err,
+                )
+        if not masked:
+            raise InsufficientSurvivorsError(
+                f"round {self.rnd}: no client sent a masked input"
+            )
+        return alive, masked
+
+    def _check_masked(self, u: int, k: int, params: RoundParams) -> MaskedInput:
+        """Client ``k``'s masked input (protocol index ``u``) from its task
+        reply, if it was made for this pass as the server runs it.
+
+        Raises:
+            ValueError: none came, or one made for another quantizer.
+            SecAggError: a garbled one.
+        """
+        got = self.owner.masked.get(k)
+        if got is None:
+            raise ValueError("sent no masked input")
+        if got[1] != quantizer(params):
+            raise ValueError(
+                f"masked its input for D, b, q, r = {got[1]}, not {quantizer(params)}"
+            )
+        m = MaskedInput.decode(got[0])
+        if (m.client_id, m.bits, m.length) != (u, params.bits, params.length):
+            raise ProtocolError(
+                f"sent a masked input of index {m.client_id}, {m.length} values of "
+                f"{m.bits} bits; expected index {u}, {params.length} of {params.bits}"
+            )
+        if m.length and int(m.vector().max()) >> params.bits:
+            raise ProtocolError(f"sent values >= 2^{params.bits}")
+        self.sent += len(got[0])
+        return m
+
+    # ---------------------------------------------------- the next merge
+    def _next_keys(
+        self, recipients: Mapping[int, int]
+    ) -> tuple[Prepared | None, dict[int, tuple[dict[str, Any], Arrays]]]:
+        """The upcoming merge's key broadcast, to ride on this pass's unmask
+        requests (``recipients``: protocol index -> client id), when this is
+        pass 0 and every client of that merge advertised keys and is among
+        the recipients."""
+        owner = self.owner
+        nxt = owner.upcoming
+        if owner._passes != 0 or nxt is None:
+            return None, {}
+        task, rnd, cohort = nxt
+        index = {k: u for u, k in enumerate(cohort)}
+        ready = set(recipients.values()) & owner.next_adverts.keys()
+        if len(cohort) < 2 or not index.keys() <= ready:
+            return None, {}
+        start = time.perf_counter()
+        try:
+            params = make_round_params(
+                owner.config, len(cohort), 1, self._random((task, rnd), 0)
+            )
+            adverts = [AdvertiseKeys(index[k], *owner.next_adverts[k]) for k in cohort]
+            state, bcast = server_collect_keys(ServerState(params), adverts)
+        except (SecAggError, ValueError) as err:
+            logger.info("%s round %d: no keys ahead (%s)", task, rnd, err)
+            return None, {}
+        ahead = Prepared((task, rnd), list(cohort), state, {})
+        ahead.seconds = time.perf_counter() - start
+        extra: dict[int, tuple[dict[str, Any], Arrays]] = {}
+        for u, k in recipients.items():
+            if k in index:
+                v = index[k]
+                head = {"scope": task, "round": rnd, "index": v}
+                head["params"] = params_to_header(params)
+                data = bcast[v].encode()
+                ahead.received += len(data)
+                extra[u] = ({NEXT: head}, {SETUP: blob(data)})
+        return ahead, extra
+
+    def _next_shares(
+        self, ahead: Prepared, replies: Mapping[int, Envelope]
+    ) -> Prepared | None:
+        """``ahead`` with its shares routed, if every client of it sent them."""
+        task, rnd = ahead.scope
+        blobs = [
+            r.arrays[SETUP].tobytes() for r in replies.values() if SETUP in r.arrays
+        ]
+        if len(blobs) < len(ahead.cohort):
+            logger.info("%s round %d: not every client shared ahead", task, rnd)
+            return None
+        start = time.perf_counter()
+        try:
+            packages = [SharePackage.decode(b) for b in blobs]
+            ahead.state, routed = server_route_shares(ahead.state, packages)
+        except (SecAggError, ValueError) as err:
+            logger.info("%s round %d: no shares ahead (%s)", task, rnd, err)
+            return None
+        ahead.seconds += time.perf_counter() - start
+        ahead.sent += sum(len(b) for b in blobs)
+        ahead.routed = {ahead.cohort[v]: m.encode() for v, m in routed.items()}
+        return ahead
+
+    # ---------------------------------------------------- messages
     def _stage(
         self,
         stage: str,
@@ -236,14 +507,17 @@ class _Session:
         inbound: Mapping[int, bytes],
         header: Mapping[str, Any] | None = None,
         arrays: Arrays | None = None,
-    ) -> dict[int, bytes]:
-        """Send each live client its inbound blob; their outbound blobs by
-        protocol index (a client that fails or is left out drops out)."""
+        extra: Mapping[int, tuple[dict[str, Any], Arrays]] | None = None,
+    ) -> dict[int, Envelope]:
+        """Send each live client its inbound blob (and its ``extra`` header
+        fields and arrays); the replies by protocol index (a client that
+        fails or is left out drops out)."""
         task, rnd = self.owner.scope
         requests = {}
         for u, k in alive.items():
             if u not in inbound:
                 continue
+            more_head, more_arrays = (extra or {}).get(u, ({}, {}))
             head = {
                 "stage": stage,
                 "scope": task,
@@ -251,21 +525,24 @@ class _Session:
                 "pass": self.owner._passes,
                 "index": u,
                 **(header or {}),
+                **more_head,
             }
             requests[k] = Envelope(
-                "secagg", head, {"blob": blob(inbound[u]), **(arrays or {})}
+                "secagg",
+                head,
+                {"blob": blob(inbound[u]), **(arrays or {}), **more_arrays},
             )
             self.received += len(inbound[u])
         assert self.owner.exchange is not None
         replies = self.owner.exchange(requests)
-        out: dict[int, bytes] = {}
+        out: dict[int, Envelope] = {}
         for u, k in alive.items():
             reply = replies.get(k)
             if isinstance(reply, Envelope) and reply.kind == "reply":
                 data = reply.arrays.get("blob")
                 if data is not None:
-                    out[u] = data.tobytes()
-                    self.sent += len(out[u])
+                    out[u] = reply
+                    self.sent += data.size
                     continue
             why = reply.error if isinstance(reply, Envelope) else reply
             logger.warning(
@@ -284,11 +561,10 @@ class _Session:
     def _server(
         self,
         step: Callable[[ServerState, list[Any]], tuple[ServerState, Mapping[int, Any]]],
-        decode: Callable[[bytes], Any],
-        blobs: Mapping[int, bytes],
+        messages: list[Any],
     ) -> tuple[ServerState, dict[int, bytes]]:
         start = time.perf_counter()
-        state, out = step(self.state, [decode(b) for b in blobs.values()])
+        state, out = step(self.state, messages)
         encoded = {u: m.encode() for u, m in out.items()}
         self.server_seconds += time.perf_counter() - start
         return state, encoded
@@ -306,5 +582,22 @@ class _Session:
         acc["secagg_error_bound"] = max(acc.get("secagg_error_bound", 0.0), error_bound)
 
 
-def _left(alive: Mapping[int, int], answered: Mapping[int, bytes]) -> dict[int, int]:
+def _blobs(replies: Mapping[int, Envelope]) -> dict[int, bytes]:
+    return {u: r.arrays["blob"].tobytes() for u, r in replies.items()}
+
+
+def _left(alive: Mapping[int, int], answered: Mapping[int, Any]) -> dict[int, int]:
     return {u: k for u, k in alive.items() if u in answered}
+
+
+def _keys(answer: Envelope | None, field_name: str) -> tuple[bytes, bytes] | None:
+    """A pair of public keys (hex) in a reply's header (``None``: absent or
+    garbled; the pass then runs without them)."""
+    if answer is None or answer.kind != "reply":
+        return None
+    keys = answer.header.get(field_name)
+    try:
+        enc, mask = (bytes.fromhex(str(k)) for k in keys)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return enc, mask

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fedpeft.secagg.config import SecAggConfig
 from fedpeft.secagg.graph import Neighbourhoods, build_graph, threshold_for
@@ -53,23 +53,44 @@ def make_round_params(
         raise ValueError(
             f"secure aggregation needs at least 2 clients, got {num_clients}"
         )
-    if length < 1:
-        raise ValueError(f"input length must be >= 1, got {length}")
-    q = config.value_bits
-    if q is None:
-        q = safe_value_bits(num_clients, config.bits)
-    check_overflow(num_clients, q, config.bits)
     session = random_bytes(SESSION_BYTES)
     seed = int.from_bytes(random_bytes(8), "big")
     graph = build_graph(num_clients, config.neighbours, seed)
     thresholds = tuple(threshold_for(len(n), config.threshold) for n in graph)
-    return RoundParams(
+    setup = RoundParams(
         num_clients=num_clients,
-        length=length,
+        length=1,
         bits=config.bits,
-        value_bits=q,
+        value_bits=1,
         clip_range=float(config.clip_range),
         session=session,
         graph=graph,
         thresholds=thresholds,
+    )
+    return resized(setup, config, length)
+
+
+def resized(params: RoundParams, config: SecAggConfig, length: int) -> RoundParams:
+    """``params`` for D = ``length`` values quantized as ``config`` says.
+
+    The session, graph and thresholds stay: the first two stages (keys and
+    shares) depend on nothing else, so a round can run them before its inputs
+    exist and fix D, b, q and r here (:mod:`fedpeft.remote.secure_sum`).
+
+    Raises:
+        ValueError: D < 1, or q overflows for N (naming N, b and the largest
+            safe N).
+    """
+    if length < 1:
+        raise ValueError(f"input length must be >= 1, got {length}")
+    q = config.value_bits
+    if q is None:
+        q = safe_value_bits(params.num_clients, config.bits)
+    check_overflow(params.num_clients, q, config.bits)
+    return replace(
+        params,
+        length=length,
+        bits=config.bits,
+        value_bits=q,
+        clip_range=float(config.clip_range),
     )
