@@ -18,7 +18,8 @@ from fedpeft.experiment import Experiment
 from fedpeft.remote.envelope import Envelope
 from fedpeft.remote.node import NodeWorker, config_digest
 from fedpeft.remote.runtime import FederationError, LocalTransport, RemoteRuntime
-from fedpeft.remote.secure_sum import MASKED, QUANTIZER, RemoteSum
+from fedpeft.remote.secure_sum import RemoteSum
+from fedpeft.remote.secure_wire import MASKED, QUANTIZER
 from fedpeft.secagg import SecAggConfig
 from fedpeft.server.aggregators import SecureSum
 from tests.conftest import TINY_BLACKBOX, tiny_config

@@ -59,7 +59,7 @@ from fedpeft.remote.secure_client import (
     ReplaySum,
     captured_vector,
 )
-from fedpeft.remote.secure_sum import (
+from fedpeft.remote.secure_wire import (
     ADVERTISE,
     KEYS,
     MASKED,

@@ -29,7 +29,8 @@ from fedpeft.remote.envelope import (
     task_envelope,
 )
 from fedpeft.remote.node import NodeWorker
-from fedpeft.remote.secure_sum import Merge, RemoteSum
+from fedpeft.remote.secure_sum import RemoteSum
+from fedpeft.remote.secure_wire import Merge
 from fedpeft.types import check_params_like
 
 logger = logging.getLogger(__name__)

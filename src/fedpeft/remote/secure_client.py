@@ -23,7 +23,7 @@ import numpy as np
 
 from fedpeft.aggregation.mean import flatten
 from fedpeft.remote.envelope import Envelope, blob
-from fedpeft.remote.secure_sum import (
+from fedpeft.remote.secure_wire import (
     EARLIER,
     NEXT,
     SCOPES,

@@ -58,10 +58,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedpeft.aggregation.mean import flatten, unflatten
-from fedpeft.remote.envelope import PROTOCOL, Arrays, Envelope, blob
+from fedpeft.remote.envelope import Arrays, Envelope, blob
+from fedpeft.remote.secure_ahead import (
+    Prepared,
+    Riders,
+    check_masked,
+    keys_ahead,
+    shares_ahead,
+)
+from fedpeft.remote.secure_wire import (
+    ADVERTISE,
+    EARLIER,
+    KEYS,
+    MASKED,
+    NEXT,
+    NEXT_KEYS,
+    PREPARED,
+    QUANTIZER,
+    ROUTED,
+    SCOPES,
+    SERVER,
+    Merge,
+    params_to_header,
+    public_keys,
+)
 from fedpeft.secagg import (
     InsufficientSurvivorsError,
-    ProtocolError,
     SecAggConfig,
     SecAggError,
 )
@@ -71,7 +93,7 @@ from fedpeft.secagg.messages import (
     SharePackage,
     UnmaskResponse,
 )
-from fedpeft.secagg.params import RoundParams, make_round_params, resized
+from fedpeft.secagg.params import make_round_params, resized
 from fedpeft.secagg.protocol import (
     server_collect_keys,
     server_collect_masked,
@@ -86,97 +108,11 @@ from fedpeft.types import Params
 
 logger = logging.getLogger(__name__)
 
-SCOPES = ("fit", "probe", "class-stats", "calibrate")
-SERVER = 1 << 30
-"""Stream key of the server's public randomness (clients use their ids)."""
-ADVERTISE = "advertise"
-"""Header flag of a task request: reply with pass 0's public keys."""
-KEYS = "secagg_keys"
-"""Header field of a task reply: pass 0's public keys (hex)."""
-NEXT = "secagg_next"
-"""Header field of a task request: ``[scope, round]`` of the next merge, whose
-pass-0 keys the reply brings (``NEXT_KEYS``); of an unmask request: that
-merge's round parameters and the client's index, with its key broadcast."""
-NEXT_KEYS = "secagg_next_keys"
-"""Header field of a task reply: the next merge's pass-0 public keys (hex)."""
-PREPARED = "secagg_prepared"
-"""Header field of a task request whose pass 0 went ahead: its session (hex)."""
-QUANTIZER = "secagg_quantizer"
-"""Header field of a task reply with a masked input: the D, b, q, r used."""
-SETUP = f"{PROTOCOL}setup"
-"""Array of an unmask request (reply): the next merge's key broadcast (shares)."""
-ROUTED = f"{PROTOCOL}routed"
-"""Array of a task request: the shares routed to the client, gone ahead."""
-MASKED = f"{PROTOCOL}masked"
-"""Array of a task reply: the client's masked input of pass 0."""
-EARLIER = "earlier/"
-"""Array-name prefix of the published results of a merge's earlier passes."""
-
 Exchange = Callable[[Mapping[int, Envelope]], dict[int, Envelope | str]]
 """Send one request per client id; per client its reply or why there is none."""
-Merge = tuple[str, int, list[int]]
-"""A merge's scope, round and clients (in protocol-index order)."""
-
-
-def quantizer(p: RoundParams) -> list[float]:
-    """What a masked input was made for besides the keys: D, b, q and r."""
-    return [p.length, p.bits, p.value_bits, p.clip_range]
-
-
-# ------------------------------------------------------------ round params
-def params_to_header(p: RoundParams) -> dict[str, Any]:
-    """The round's public parameters as JSON-safe values."""
-    return {
-        "num_clients": p.num_clients,
-        "length": p.length,
-        "bits": p.bits,
-        "value_bits": p.value_bits,
-        "clip_range": p.clip_range,
-        "session": p.session.hex(),
-        "graph": [sorted(n) for n in p.graph],
-        "thresholds": list(p.thresholds),
-    }
-
-
-def params_from_header(h: Mapping[str, Any]) -> RoundParams:
-    """Inverse of :func:`params_to_header`."""
-    return RoundParams(
-        num_clients=int(h["num_clients"]),
-        length=int(h["length"]),
-        bits=int(h["bits"]),
-        value_bits=int(h["value_bits"]),
-        clip_range=float(h["clip_range"]),
-        session=bytes.fromhex(h["session"]),
-        graph=tuple(frozenset(int(v) for v in n) for n in h["graph"]),
-        thresholds=tuple(int(t) for t in h["thresholds"]),
-    )
 
 
 # ------------------------------------------------------------ server side
-@dataclass
-class Prepared:
-    """Pass 0 of a merge whose keys and shares went ahead (module docstring).
-
-    Attributes:
-        scope: ``(task, round)`` of the merge.
-        cohort: Its clients; a client's protocol index is its position.
-        state: The server's state after routing the shares (D is fixed when
-            the pass runs).
-        routed: Client id -> the shares routed to it (encoded).
-        sent: Bytes the clients sent in the stages gone ahead.
-        received: Bytes they received.
-        seconds: The server's seconds in those stages.
-    """
-
-    scope: tuple[str, int]
-    cohort: list[int]
-    state: ServerState
-    routed: dict[int, bytes]
-    sent: int = 0
-    received: int = 0
-    seconds: float = 0.0
-
-
 @dataclass
 class RemoteSum(SecureSum):
     """The server's secure sum over remote clients (module docstring).
@@ -217,10 +153,7 @@ class RemoteSum(SecureSum):
     ) -> dict[int, Envelope]:
         """The merge's task requests with what its secure sums ride on them."""
         prep = self.prepared
-        if prep is not None and (prep.scope, set(prep.cohort)) != (
-            scope,
-            set(requests),
-        ):
+        if prep is not None and (prep.scope != scope or {*prep.cohort} != {*requests}):
             logger.info(
                 "%s round %d: its clients differ from those that shared ahead; "
                 "its secure sum runs every stage",
@@ -251,10 +184,10 @@ class RemoteSum(SecureSum):
         self.scope, self.participants = scope, participants
         replies = {k: a for k, a in answers.items() if isinstance(a, Envelope)}
         self.adverts = {
-            k: keys for k in participants if (keys := _keys(replies.get(k), KEYS))
+            k: keys for k in participants if (keys := public_keys(replies.get(k), KEYS))
         }
         self.next_adverts = {
-            k: keys for k, a in replies.items() if (keys := _keys(a, NEXT_KEYS))
+            k: keys for k, a in replies.items() if (keys := public_keys(a, NEXT_KEYS))
         }
         self.masked = {}
         for k in participants:
@@ -305,8 +238,7 @@ class _Session:
         self.config = config
         self.length = flatten(like).size
         self.server_seconds = 0.0
-        self.sent = 0
-        self.received = 0
+        self.sent = self.received = 0
 
     def _random(self, scope: tuple[str, int], index: int) -> RandomBytes:
         """The server's public randomness of pass ``index`` of ``scope``."""
@@ -337,7 +269,7 @@ class _Session:
         )
         self.server_seconds += time.perf_counter() - start
         if ahead is not None:
-            owner.prepared = self._next_shares(ahead, replies)
+            owner.prepared = shares_ahead(ahead, replies)
         self._account(result.error_bound, len(result.dropped))
         if result.dropped:
             logger.warning(
@@ -396,7 +328,8 @@ class _Session:
                 continue  # no update from it (it failed, or was rejected)
             self.received += len(prep.routed[k])
             try:
-                masked.append(self._check_masked(u, k, params))
+                masked.append(check_masked(self.owner.masked.get(k), u, params))
+                self.sent += len(self.owner.masked[k][0])
             except (SecAggError, ValueError) as err:
                 logger.warning(
                     "round %d: client %d %s; it is left out of the secure sum",
@@ -410,94 +343,21 @@ class _Session:
             )
         return alive, masked
 
-    def _check_masked(self, u: int, k: int, params: RoundParams) -> MaskedInput:
-        """Client ``k``'s masked input (protocol index ``u``) from its task
-        reply, if it was made for this pass as the server runs it.
-
-        Raises:
-            ValueError: none came, or one made for another quantizer.
-            SecAggError: a garbled one.
-        """
-        got = self.owner.masked.get(k)
-        if got is None:
-            raise ValueError("sent no masked input")
-        if got[1] != quantizer(params):
-            raise ValueError(
-                f"masked its input for D, b, q, r = {got[1]}, not {quantizer(params)}"
-            )
-        m = MaskedInput.decode(got[0])
-        if (m.client_id, m.bits, m.length) != (u, params.bits, params.length):
-            raise ProtocolError(
-                f"sent a masked input of index {m.client_id}, {m.length} values of "
-                f"{m.bits} bits; expected index {u}, {params.length} of {params.bits}"
-            )
-        if m.length and int(m.vector().max()) >> params.bits:
-            raise ProtocolError(f"sent values >= 2^{params.bits}")
-        self.sent += len(got[0])
-        return m
-
     # ---------------------------------------------------- the next merge
     def _next_keys(
         self, recipients: Mapping[int, int]
-    ) -> tuple[Prepared | None, dict[int, tuple[dict[str, Any], Arrays]]]:
-        """The upcoming merge's key broadcast, to ride on this pass's unmask
-        requests (``recipients``: protocol index -> client id), when this is
-        pass 0 and every client of that merge advertised keys and is among
-        the recipients."""
+    ) -> tuple[Prepared | None, Riders]:
+        """The upcoming merge's key broadcast, riding on this pass's unmask
+        requests when this is pass 0 (``recipients``: protocol index ->
+        client id)."""
         owner = self.owner
         nxt = owner.upcoming
         if owner._passes != 0 or nxt is None:
             return None, {}
-        task, rnd, cohort = nxt
-        index = {k: u for u, k in enumerate(cohort)}
-        ready = set(recipients.values()) & owner.next_adverts.keys()
-        if len(cohort) < 2 or not index.keys() <= ready:
-            return None, {}
-        start = time.perf_counter()
-        try:
-            params = make_round_params(
-                owner.config, len(cohort), 1, self._random((task, rnd), 0)
-            )
-            adverts = [AdvertiseKeys(index[k], *owner.next_adverts[k]) for k in cohort]
-            state, bcast = server_collect_keys(ServerState(params), adverts)
-        except (SecAggError, ValueError) as err:
-            logger.info("%s round %d: no keys ahead (%s)", task, rnd, err)
-            return None, {}
-        ahead = Prepared((task, rnd), list(cohort), state, {})
-        ahead.seconds = time.perf_counter() - start
-        extra: dict[int, tuple[dict[str, Any], Arrays]] = {}
-        for u, k in recipients.items():
-            if k in index:
-                v = index[k]
-                head = {"scope": task, "round": rnd, "index": v}
-                head["params"] = params_to_header(params)
-                data = bcast[v].encode()
-                ahead.received += len(data)
-                extra[u] = ({NEXT: head}, {SETUP: blob(data)})
-        return ahead, extra
-
-    def _next_shares(
-        self, ahead: Prepared, replies: Mapping[int, Envelope]
-    ) -> Prepared | None:
-        """``ahead`` with its shares routed, if every client of it sent them."""
-        task, rnd = ahead.scope
-        blobs = [
-            r.arrays[SETUP].tobytes() for r in replies.values() if SETUP in r.arrays
-        ]
-        if len(blobs) < len(ahead.cohort):
-            logger.info("%s round %d: not every client shared ahead", task, rnd)
-            return None
-        start = time.perf_counter()
-        try:
-            packages = [SharePackage.decode(b) for b in blobs]
-            ahead.state, routed = server_route_shares(ahead.state, packages)
-        except (SecAggError, ValueError) as err:
-            logger.info("%s round %d: no shares ahead (%s)", task, rnd, err)
-            return None
-        ahead.seconds += time.perf_counter() - start
-        ahead.sent += sum(len(b) for b in blobs)
-        ahead.routed = {ahead.cohort[v]: m.encode() for v, m in routed.items()}
-        return ahead
+        random_bytes = self._random((nxt[0], nxt[1]), 0)
+        return keys_ahead(
+            owner.config, random_bytes, nxt, owner.next_adverts, recipients
+        )
 
     # ---------------------------------------------------- messages
     def _stage(
@@ -588,16 +448,3 @@ def _blobs(replies: Mapping[int, Envelope]) -> dict[int, bytes]:
 
 def _left(alive: Mapping[int, int], answered: Mapping[int, Any]) -> dict[int, int]:
     return {u: k for u, k in alive.items() if u in answered}
-
-
-def _keys(answer: Envelope | None, field_name: str) -> tuple[bytes, bytes] | None:
-    """A pair of public keys (hex) in a reply's header (``None``: absent or
-    garbled; the pass then runs without them)."""
-    if answer is None or answer.kind != "reply":
-        return None
-    keys = answer.header.get(field_name)
-    try:
-        enc, mask = (bytes.fromhex(str(k)) for k in keys)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        return None
-    return enc, mask
