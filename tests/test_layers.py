@@ -40,7 +40,8 @@ lower one:
 2. ``runtimes``: what drives rounds and talks to the user (``engine``, the
    CLI, the remote runtime and node worker, the Flower apps). The message
    format of remote clients and their secure sums (``remote.envelope``,
-   ``remote.secure_sum``) are components.
+   ``remote.secure_sum`` with its wire names ``remote.secure_wire`` and its
+   stages run ahead ``remote.secure_ahead``) are components.
 
 In addition baselines and reports never import the engine, and the shared type
 aliases of :mod:`fedpeft.types` are defined there only and imported from there.
@@ -111,6 +112,8 @@ LAYERS: Mapping[str, int] = {
     "fedpeft.remote": RUNTIMES,
     "fedpeft.remote.envelope": COMPONENTS,
     "fedpeft.remote.secure_sum": COMPONENTS,
+    "fedpeft.remote.secure_wire": COMPONENTS,
+    "fedpeft.remote.secure_ahead": COMPONENTS,
 }
 """Layer of each module; an entry covers the module and everything below it
 (the most specific entry wins; ``fedpeft`` covers only the root ``__init__``)."""
