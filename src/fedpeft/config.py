@@ -201,6 +201,13 @@ class RunConfig(Section):
                 "class the same logit and the body no gradient; use head_init = "
                 "'class-means', 'probe' or 'random'"
             )
+        if self.peft.head_init == "lda" and self.partition.val_fraction <= 0:
+            raise ValueError(
+                "peft.head_init = 'lda' picks its covariance shrinkage on the "
+                "clients' validation splits, and partition.val_fraction = 0 leaves "
+                "none; set partition.val_fraction > 0 (e.g. 0.1) or use head_init = "
+                "'class-means'"
+            )
         return self
 
     @property

@@ -145,6 +145,26 @@ def test_secure_remote_run_matches_embedded(
     assert [st for p, st in per_round if p == 0] == ["mask", "share", "unmask"]
 
 
+@pytest.mark.parametrize("secagg", [False, True], ids=["plain", "secure"])
+def test_lda_warm_start_behind_messages_equals_embedded(
+    tiny_experiment: Experiment, tmp_path: object, secagg: bool
+) -> None:
+    """The lda warm start's candidate heads ride on the calibration requests
+    and its (candidate, temperature) sums come back, sealed under secure
+    aggregation: round 0 equals the embedded engine's."""
+    exp = _experiment(
+        tiny_experiment,
+        tmp_path,
+        "peft.head_init=lda",
+        f"privacy.secagg={str(secagg).lower()}",
+    )
+    embedded, _ = FederatedRun(exp).loop.initial_round()
+    remote, _ = _remote(exp)
+    params, record = remote.initial_round()
+    assert record["warm_start_shrinkage"] > 0
+    assert _max_diff(params, embedded) < (1e-4 if secagg else 1e-6)
+
+
 def test_sealed_replies_carry_no_update(
     tiny_experiment: Experiment, tmp_path: object
 ) -> None:

@@ -78,8 +78,12 @@ def class_statistics(
     }
 
 
-def class_mean_head(stats: Mapping[str, np.ndarray]) -> Params:
-    """The diagonal-LDA head (module docstring) from summed statistics.
+def class_moments(
+    stats: Mapping[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """Class means ``(C, d)``, priors ``(C,)``, which classes are held, the
+    pooled within-class variance per dimension ``(d,)`` (floored) and the
+    example count, from summed statistics.
 
     Raises:
         ValueError: if a statistic is missing, mis-shaped, not finite, or no
@@ -107,7 +111,7 @@ def class_mean_head(stats: Mapping[str, np.ndarray]) -> Params:
     ):
         raise ValueError("class statistics hold NaN or infinite values")
     # Secure aggregation's quantizer leaves ~1e-9 noise on counts of zero.
-    total = counts.sum()
+    total = float(counts.sum())
     if total <= 0:
         raise ValueError("class statistics count no example; no head can be built")
     held = counts > 1e-6 * total
@@ -117,6 +121,17 @@ def class_mean_head(stats: Mapping[str, np.ndarray]) -> Params:
     prior = np.where(held, counts / total, 0.0)
     var = sumsq / total - (prior[:, None] * means**2).sum(axis=0)
     var = np.maximum(var, VARIANCE_FLOOR * max(float(var.mean()), 1e-12))
+    return means, prior, held, var, total
+
+
+def class_mean_head(stats: Mapping[str, np.ndarray]) -> Params:
+    """The diagonal-LDA head (module docstring) from summed statistics.
+
+    Raises:
+        ValueError: if a statistic is missing, mis-shaped, not finite, or no
+            example was counted.
+    """
+    means, prior, held, var, _ = class_moments(stats)
     weight = means / var
     bias = -0.5 * (means**2 / var).sum(axis=1) + np.log(np.where(held, prior, 1.0))
     weight[~held] = 0.0

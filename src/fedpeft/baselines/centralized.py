@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from fedpeft.client import evaluate, train_adapter
-from fedpeft.client.evaluate import EvalResult
+from fedpeft.client.evaluate import EvalResult, concat_datasets
 from fedpeft.client.probe import warm_start
 from fedpeft.client.steps import build_optimizer
 from fedpeft.experiment import Experiment
@@ -41,6 +41,7 @@ def run_centralized(
             exp.train,
             c,
             cfg.model.eval_precision,
+            val=concat_datasets([k.val for k in exp.clients])[0],
         )
     )
     prec, bs = cfg.model.eval_precision, cfg.federation.eval_batch_size

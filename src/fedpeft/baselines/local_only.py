@@ -97,6 +97,7 @@ def local_models(
                 client.train,
                 local_cfg,
                 cfg.model.eval_precision,
+                val=client.val,
             )
         )
     rngs = [stream(cfg.seed, "baseline", 1, k) for k in range(len(exp.clients))]

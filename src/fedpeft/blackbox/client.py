@@ -236,7 +236,7 @@ class BlackBoxClient:
 
     def class_stats(self, ins: Instruction) -> ClientUpdate:
         raise ValueError(
-            "peft.method = 'blackbox' has no class-means warm start; use "
+            "peft.method = 'blackbox' has no class-means or lda warm start; use "
             "peft.head_init = 'probe' (the default for it) or 'zeros'"
         )
 

@@ -17,8 +17,15 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from fedpeft.aggregation.class_means import NLL_SUMS, nll_sums
+from fedpeft.aggregation.class_means import NLL_SUMS, TEMPERATURES, nll_sums
 from fedpeft.aggregation.class_means import class_statistics as feature_statistics
+from fedpeft.aggregation.lda import (
+    FEATURE_GRAM,
+    GRAM_FLAG,
+    candidate_nll_sums,
+    gram,
+    split_candidates,
+)
 from fedpeft.client.batched import ClientJob, supports_batching, train_clients_batched
 from fedpeft.client.dp_local import RecordDP, dp_train_clients_batched
 from fedpeft.client.flops import FlopMeter
@@ -285,13 +292,16 @@ class GradientClient:
 
     def class_stats(self, ins: Instruction) -> ClientUpdate:
         """Per-class feature sums, counts and the per-dimension sum of squares
-        of the client's training data under ``ins.payload``, times the public
-        ``stats_scale`` (1 / Σ n over the federation), for the exact warm
-        start (:mod:`fedpeft.aggregation.class_means`)."""
+        (and, when asked, the Gram matrix) of the client's training data under
+        ``ins.payload``, times the public ``stats_scale`` (1 / Σ n over the
+        federation), for the exact warm start
+        (:mod:`fedpeft.aggregation.class_means`, :mod:`fedpeft.aggregation.lda`)."""
         train = self.data_for(ins.client_id).train
         feats = self._features(ins)
         num_classes = self.model_for(ins.shape).head.out_features
         stats = feature_statistics(feats, train.labels, num_classes)
+        if ins.config.get(GRAM_FLAG):  # the lda warm start
+            stats[FEATURE_GRAM] = gram(feats)
         scale = float(ins.config.get("stats_scale", 1.0))
         return ClientUpdate(
             ins.client_id,
@@ -302,13 +312,27 @@ class GradientClient:
     def calibrate(self, ins: Instruction) -> ClientUpdate:
         """The summed NLL of the client's training data under the payload's
         head divided by each temperature of the calibration grid, times the
-        public ``stats_scale`` (:func:`fedpeft.aggregation.class_means.nll_sums`)."""
+        public ``stats_scale`` (:func:`fedpeft.aggregation.class_means.nll_sums`);
+        with candidate heads (``lda``), of its validation split under each
+        (:func:`fedpeft.aggregation.lda.candidate_nll_sums`)."""
         train = self.data_for(ins.client_id).train
-        feats = self._features(ins)
-        state = split_control(ins.payload)[0]
-        logits = feats @ state["head.weight"].T + state["head.bias"]
+        state, candidates = split_candidates(split_control(ins.payload)[0])
         scale = float(ins.config.get("stats_scale", 1.0))
-        sums = nll_sums(logits, train.labels) * scale
+        if candidates:  # lda: every candidate head, on the validation split
+            val = self.data_for(ins.client_id).val
+            sums = np.zeros((len(candidates), len(TEMPERATURES)))
+            if len(val):
+                model, s = self.model_for(ins.shape), self.settings
+                model.load_trainable_state(state)
+                held_out = pooled_features(
+                    model, val, s.eval_batch_size, s.eval_precision
+                )
+                sums = candidate_nll_sums(held_out.numpy(), val.labels, candidates)
+            sums = sums * scale
+        else:
+            feats = self._features(ins)
+            logits = feats @ state["head.weight"].T + state["head.bias"]
+            sums = nll_sums(logits, train.labels) * scale
         self._feature_cache.pop((ins.client_id, ins.round), None)
         return ClientUpdate(
             ins.client_id, {NLL_SUMS: sums.astype("float32")}, len(train)
@@ -318,7 +342,7 @@ class GradientClient:
         """Client k's pooled training features under the payload's body, kept
         from the warm start's first pass for its second (the body is the same
         and only round 0 is cached)."""
-        state = split_control(ins.payload)[0]
+        state = split_candidates(split_control(ins.payload)[0])[0]
         body = {k: v for k, v in state.items() if not k.startswith("head.")}
         cached = self._feature_cache.get((ins.client_id, ins.round))
         if cached is not None and all(

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from fedpeft.aggregation.class_means import pooled_head
+from fedpeft.aggregation.lda import pooled_lda_head
 from fedpeft.config import ClientSection
 from fedpeft.models.embed import map_pooled
 from fedpeft.models.tokenized import TokenizedDataset
@@ -118,15 +119,31 @@ def warm_start(
     data: TokenizedDataset,
     cfg: ClientSection,
     precision: str = "bf16",
+    val: TokenizedDataset | None = None,
 ) -> Params:
     """``state`` with the head ``peft.head_init`` fits on ``data`` alone
-    (``probe``: a linear probe; ``class-means``: the calibrated class-means head; any
-    other value: ``state`` unchanged). Baselines that see one data set use it;
-    ``model`` is left holding ``state``."""
+    (``probe``: a linear probe; ``class-means``: the calibrated class-means head;
+    ``lda``: the shrunk-covariance head, its shrinkage and temperature picked
+    on ``val``; any other value: ``state`` unchanged). Baselines that see one
+    data set use it; ``model`` is left holding ``state``.
+
+    Raises:
+        ValueError: ``lda`` without validation examples.
+    """
     if how == "probe":
         return probe_start(model, state, data, cfg, precision)
-    if how == "class-means":
+    if how in ("class-means", "lda"):
         model.load_trainable_state(state)
         feats = pooled_features(model, data, precision=precision).numpy()
-        return {**state, **pooled_head(feats, data.labels, model.head.out_features)}
+        classes = model.head.out_features
+        if how == "class-means":
+            return {**state, **pooled_head(feats, data.labels, classes)}
+        if val is None or not len(val):
+            raise ValueError(
+                "the lda warm start picks its shrinkage on validation examples, "
+                "and there are none; set partition.val_fraction > 0"
+            )
+        held_out = pooled_features(model, val, precision=precision).numpy()
+        head = pooled_lda_head(feats, data.labels, held_out, val.labels, classes)
+        return {**state, **head}
     return state

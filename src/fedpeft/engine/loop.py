@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from fedpeft.aggregation.lda import GRAM_FLAG
 from fedpeft.messages import Instruction, Reply, Task, reply_layout
 from fedpeft.rundir.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fedpeft.rundir.sink import MetricsSink
@@ -164,7 +165,7 @@ class RoundLoop:
             record["model_bytes_down"] = shipped
         if self.settings.warm_start is not None:
             task: Task = (
-                "class-stats" if self.settings.warm_start == "class-means" else "probe"
+                "probe" if self.settings.warm_start == "probe" else "class-stats"
             )
             eligible = self.server.eligible
             passes: list[Task] = [task]
@@ -173,6 +174,8 @@ class RoundLoop:
             failed: set[int] = set()
             for kind in passes:
                 ins = self.server.instructions(0, kind, params, eligible)
+                if kind == "class-stats" and self.settings.warm_start == "lda":
+                    ins = [replace(i, config={**i.config, GRAM_FLAG: 1.0}) for i in ins]
                 replies = self.runtime.run(ins)
                 heads = [r.update for r in replies if r.update is not None]
                 params, stats = self.server.merge_warm_start(kind, params, heads)

@@ -276,7 +276,7 @@ class FederatedRun:
                 poisson=fed.sampling == "poisson",
                 eval_every=fed.eval_every,
                 warm_start=cfg.peft.head_init
-                if cfg.peft.head_init in ("probe", "class-means")
+                if cfg.peft.head_init in ("probe", "class-means", "lda")
                 else None,
                 update_norm_ratio=fed.update_norm_ratio,
                 label=self.label,

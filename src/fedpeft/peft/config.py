@@ -30,11 +30,13 @@ class PeftConfig(Options):
     """The ``[peft]`` section's keys common to every method."""
 
     method: str = Field("prompt", description="registered PEFT method")
-    head_init: Literal["class-means", "probe", "zeros", "random"] = Field(
+    head_init: Literal["class-means", "lda", "probe", "zeros", "random"] = Field(
         "class-means",
         description="class-means: the head from the clients' summed per-class "
-        "feature statistics (exact, secure-aggregation friendly); probe: the mean "
-        "of the clients' linear-probe heads; both before round 1",
+        "feature statistics (exact, secure-aggregation friendly); lda: the same "
+        "with a full covariance, shrinkage picked on the clients' validation "
+        "splits; probe: the mean of the clients' linear-probe heads; all before "
+        "round 1",
     )
 
     def adapter_options(self) -> dict[str, Any]:

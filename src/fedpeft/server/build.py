@@ -70,7 +70,7 @@ def build_aggregator(
         check_strategy_compatible(strategy)
     except ValueError as err:
         raise ConfigError(f"privacy.client_dp: {err}") from None
-    if cfg.peft.head_init in ("probe", "class-means"):
+    if cfg.peft.head_init in ("probe", "class-means", "lda"):
         raise ConfigError(
             f"peft.head_init = {cfg.peft.head_init!r} computes the head from each "
             "client's raw data "

@@ -45,6 +45,7 @@ from fedpeft.aggregation.hetlora import (
     hetlora_truncate,
     hetlora_weights,
 )
+from fedpeft.aggregation.lda import split_candidates, with_candidates
 from fedpeft.aggregation.lora import (
     LORA_A,
     LORA_B,
@@ -189,7 +190,10 @@ class MixedLoraServer:
             size = self.sizes[k]
             if size is None:
                 raise ValueError(f"client {k} is excluded and cannot be sent work")
-            payload = self.client_state(params, size)
+            rest, candidates = split_candidates(params)  # lda's, on calibration
+            payload = self.client_state(rest, size)
+            if candidates:
+                payload = with_candidates(payload, candidates)
             self._sent[k] = payload
             config = (
                 stats_config(self.total_examples)

@@ -8,6 +8,10 @@ server algorithms.
   head the pooled data would give; a second exchange (``calibrate``) sums each
   client's NLL per temperature and the server divides the head by the best
   one (:mod:`fedpeft.aggregation.class_means`).
+* ``lda``: the same two exchanges; the statistics add each client's Gram
+  matrix, the server builds one head per covariance shrinkage, and the second
+  exchange scores every (shrinkage, temperature) pair on the clients'
+  validation splits (:mod:`fedpeft.aggregation.lda`).
 """
 
 from __future__ import annotations
@@ -16,10 +20,17 @@ from collections.abc import Sequence
 from typing import Literal
 
 from fedpeft.aggregation.class_means import NLL_SUMS, calibrate_head, class_mean_head
+from fedpeft.aggregation.lda import (
+    FEATURE_GRAM,
+    pick_head,
+    shrunk_heads,
+    split_candidates,
+    with_candidates,
+)
 from fedpeft.server.aggregators import Aggregator, Metrics
 from fedpeft.types import ClientUpdate, Params
 
-WarmStart = Literal["probe", "class-means"]
+WarmStart = Literal["probe", "class-means", "lda"]
 
 STATS_RANGE = 64.0
 """Quantizer range of the scaled class statistics under secure aggregation:
@@ -59,6 +70,9 @@ def merge_class_stats(
     if not stats:
         raise ValueError("no client returned class statistics for the warm start")
     total, metrics = aggregator.sum(0, [s.delta for s in stats], STATS_RANGE)
+    if FEATURE_GRAM in total:  # lda: the candidates ride on the calibration
+        heads = shrunk_heads(total)
+        return with_candidates({**params, **heads[-1]}, heads), metrics
     return {**params, **class_mean_head(total)}, metrics
 
 
@@ -66,7 +80,8 @@ def merge_calibration(
     aggregator: Aggregator, params: Params, sums: Sequence[ClientUpdate]
 ) -> tuple[Params, Metrics]:
     """``params`` with the head divided by the temperature whose summed NLL
-    over every client is smallest.
+    over every client is smallest (``lda``: the candidate head and
+    temperature whose summed validation NLL is smallest; the candidates go).
 
     Raises:
         ValueError: if no client sent its sums.
@@ -74,6 +89,11 @@ def merge_calibration(
     if not sums:
         raise ValueError("no client returned calibration sums for the warm start")
     total, metrics = aggregator.sum(0, [s.delta for s in sums], NLL_RANGE)
+    params, candidates = split_candidates(params)
+    if candidates:
+        head, shrinkage, t = pick_head(candidates, total[NLL_SUMS])
+        extra = {"warm_start_temperature": t, "warm_start_shrinkage": shrinkage}
+        return {**params, **head}, {**metrics, **extra}
     head = {k: v for k, v in params.items() if k.startswith("head.")}
     calibrated, temperature = calibrate_head(head, total[NLL_SUMS])
     return {**params, **calibrated}, {**metrics, "warm_start_temperature": temperature}

@@ -15,7 +15,7 @@ class BlackBoxConfig(PeftConfig):
     client (never sent). Clients search z with CMA-ES (``[blackbox]`` section)."""
 
     method: Literal["blackbox"] = "blackbox"
-    head_init: Literal["class-means", "probe", "zeros", "random"] = Field(
+    head_init: Literal["class-means", "lda", "probe", "zeros", "random"] = Field(
         "probe",
         description="probe: the mean of the clients' heads fitted on the "
         "features of z = 0 before round 1 (class-means is not offered)",
@@ -85,7 +85,7 @@ class BlackBoxConfig(PeftConfig):
                 "use head_init = 'probe' (the default)"
             )
         if data.get("head") == "verbalizer":
-            if data.get("head_init") in ("probe", "class-means"):
+            if data.get("head_init") in ("probe", "class-means", "lda"):
                 raise ValueError(
                     "peft.head = 'verbalizer' keeps the label words' LM rows as the "
                     f"head; peft.head_init = {data['head_init']!r} does not apply "
