@@ -22,13 +22,17 @@ Phases, in the order they run (``--phases`` picks some):
   every algorithm from the class-means warm start; FedAvg also from the probe
   warm start (the previous default); FedAvg and Dynamic from a cold start
   (random head).
+* ``lda``: Dir(0.1), the recommended configuration from the class-means and
+  the ``lda`` warm start (shrunk full covariance), and the latter with a frozen
+  head (``LDA_CELLS``); run it into its own ``--out`` to compare within one
+  code version.
 * ``partitions``: FedAvg and the recommended configuration at α ∈ {0.5, 10}
   with ``dirichlet-balanced`` and at α ∈ {0.1, 0.5, 10} with the plain
   ``dirichlet`` (where it can build 20 clients of ≥ 10 examples; where it
   cannot, the reason is recorded); Dynamic as well at balanced Dir(0.5); FedAvg
   and Dynamic from a cold start at Dir(0.5) (``PARTITIONS``).
 
-    python bench/label_skew.py [--phases algorithms partitions]
+    python bench/label_skew.py [--phases algorithms partitions lda]
         [--corpora ...] [--seeds 0 1 2] [--out runs/label_skew] [--report-only]
 """
 
@@ -99,6 +103,7 @@ cells (docs/benchmarks.md)."""
 
 STARTS = {
     "class-means": ["peft.head_init=class-means"],
+    "lda": ["peft.head_init=lda"],
     "probe": ["peft.head_init=probe"],
     "cold": ["peft.head_init=random"],
 }
@@ -166,6 +171,16 @@ PRIORITY = [
 every corpus and seed before the next, so a partial grid has whole rows."""
 
 
+LDA_CELLS = [
+    (RECOMMENDED, "class-means"),
+    (RECOMMENDED, "lda"),
+    ("balanced-softmax+fedbabu", "lda"),
+]
+"""The ``lda`` phase at Dir(0.1): the recommended configuration from the
+class-means and the lda warm start, and with the lda head kept frozen
+(FedBABU), in case local training spoils the better head."""
+
+
 def cells(
     phases: Sequence[str], corpora: Sequence[str], seeds: Sequence[int]
 ) -> Iterator[Cell]:
@@ -189,8 +204,15 @@ def cells(
                         yield Cell(
                             corpus, "dirichlet-balanced", 0.5, algo, "cold", seed
                         )
+        elif phase == "lda":  # the shrunk-covariance warm start against class-means
+            for seed in seeds:
+                for corpus in corpora:
+                    for algo, start in LDA_CELLS:
+                        yield Cell(corpus, *strong, algo, start, seed)
         else:
-            raise SystemExit(f"unknown phase {phase!r}; use algorithms, partitions")
+            raise SystemExit(
+                f"unknown phase {phase!r}; use algorithms, partitions, lda"
+            )
 
 
 def run_cell(cell: Cell, out: Path) -> dict[str, Any]:

@@ -211,7 +211,9 @@ def report(out: Path) -> str:
     text = "\n".join(lines)
     results = Path("bench/results")
     results.mkdir(parents=True, exist_ok=True)
-    (results / "label_skew.json").write_text(
+    # One file per cache directory: a partial cache must not overwrite the
+    # tables of another (runs/label_skew -> label_skew.json).
+    (results / f"{out.name}.json").write_text(
         json.dumps(
             {"/".join(k): v for k, v in sorted(groups.items())}, indent=1, default=str
         )
