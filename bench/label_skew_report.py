@@ -165,7 +165,7 @@ def report(out: Path) -> str:
         lambda c, p, a, s: (
             p == "dirichlet-balanced-a0.1"
             and s != "cold"
-            and (s == "class-means" or a == "fedavg")
+            and (s in ("class-means", "lda") or a == "fedavg")
         ),
     )
     lines += ["", "### Differences to FedAvg (class-means start), per-seed pairs", ""]
@@ -177,6 +177,20 @@ def report(out: Path) -> str:
                 continue
             key = (corpus, "dirichlet-balanced-a0.1", algo, "class-means")
             lines.append(f"| {corpus} | {algo} | {paired(groups, base, key)} |")
+    lines += ["", "### The lda warm start against class-means, per-seed pairs", ""]
+    lines += [
+        "| corpus | algorithm | Δ final acc (points) | Δ warm start (points) |",
+        "|---|---|---|---|",
+    ]
+    for key in sorted(groups):
+        corpus, partition, algo, start = key
+        base = (corpus, partition, RECOMMENDED, "class-means")
+        if start != "lda" or base not in groups:
+            continue
+        lines.append(
+            f"| {corpus} | {algo} | {paired(groups, base, key)} "
+            f"| {paired(groups, base, key, 'warm')} |"
+        )
     lines += ["", "### Dynamic vs FedAvg by start", ""]
     lines += [
         "| corpus | partition | start | FedAvg final | Dynamic final | Δ final "
