@@ -5,7 +5,6 @@ against the head of the pooled data."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -34,6 +33,7 @@ from fedpeft.server.aggregators import (
 )
 from fedpeft.server.warm_start import merge_class_stats, stats_config
 from fedpeft.types import ClientUpdate, Params
+from tests.aggregation.helpers import warm_start_run
 
 
 def test_head_is_the_hand_computed_diagonal_lda() -> None:
@@ -180,13 +180,7 @@ def test_server_merge_of_client_statistics_equals_the_pooled_head(
 
 # ------------------------------------------------ a federated run's round 0
 def _class_means_run(exp: Experiment, **privacy: object) -> FederatedRun:
-    cfg = exp.config.model_copy(
-        update={
-            "peft": exp.config.peft.model_copy(update={"head_init": "class-means"}),
-            "privacy": exp.config.privacy.model_copy(update=privacy),
-        }
-    )
-    return FederatedRun(dataclasses.replace(exp, config=cfg))
+    return warm_start_run(exp, "class-means", **privacy)
 
 
 def _centralized_head(exp: Experiment, run: FederatedRun) -> Params:

@@ -6,8 +6,6 @@ baselines' single-data-set head."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 from hypothesis import given
@@ -33,9 +31,9 @@ from fedpeft.aggregation.lda import (
 from fedpeft.client import probe
 from fedpeft.client.evaluate import concat_datasets
 from fedpeft.config import ConfigError
-from fedpeft.engine.simulation import FederatedRun
 from fedpeft.experiment import Experiment
 from fedpeft.types import Params
+from tests.aggregation.helpers import warm_start_run
 from tests.conftest import tiny_config
 
 RNG = np.random.default_rng(3)
@@ -146,16 +144,6 @@ def test_lda_without_validation_splits_is_refused(tmp_path: object) -> None:
 
 
 # ------------------------------------------------ a federated run's round 0
-def _lda_run(exp: Experiment, **privacy: object) -> FederatedRun:
-    cfg = exp.config.model_copy(
-        update={
-            "peft": exp.config.peft.model_copy(update={"head_init": "lda"}),
-            "privacy": exp.config.privacy.model_copy(update=privacy),
-        }
-    )
-    return FederatedRun(dataclasses.replace(exp, config=cfg))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "privacy", [{}, {"secagg": True, "secagg_bits": 62}], ids=["plain", "secure-62"]
@@ -167,7 +155,7 @@ def test_round_zero_head_equals_the_pooled_lda_head(
     pooled training data, its shrinkage and temperature picked on the union of
     the clients' validation splits; the candidates do not stay in the state."""
     exp = tiny_experiment
-    run = _lda_run(exp, **privacy)
+    run = warm_start_run(exp, "lda", **privacy)
     params, record = run.initial_round()
     assert CANDIDATE_WEIGHT not in params
     assert record["warm_start_shrinkage"] in SHRINKAGES

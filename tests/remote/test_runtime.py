@@ -180,6 +180,31 @@ def test_sealed_replies_carry_no_update(
     assert set(reply.header["shapes"]) == set(ins.payload)
 
 
+def _secure_round_one(exp: Experiment, tmp_path: object) -> Experiment:
+    """One secure round of every client."""
+    return _experiment(
+        exp,
+        tmp_path,
+        "privacy.secagg=true",
+        "federation.rounds=1",
+        "strategy.fraction_fit=1.0",
+    )
+
+
+def _round_one_is_the_mean_without(
+    exp: Experiment, remote: FederatedRun, local: LocalTransport, gone: int
+) -> dict[str, object]:
+    """Run round 0 and 1; assert round 1's state is the plain mean of every
+    client's update but ``gone``'s. Round 1's record."""
+    params0, _ = remote.initial_round()
+    params1, record = remote.run_round(1, params0)
+    survivors = [n for n in local.nodes if n.client_id != gone]
+    updates = [n.kept[("fit", 1)][1] for n in survivors]
+    plain = FederatedRun(exp).loop.server.strategy.aggregate(1, params0, updates)[0]
+    assert _max_diff(params1, plain) < 1e-5
+    return record
+
+
 @pytest.mark.parametrize(
     ("ahead", "stage", "accepted"),
     [(True, "task", [0, 1, 3]), (False, "mask", [0, 1, 2, 3])],
@@ -196,20 +221,9 @@ def test_client_vanishing_mid_secure_sum_is_recovered(
     shares went ahead with the warm start's last sum), or when asked for its
     masked input. The round completes with the other clients' sum, exactly
     their plain mean: its masks are rebuilt from its shares."""
-    exp = _experiment(
-        tiny_experiment,
-        tmp_path,
-        "privacy.secagg=true",
-        "federation.rounds=1",
-        "strategy.fraction_fit=1.0",
-    )
+    exp = _secure_round_one(tiny_experiment, tmp_path)
     remote, local = _remote(exp, ahead=ahead, fail_at={2: (1, stage)})
-    params0, _ = remote.initial_round()
-    params1, record = remote.run_round(1, params0)
-    survivors = [n for n in local.nodes if n.client_id != 2]
-    updates = [n.kept[("fit", 1)][1] for n in survivors]
-    plain = FederatedRun(exp).loop.server.strategy.aggregate(1, params0, updates)[0]
-    assert _max_diff(params1, plain) < 1e-5
+    record = _round_one_is_the_mean_without(exp, remote, local, 2)
     assert record["accepted_clients"] == accepted
     assert record["secagg_dropped"] == 1
 
@@ -221,13 +235,7 @@ def test_a_bad_masked_input_on_a_task_reply_leaves_out_only_its_client(
     """A masked input that rides on a task reply made for another quantizer,
     truncated, or missing: that client is left out of the sum (its masks are
     rebuilt from its shares) and the round goes on with the others."""
-    exp = _experiment(
-        tiny_experiment,
-        tmp_path,
-        "privacy.secagg=true",
-        "federation.rounds=1",
-        "strategy.fraction_fit=1.0",
-    )
+    exp = _secure_round_one(tiny_experiment, tmp_path)
     remote, local = _remote(exp)
     exchange = local.exchange
 
@@ -247,12 +255,7 @@ def test_a_bad_masked_input_on_a_task_reply_leaves_out_only_its_client(
         return out
 
     local.exchange = tamper  # type: ignore[method-assign]
-    params0, _ = remote.initial_round()
-    params1, record = remote.run_round(1, params0)
-    survivors = [n for n in local.nodes if n.client_id != 1]
-    updates = [n.kept[("fit", 1)][1] for n in survivors]
-    plain = FederatedRun(exp).loop.server.strategy.aggregate(1, params0, updates)[0]
-    assert _max_diff(params1, plain) < 1e-5
+    record = _round_one_is_the_mean_without(exp, remote, local, 1)
     assert record["secagg_dropped"] == 1
 
 
