@@ -219,12 +219,11 @@ def crash_at(handle: Handle, when: str) -> Handle:
 
     def handle_or_die(env: Envelope) -> Envelope:
         h = env.header
-        stage_now = "task" if env.kind == "task" else h.get("stage")
-        here = (
-            h.get("task" if env.kind == "task" else "scope"),
-            str(h.get("round")),
-            stage_now,
-        )
+        here: tuple[object, str, object]
+        if env.kind == "task":
+            here = (h.get("task"), str(h.get("round")), "task")
+        else:
+            here = (h.get("scope"), str(h.get("round")), h.get("stage"))
         if env.kind in ("task", "secagg") and here == ("fit", rnd, stage):
             logger.warning("fault drill: exiting at %s", when)
             os._exit(70)

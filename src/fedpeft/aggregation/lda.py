@@ -36,6 +36,7 @@ from fedpeft.aggregation.class_means import (
     ABSENT_BIAS,
     TEMPERATURES,
     class_moments,
+    class_statistics,
     nll_sums,
 )
 from fedpeft.types import Params
@@ -180,8 +181,6 @@ def pooled_lda_head(
 ) -> Params:
     """The ``lda`` head of one data set held in one place, λ and temperature
     picked on ``val_*`` (what the two federated exchanges compute)."""
-    from fedpeft.aggregation.class_means import class_statistics
-
     stats = class_statistics(features, labels, num_classes)
     stats[FEATURE_GRAM] = gram(features)
     heads = shrunk_heads(stats)

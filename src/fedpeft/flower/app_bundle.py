@@ -46,6 +46,23 @@ APP_PYPROJECT = {
 holds only this file (Flower bundles are limited to 10 MB)."""
 
 
+def run_config_argument(
+    config: str, resume: bool, overwrite: bool, timeout: float, nodes: int, data: bool
+) -> str:
+    """``flwr run --run-config``'s argument for one run of the app: the run's
+    config file, whether to resume or overwrite, the exchange timeout, how
+    many nodes to wait for and whether they hold data of their own."""
+    values = {
+        CONFIG: config,
+        RESUME: resume,
+        OVERWRITE: overwrite,
+        TIMEOUT: float(timeout),
+        NODES: nodes,
+        NODE_DATA: data,
+    }
+    return " ".join(f"{k}={run_config_value(v)}" for k, v in values.items())
+
+
 def run_config_value(value: object) -> str:
     """A run-config value as ``flwr run --run-config`` parses it (TOML)."""
     if isinstance(value, bool):

@@ -40,18 +40,10 @@ from typing import IO, Any
 import tomli_w
 
 from fedpeft.config import RunConfig
-from fedpeft.flower.app_bundle import APP_PYPROJECT, run_config_value
+from fedpeft.flower.app_bundle import APP_PYPROJECT, run_config_argument
 from fedpeft.flower.certificates import node_key_pair, self_signed
 from fedpeft.flower.client_app import SOCKET
 from fedpeft.flower.processes import Reaper, free_port, stop_group, wait_port
-from fedpeft.flower.server_app import (
-    CONFIG,
-    NODE_DATA,
-    NODES,
-    OVERWRITE,
-    RESUME,
-    TIMEOUT,
-)
 from fedpeft.flower.supernode import SCALE_ENV
 
 logger = logging.getLogger(__name__)
@@ -337,14 +329,14 @@ class LoopbackFederation:
             wall_limit: Stop the run after this many seconds (``None``: no limit).
         """
         assert self.nodes is not None
-        run_config = {
-            CONFIG: str(self.config_path),
-            RESUME: resume,
-            OVERWRITE: overwrite,
-            TIMEOUT: float(timeout),
-            NODES: len(self.nodes),
-            NODE_DATA: bool(self.data),
-        }
+        run_config = run_config_argument(
+            str(self.config_path),
+            resume,
+            overwrite,
+            timeout,
+            len(self.nodes),
+            bool(self.data),
+        )
         cmd = [
             str(self.bin / "flwr"),
             "run",
@@ -352,7 +344,7 @@ class LoopbackFederation:
             CONNECTION,
             "--stream",
             "--run-config",
-            " ".join(f"{k}={run_config_value(v)}" for k, v in run_config.items()),
+            run_config,
         ]
         with open(self.logs / "run.log", "a") as log:
             proc = subprocess.Popen(

@@ -70,7 +70,7 @@ class RemoteRuntime:
     reply_limit: int = 1 << 28
     lookahead: Callable[[str, int], Merge | None] | None = None
     """The merge after ``(task, round)`` and its clients, where the loop can
-    tell (:meth:`fedpeft.engine.loop.Loop.next_merge`): its secure sum's first
+    tell (:meth:`fedpeft.engine.loop.RoundLoop.next_merge`): its secure sum's first
     stages then ride on this merge's messages."""
     clients: dict[int, int] = field(default_factory=dict)
     """Client id -> its n_k, as the nodes reported them."""

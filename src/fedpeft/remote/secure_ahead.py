@@ -94,11 +94,11 @@ def keys_ahead(
     ahead = Prepared((task, rnd), list(cohort), state, {})
     ahead.seconds = time.perf_counter() - start
     riders: Riders = {}
+    header = params_to_header(params)
     for u, k in recipients.items():
         if k in index:
             v = index[k]
-            head = {"scope": task, "round": rnd, "index": v}
-            head["params"] = params_to_header(params)
+            head = {"scope": task, "round": rnd, "index": v, "params": header}
             data = bcast[v].encode()
             ahead.received += len(data)
             riders[u] = ({NEXT: head}, {SETUP: blob(data)})

@@ -160,6 +160,11 @@ class ClientSessions:
         rng = self._stream(key, stage)
         return os.urandom if rng is None else rng.bytes
 
+    def _coin(self, key: tuple[str, int, int]) -> np.random.Generator:
+        """The stochastic-rounding generator of pass ``key``'s mask stage."""
+        rng = self._stream(key, "mask")
+        return np.random.default_rng() if rng is None else rng
+
     def _open(self, merge: tuple[str, int]) -> None:
         """Keep ``merge``'s states; those of merges before the last two go."""
         if merge[0] not in SCOPES:
@@ -217,10 +222,11 @@ class ClientSessions:
         x, config = self.vector(scope, rnd, 0, [])
         flat = flatten(x)
         params = resized(state.params, config, flat.size)
-        rng = self._stream(key, "mask")
-        coin = np.random.default_rng() if rng is None else rng
         state, out = client_mask_input(
-            replace(state, params=params), RoutedShares.decode(inbound), flat, coin
+            replace(state, params=params),
+            RoutedShares.decode(inbound),
+            flat,
+            self._coin(key),
         )
         self.states[key] = state
         return out.encode(), quantizer(params)
@@ -259,10 +265,8 @@ class ClientSessions:
                         f"this client's secure-sum input has {flat.size} values; "
                         f"the round expects {state.params.length}"
                     )
-                rng = self._stream(key, stage)
-                coin = np.random.default_rng() if rng is None else rng
                 state, out = client_mask_input(
-                    state, RoutedShares.decode(inbound), flat, coin
+                    state, RoutedShares.decode(inbound), flat, self._coin(key)
                 )
             else:
                 state, out = client_unmask(state, UnmaskRequest.decode(inbound))

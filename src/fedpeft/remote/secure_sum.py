@@ -252,10 +252,8 @@ class _Session:
     def run(self) -> Params:
         owner = self.owner
         prep = None
-        if owner._passes == 0:  # what went ahead is this pass's, or no one's
+        if owner._passes == 0:  # outgoing() kept it only if it is this merge's
             prep, owner.prepared = owner.prepared, None
-            if prep is not None and prep.scope != owner.scope:
-                prep = None
         if prep is not None:
             alive, masked = self._masked_ahead(prep)
         else:
