@@ -148,6 +148,7 @@ class RunConfig(Section):
             devices=self.devices.profiles is not None,
             method=self.peft.method,
             batch_clients=self.federation.batch_clients,
+            head_init=self.peft.head_init,
         )
         if why is not None:
             raise ValueError(why)

@@ -51,6 +51,14 @@ class RobustSection(Section):
         description="norm-bound: a fixed L2 bound applied by each client before "
         "sending (0 = use norm_ratio); the only rule secure aggregation allows",
     )
+    warm_start: Literal["mean", "rule"] = Field(
+        "mean",
+        description="round 0's class statistics (peft.head_init = class-means or "
+        "lda): mean (summed: exactly the pooled data's head) or rule (each class's "
+        "mean feature estimated robustly over the clients holding the class: the "
+        "trimmed mean under trimmed-mean, the coordinate median under the other "
+        "rules), so clients that send another class's features cannot move it",
+    )
 
 
 class AttackSection(Section):
@@ -108,6 +116,7 @@ def threat_refusal(
     devices: bool,
     method: str,
     batch_clients: bool,
+    head_init: str = "class-means",
 ) -> str | None:
     """Why the run config's robust rule or attack cannot run as set (``None``:
     it can); the message names the setting to change."""
@@ -137,6 +146,25 @@ def threat_refusal(
             return (
                 f"robust.rule = {rule!r} with peft.method = 'blackbox': the CMA-ES "
                 "server merges search states, not updates; use robust.rule = 'mean'"
+            )
+    if robust.warm_start == "rule":
+        if rule == "mean":
+            return (
+                "robust.warm_start = 'rule' estimates round 0's class means with the "
+                "robust rule, and robust.rule is 'mean'; set robust.rule (e.g. "
+                "'median') or robust.warm_start = 'mean'"
+            )
+        if secagg:
+            return (
+                "robust.warm_start = 'rule' needs every client's class statistics in "
+                "the clear, and privacy.secagg hides them (the server sees only the "
+                "sum); set robust.warm_start = 'mean' or turn privacy.secagg off"
+            )
+        if head_init not in ("class-means", "lda"):
+            return (
+                f"robust.warm_start = 'rule' acts on the class statistics of "
+                f"peft.head_init = 'class-means' or 'lda', and head_init is "
+                f"{head_init!r}; set one of those or robust.warm_start = 'mean'"
             )
     if attack.kind != "none" and method == "blackbox":
         return (

@@ -11,6 +11,7 @@ from fedpeft.aggregation.robust import (
     krum_max_byzantine,
     krum_scores,
     krum_select,
+    robust_class_sums,
     trim_count,
     trimmed_mean,
 )
@@ -109,3 +110,30 @@ def test_krum_breakdown_point(k: int) -> None:
     bad = k - f - 1
     x[:bad] = 50.0
     assert krum_select(x, f)[0] < bad
+
+
+def test_robust_class_sums_by_hand() -> None:
+    # 3 clients, 2 classes, 2 dims. Class 0's per-client means: (1, 2), (3, 4)
+    # and (100, -100) (a liar); client 2 holds no class 1.
+    sums = np.array(
+        [
+            [[2.0, 4.0], [5.0, 5.0]],  # counts 2, 1 -> means (1, 2), (5, 5)
+            [[9.0, 12.0], [14.0, 21.0]],  # counts 3, 7 -> means (3, 4), (2, 3)
+            [[100.0, -100.0], [0.0, 0.0]],  # counts 1, 0
+        ]
+    )
+    counts = np.array([[2.0, 1.0], [3.0, 7.0], [1.0, 0.0]])
+    out = robust_class_sums(sums, counts)
+    # class 0: median of the three means (3, 2) x 6 examples; class 1: the
+    # median of two means (3.5, 4) x 8 examples.
+    np.testing.assert_allclose(out, [[18.0, 12.0], [28.0, 32.0]])
+    mean_out = robust_class_sums(sums, counts, lambda r: trimmed_mean(r, 0.0))
+    np.testing.assert_allclose(
+        mean_out[0], np.mean([[1, 2], [3, 4], [100, -100]], 0) * 6
+    )
+    # nobody holds a class: its sum stays zero
+    assert not robust_class_sums(sums[:, :1] * 0, np.zeros((3, 1))).any()
+    with pytest.raises(ValueError, match="do not pair up"):
+        robust_class_sums(sums, counts[:, :1])
+    with pytest.raises(ValueError, match="NaN"):
+        robust_class_sums(sums * np.nan, counts)

@@ -183,3 +183,28 @@ def test_summary_names_the_rule_and_the_attackers(tmp_path: Path) -> None:
     assert got["robust"]["rule"] == "median"
     assert got["attack"]["kind"] == "noise"
     assert got["attack"]["attackers"] == sorted(choose_attackers(4, 0.5, cfg.seed))
+
+
+def test_robust_warm_start_reaches_round_zero(
+    tiny_experiment: Experiment, tmp_path: Path
+) -> None:
+    """Under label flipping, ``robust.warm_start = "rule"`` gives round 0 a
+    head of its own (the median's class means), reported in round 0's metrics;
+    the default keeps the summed statistics."""
+    heads, records = [], []
+    for warm_start in ("mean", "rule"):
+        cfg = tiny_config(
+            tmp_path / warm_start,
+            "attack.kind=label-flip",
+            "attack.fraction=0.25",
+            "robust.rule=median",
+            f"robust.warm_start={warm_start}",
+            "federation.rounds=0",
+        )
+        run = FederatedRun(dataclasses.replace(tiny_experiment, config=cfg))
+        result = run.run()
+        records.append(result.history[0])
+        heads.append(result.params["head.weight"])
+    assert "robust_warm_start" not in records[0]
+    assert records[1]["robust_warm_start"] == "median"
+    assert not np.allclose(heads[0], heads[1])

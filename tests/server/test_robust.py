@@ -6,6 +6,12 @@ import numpy as np
 import pytest
 
 from fedpeft.aggregation import flatten
+from fedpeft.aggregation.class_means import (
+    CLASS_COUNT,
+    CLASS_SUM,
+    FEATURE_SUMSQ,
+    class_moments,
+)
 from fedpeft.config import ConfigError, load_config
 from fedpeft.config_threats import RobustSection
 from fedpeft.secagg import SecAggConfig
@@ -124,6 +130,20 @@ def test_secure_client_bound_equals_the_clipped_mean() -> None:
             "batch_clients = true",
         ),
         (["robust.rule=medain"], "robust.rule"),
+        (["robust.warm_start=rule"], "robust.rule is 'mean'"),
+        (
+            ["robust.warm_start=rule", "robust.rule=median", "peft.head_init=probe"],
+            "head_init is 'probe'",
+        ),
+        (
+            [
+                "robust.warm_start=rule",
+                "robust.rule=norm-bound",
+                "robust.max_norm=1.0",
+                "privacy.secagg=true",
+            ],
+            "class statistics in the clear",
+        ),
     ],
 )
 def test_config_refusals(extra: list[str], match: str) -> None:
@@ -140,3 +160,49 @@ def test_build_picks_the_aggregator() -> None:
     )
     agg = build_aggregator(cfg, strategy, 100)
     assert isinstance(agg, SecureAggregator) and agg.client_bound == 0.5
+
+
+def _stats(means: list[list[float]], counts: list[list[float]]) -> list[dict]:
+    """Per-client class statistics with the given class means and counts."""
+    out = []
+    for m, n in zip(means, counts, strict=True):
+        n_arr = np.array(n)
+        out.append(
+            {
+                CLASS_SUM: np.array(m).reshape(len(n), -1) * n_arr[:, None],
+                CLASS_COUNT: n_arr,
+                FEATURE_SUMSQ: np.full(2, float(n_arr.sum())),
+            }
+        )
+    return out
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"), [("median", [2.0, -2.0]), ("trimmed-mean", [2.0, -2.0])]
+)
+def test_warm_start_rule_gives_robust_class_means(
+    rule: str, expected: list[float]
+) -> None:
+    # 5 clients hold class 0 (means 1, 2, 3 honest, two liars at -50 / +50 on
+    # dim 0); every client holds class 1 at the same mean (0, 0).
+    stats = _stats(
+        [[1, -2, 0, 0], [2, -2, 0, 0], [3, -2, 0, 0], [-50, -2, 0, 0], [50, -2, 0, 0]],
+        [[4, 2], [4, 2], [4, 2], [4, 2], [4, 2]],
+    )
+    options = {"trim": 0.2} if rule == "trimmed-mean" else {}
+    robust = RobustAggregator(RobustSection(rule=rule, warm_start="rule", **options))
+    total, metrics = robust.sum(0, stats)
+    means, *_ = class_moments(total)
+    np.testing.assert_allclose(means[0], expected)
+    np.testing.assert_allclose(means[1], [0.0, 0.0])
+    assert metrics["robust_warm_start"] == rule
+    # the label-independent statistics and the counts stay exact sums
+    plain, _ = PlainAggregator().sum(0, stats)
+    for key in (CLASS_COUNT, FEATURE_SUMSQ):
+        np.testing.assert_array_equal(total[key], plain[key])
+    # warm_start = "mean" (the default): the plain sum, whatever the rule
+    summed, _ = RobustAggregator(RobustSection(rule=rule, **options)).sum(0, stats)
+    np.testing.assert_array_equal(summed[CLASS_SUM], plain[CLASS_SUM])
+    # arrays that are not class statistics (the calibration's NLL sums) add up
+    nll, _ = robust.sum(0, [{"nll_sums": np.ones(3)}] * 4)
+    np.testing.assert_array_equal(nll["nll_sums"], np.full(3, 4.0))

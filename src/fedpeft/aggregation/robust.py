@@ -12,11 +12,15 @@ matrix whose rows are the K clients' flattened updates.
   K ≥ 2f + 3.
 * :func:`clip_rows` — scale each row to L2 norm ≤ a bound (norm bounding,
   Sun et al. 2019).
+* :func:`robust_class_sums` — the warm start's per-class feature sums with
+  each class mean replaced by a robust estimate over the clients holding it.
 
 Sums run in float64.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -115,3 +119,43 @@ def clip_rows(x: np.ndarray, bound: float) -> tuple[Float64Array, Float64Array]:
     norms = np.linalg.norm(m, axis=1)
     factor = np.minimum(1.0, bound / np.maximum(norms, 1e-300))
     return m * factor[:, None], norms
+
+
+def robust_class_sums(
+    sums: np.ndarray,
+    counts: np.ndarray,
+    estimate: Callable[[np.ndarray], Float64Array] = coordinate_median,
+) -> Float64Array:
+    """Class sums ``(C, d)`` whose class means are robust estimates.
+
+    For each class c, ``estimate`` runs over the per-client means
+    ``sums[k, c] / counts[k, c]`` of the clients with ``counts[k, c] > 0`` (one
+    row each, whatever their counts: a claimed count is itself an attack
+    surface), and the result is scaled back by the summed count ``Σ_k
+    counts[k, c]``, so a head built from it sees the pooled counts and the
+    robust means. A class no client holds keeps a zero sum.
+
+    Args:
+        sums: ``(K, C, d)`` per-client class feature sums.
+        counts: ``(K, C)`` per-client class counts (any common positive scale).
+        estimate: ``(rows, d) -> (d,)``, e.g. :func:`coordinate_median`.
+
+    Raises:
+        ValueError: if the shapes do not pair up or a value is not finite.
+    """
+    sums = np.asarray(sums, dtype=np.float64)
+    counts = np.asarray(counts, dtype=np.float64)
+    if sums.ndim != 3 or counts.shape != sums.shape[:2]:
+        raise ValueError(
+            f"class sums {sums.shape} and counts {counts.shape} do not pair up as "
+            "(clients, classes, dims) and (clients, classes)"
+        )
+    if not (np.isfinite(sums).all() and np.isfinite(counts).all()):
+        raise ValueError("class statistics hold NaN or infinite values")
+    out = np.zeros(sums.shape[1:], dtype=np.float64)
+    for c in range(sums.shape[1]):
+        held = counts[:, c] > 0
+        if held.any():
+            means = sums[held, c] / counts[held, c, None]
+            out[c] = estimate(means) * counts[:, c].sum()
+    return out

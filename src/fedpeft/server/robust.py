@@ -14,8 +14,14 @@ the rule still averages, its client weights:
 All of them read every update, so none runs under secure aggregation; there
 only a bound each client applies to its own update before masking is possible
 (:class:`~fedpeft.server.aggregators.SecureAggregator`'s ``client_bound``),
-and it holds only for clients that run the protocol's code. The round-0 warm
-start is merged by the plain n_k-weighted mean.
+and it holds only for clients that run the protocol's code.
+
+Round 0's warm start is merged by the plain sum (or n_k-weighted mean) unless
+``robust.warm_start = "rule"``: then each class's mean feature in the
+class-means / lda statistics is the rule's robust estimate over the clients
+holding that class (:func:`~fedpeft.aggregation.robust.robust_class_sums`);
+the label-independent parts (sums of squares, Gram matrix) and the
+calibration's NLL sums stay summed.
 """
 
 from __future__ import annotations
@@ -28,18 +34,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedpeft.aggregation import flatten, unflatten
+from fedpeft.aggregation.class_means import CLASS_COUNT, CLASS_SUM
 from fedpeft.aggregation.robust import (
     clip_rows,
     coordinate_median,
     krum_max_byzantine,
     krum_select,
+    robust_class_sums,
     trim_count,
     trimmed_mean,
 )
 from fedpeft.config_threats import RobustSection
 from fedpeft.server.aggregators import Metrics, PlainAggregator, agg_metrics
 from fedpeft.strategies import Strategy
-from fedpeft.types import ClientUpdate, Params
+from fedpeft.types import ClientUpdate, Float64Array, Params
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +102,28 @@ class RobustAggregator(PlainAggregator):
             robust_clipped_fraction=float(np.mean(norms > bound)),
         )
         return new, {**agg_metrics(metrics), **stats}
+
+    def sum(
+        self, rnd: int, arrays: Sequence[Params], clip_range: float = 0.0
+    ) -> tuple[Params, Metrics]:
+        """Σ arrays; with ``warm_start = "rule"``, class statistics get robust
+        class means (module docstring)."""
+        total, metrics = super().sum(rnd, arrays, clip_range)
+        o = self.options
+        if o.warm_start != "rule" or o.rule == "mean" or CLASS_SUM not in total:
+            return total, metrics
+        total[CLASS_SUM] = robust_class_sums(
+            np.stack([a[CLASS_SUM] for a in arrays]),
+            np.stack([a[CLASS_COUNT] for a in arrays]),
+            self._estimate,
+        )
+        return total, {**metrics, "robust_warm_start": o.rule}
+
+    def _estimate(self, rows: np.ndarray) -> Float64Array:
+        """The rule's estimate of one class's mean from per-client rows."""
+        if self.options.rule == "trimmed-mean":
+            return trimmed_mean(rows, self.options.trim)
+        return coordinate_median(rows)
 
     def _krum(self, rnd: int, rows: np.ndarray) -> tuple[list[int], Metrics]:
         """Krum's (or Multi-Krum's) kept rows, with f and m."""
