@@ -112,11 +112,12 @@ class RobustAggregator(PlainAggregator):
         o = self.options
         if o.warm_start != "rule" or o.rule == "mean" or CLASS_SUM not in total:
             return total, metrics
-        total[CLASS_SUM] = robust_class_sums(
+        sums = robust_class_sums(
             np.stack([a[CLASS_SUM] for a in arrays]),
             np.stack([a[CLASS_COUNT] for a in arrays]),
             self._estimate,
         )
+        total[CLASS_SUM] = sums.astype(total[CLASS_SUM].dtype)
         return total, {**metrics, "robust_warm_start": o.rule}
 
     def _estimate(self, rows: np.ndarray) -> Float64Array:
