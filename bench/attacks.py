@@ -14,8 +14,13 @@ backbone. The server's default screening (``federation.update_norm_ratio =
 20``) stays on for every rule. Attacks use the default magnitude
 ``attack.scale = 10``.
 
+``--warm-start rule`` sets ``robust.warm_start = rule`` for every rule but
+``mean`` (round 0's class means estimated by the rule instead of summed); its
+cells are keyed apart, so run it into its own ``--out``.
+
     python bench/attacks.py [--alphas 0.5 0.1] [--seeds 0 1 2]
-        [--attacks ...] [--fractions 0.1 0.3] [--rules ...] [--report-only]
+        [--attacks ...] [--fractions 0.1 0.3] [--rules ...]
+        [--warm-start mean|rule] [--report-only]
 """
 
 from __future__ import annotations
@@ -56,18 +61,32 @@ RULE_OPTIONS = {
 }
 
 
-def cell_overrides(alpha: float, attack: str, fraction: float, rule: str) -> list[str]:
+def cell_overrides(
+    alpha: float, attack: str, fraction: float, rule: str, warm_start: str = "mean"
+) -> list[str]:
     out = [f"partition.alpha={alpha}", f"robust.rule={rule}"]
     out += RULE_OPTIONS.get(rule, [])
+    if warm_start != "mean" and rule != "mean":
+        out.append(f"robust.warm_start={warm_start}")
     if attack != "none":
         out += [f"attack.kind={attack}", f"attack.fraction={fraction}"]
     return out
 
 
 def run_cell(
-    exp: Experiment, alpha: float, attack: str, fraction: float, rule: str, seed: int
+    exp: Experiment,
+    alpha: float,
+    attack: str,
+    fraction: float,
+    rule: str,
+    seed: int,
+    warm_start: str = "mean",
 ) -> dict[str, Any]:
-    overrides = [*BASE, f"seed={seed}", *cell_overrides(alpha, attack, fraction, rule)]
+    overrides = [
+        *BASE,
+        f"seed={seed}",
+        *cell_overrides(alpha, attack, fraction, rule, warm_start),
+    ]
     cfg = load_config(None, overrides)
     started = time.perf_counter()
     run = FederatedRun(dataclasses.replace(exp, config=cfg))
@@ -79,6 +98,7 @@ def run_cell(
         "fraction": fraction,
         "rule": rule,
         "seed": seed,
+        "warm_start": warm_start,
         "attackers": sorted(run.attackers),
         "round0_accuracy": result.history[0]["test_accuracy"],
         "final_accuracy": last["test_accuracy"],
@@ -129,6 +149,47 @@ def report(cells: Sequence[dict[str, Any]], rules: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def paired_report(cells: Sequence[dict[str, Any]], rules: Sequence[str]) -> str:
+    """Markdown: per α, each attack cell minus the same rule's clean cell of
+    the same seed, in points, mean ± sd over seeds (n)."""
+    final = {
+        (c["alpha"], c["attack"], c["fraction"], c["rule"], c["seed"]): c[
+            "final_accuracy"
+        ]
+        for c in cells
+    }
+    lines = []
+    for alpha in sorted({c["alpha"] for c in cells}, reverse=True):
+        lines.append(f"\nDir({alpha}), points vs the same rule's clean run (paired):\n")
+        lines.append("| attack | attackers | " + " | ".join(rules) + " |")
+        lines.append("|---|---|" + "---|" * len(rules))
+        rows = sorted(
+            {
+                (c["attack"], c["fraction"])
+                for c in cells
+                if c["alpha"] == alpha and c["attack"] != "none"
+            }
+        )
+        for attack, fraction in rows:
+            out = []
+            for rule in rules:
+                diffs = [
+                    100 * (acc - final[(alpha, "none", 0.0, rule, seed)])
+                    for (a, at, f, r, seed), acc in final.items()
+                    if (a, at, f, r) == (alpha, attack, fraction, rule)
+                    and (alpha, "none", 0.0, rule, seed) in final
+                ]
+                if not diffs:
+                    out.append("—")
+                elif len(diffs) == 1:
+                    out.append(f"{diffs[0]:+.1f} (1)")
+                else:
+                    sd = float(np.std(diffs, ddof=1))
+                    out.append(f"{np.mean(diffs):+.1f} ± {sd:.1f} ({len(diffs)})")
+            lines.append(f"| {attack} | {fraction:.0%} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--alphas", type=float, nargs="+", default=[0.5, 0.1])
@@ -142,6 +203,7 @@ def main() -> None:
     )
     p.add_argument("--out", type=Path, default=Path("runs/attacks"))
     p.add_argument("--results", type=Path, default=Path("bench/results/attacks.json"))
+    p.add_argument("--warm-start", choices=["mean", "rule"], default="mean")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args()
 
@@ -153,11 +215,15 @@ def main() -> None:
             for attack, fraction in todo:
                 for rule in args.rules:
                     key = f"a{alpha}-{attack}-f{fraction}-{rule}-s{seed}"
+                    if args.warm_start != "mean" and rule != "mean":
+                        key += f"-ws{args.warm_start}"
                     path = cells_dir / f"{key}.json"
                     if path.exists() or args.report_only:
                         continue
                     exp = exp or experiment_for(alpha, seed)
-                    cell = run_cell(exp, alpha, attack, fraction, rule, seed)
+                    cell = run_cell(
+                        exp, alpha, attack, fraction, rule, seed, args.warm_start
+                    )
                     write_json(path, cell)
                     print(
                         f"{key}: {cell['final_accuracy']:.3f} (round 0 "
@@ -165,8 +231,8 @@ def main() -> None:
                         flush=True,
                     )
     cells = [json.loads(f.read_text()) for f in sorted(cells_dir.glob("*.json"))]
-    table = report(cells, args.rules)
-    print(table)
+    print(report(cells, args.rules))
+    print(paired_report(cells, args.rules))
     merge_results(args.results, {"poisoning": cells})
 
 
