@@ -35,8 +35,8 @@ class PeftConfig(Options):
         description="class-means: the head from the clients' summed per-class "
         "feature statistics (exact, secure-aggregation friendly); lda: the same "
         "with a full covariance, shrinkage picked on the clients' validation "
-        "splits; probe: the mean of the clients' linear-probe heads; all before "
-        "round 1",
+        "splits (recommended under strong label skew: docs/benchmarks.md); probe: "
+        "the mean of the clients' linear-probe heads; all before round 1",
     )
 
     def adapter_options(self) -> dict[str, Any]:
