@@ -73,12 +73,16 @@ def test_plain_remote_run_equals_embedded(
     assert all(r["bytes_up"] > 0 and r["bytes_down"] > 0 for r in result.history)
 
 
-@pytest.mark.parametrize("attack", ["sign-flip", "label-flip"])
+@pytest.mark.parametrize(
+    ("attack", "warm_start"),
+    [("sign-flip", "mean"), ("label-flip", "mean"), ("label-flip", "rule")],
+)
 def test_attackers_behind_messages_act_as_in_process(
-    tiny_experiment: Experiment, tmp_path: object, attack: str
+    tiny_experiment: Experiment, tmp_path: object, attack: str, warm_start: str
 ) -> None:
     """Attackers are client algorithms: a node of an attacking client poisons
-    its reply (or trains on flipped labels) exactly as the embedded engine's."""
+    its reply (or trains on flipped labels) exactly as the embedded engine's;
+    the robust warm start merges the nodes' class statistics as in process."""
     exp = _experiment(
         tiny_experiment,
         tmp_path,
@@ -86,6 +90,7 @@ def test_attackers_behind_messages_act_as_in_process(
         "attack.fraction=0.5",
         "attack.scale=3",
         "robust.rule=median",
+        f"robust.warm_start={warm_start}",
         "federation.update_norm_ratio=0",
     )
     embedded = FederatedRun(exp).run()
