@@ -55,7 +55,7 @@ from fedpeft.baselines.probe import run_linear_probe
 from fedpeft.config import load_config
 from fedpeft.data.partition.base import PartitionError
 from fedpeft.engine.simulation import FederatedRun
-from fedpeft.experiment import build_experiment
+from fedpeft.experiment import Experiment, build_experiment
 from fedpeft.remote.node import config_digest
 from fedpeft.rundir.files import write_atomic
 
@@ -262,6 +262,16 @@ def run_cell(cell: Cell, out: Path) -> dict[str, Any]:
     return result
 
 
+def example_budget(exp: Experiment) -> int:
+    """One federated run's training examples: rounds × clients a round × the
+    mean client's training size (the centralized reference's budget)."""
+    cfg = exp.config
+    fed = cfg.federation
+    per_round = max(2, math.ceil(cfg.strategy.fraction_fit * fed.num_clients))
+    mean_n = float(np.mean([len(c.train) for c in exp.clients]))
+    return round(fed.rounds * per_round * mean_n)
+
+
 def run_reference(corpus: str, seed: int, out: Path) -> dict[str, Any]:
     """Centralized prompt tuning (linear-probe warm start, LP-FT) and the
     tuned linear probe on the pooled data of (corpus, seed)."""
@@ -272,10 +282,7 @@ def run_reference(corpus: str, seed: int, out: Path) -> dict[str, Any]:
     cell = Cell(corpus, "dirichlet-balanced", 0.1, "fedavg", "probe", seed)
     cfg = load_config(None, cell.overrides())
     exp = build_experiment(cfg)
-    fed = cfg.federation
-    per_round = max(2, math.ceil(cfg.strategy.fraction_fit * fed.num_clients))
-    mean_n = float(np.mean([len(c.train) for c in exp.clients]))
-    budget = round(fed.rounds * per_round * mean_n)
+    budget = example_budget(exp)
     result: dict[str, Any] = {"budget_examples": budget}
     curve = run_centralized(exp, budget, 1)  # evaluated once, at the end
     result["centralized"] = [r["test_accuracy"] for r in curve]

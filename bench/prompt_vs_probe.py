@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from label_skew import CORPORA, Cell
+from label_skew import CORPORA, Cell, example_budget
 from results_io import merge_results, write_json
 
 from fedpeft.baselines.centralized import run_centralized
@@ -64,9 +64,7 @@ def run_one(corpus: str, seed: int, variant: str, out: Path) -> dict[str, Any]:
     cfg = load_config(None, [*cell.overrides(), *VARIANTS[variant]])
     exp = build_experiment(cfg)
     fed = cfg.federation
-    per_round = max(2, math.ceil(cfg.strategy.fraction_fit * fed.num_clients))
-    mean_n = float(np.mean([len(c.train) for c in exp.clients]))
-    budget = round(fed.rounds * per_round * mean_n)
+    budget = example_budget(exp)
     curve = run_centralized(exp, MULTIPLE * budget, MULTIPLE * fed.rounds)
     result = {
         "corpus": corpus,

@@ -72,10 +72,8 @@ class RobustAggregator(PlainAggregator):
         rows = np.stack([flatten(u.delta) for u in updates])
         stats: Metrics = {"robust_rule": o.rule}
         if o.rule in ("median", "trimmed-mean"):
-            if o.rule == "median":
-                estimate = coordinate_median(rows)
-            else:
-                estimate = trimmed_mean(rows, o.trim)
+            estimate = self._estimate(rows)
+            if o.rule == "trimmed-mean":
                 stats["robust_trimmed_each_end"] = trim_count(len(rows), o.trim)
             new, metrics = strategy.step(rnd, params, unflatten(estimate, layout))
             return new, {**agg_metrics(metrics), **stats}
@@ -121,7 +119,9 @@ class RobustAggregator(PlainAggregator):
         return total, {**metrics, "robust_warm_start": o.rule}
 
     def _estimate(self, rows: np.ndarray) -> Float64Array:
-        """The rule's estimate of one class's mean from per-client rows."""
+        """The rule's coordinate-wise estimate over ``rows`` (a round's updates,
+        or one class's per-client means): the trimmed mean under
+        ``trimmed-mean``, the median otherwise."""
         if self.options.rule == "trimmed-mean":
             return trimmed_mean(rows, self.options.trim)
         return coordinate_median(rows)
