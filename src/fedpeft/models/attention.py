@@ -1,12 +1,22 @@
 """Scaled dot-product attention that stays fast under bf16 on CPU.
 
 PyTorch's CPU flash-attention kernel is several times slower in bf16 than in
-fp32, backward most of all (``bench/attention.py``: forward + backward of one
-MiniLM-sized attention is 4–6× slower in bf16). Under bf16 autocast every
-attention call would take that path, so :func:`sdpa_fp32_on_cpu` runs CPU
-attention in fp32 (inputs up-cast, output cast back) and leaves every other
-device and dtype to transformers' own SDPA function. The matmuls around it
-keep their bf16 speed; attention is a small share of a layer's FLOPs.
+fp32, backward most of all (``bench/attention.py``), and even in fp32 it is
+slow on the short sequences of this project (64–84 tokens, head dim 32): one
+MiniLM layer's attention took a third of a bf16 training step while holding
+3% of its FLOPs. For bf16 CPU inputs :func:`sdpa_cpu` therefore computes
+attention as three bf16 operations, each a well-vectorised kernel:
+
+    scores = query @ key^T            (bf16 matmul, fp32 accumulation)
+    probs  = softmax(scale * scores + mask_bias)
+    out    = probs @ value
+
+the softmax reducing in fp32 inside the kernel and rounding its output to
+bf16, as GPU flash attention rounds its probabilities before the second
+matmul. Calls it does not cover (dropout while training, a causal model
+called without a mask, position biases, soft-capping) up-cast to fp32 and take
+the flash kernel; every other device and dtype goes to transformers' own SDPA
+function unchanged.
 
 Registered with transformers as :data:`ATTENTION` (for attention and masks)
 when this module is imported; :func:`use_fast_attention` switches a loaded
@@ -23,13 +33,13 @@ from typing import Any
 
 import torch
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTENTION = "fedpeft_sdpa"
 
 
-def sdpa_fp32_on_cpu(
+def sdpa_cpu(
     module: torch.nn.Module,
     query: torch.Tensor,
     key: torch.Tensor,
@@ -37,11 +47,22 @@ def sdpa_fp32_on_cpu(
     attention_mask: torch.Tensor | None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """transformers' SDPA attention, computed in fp32 for bf16 CPU inputs."""
+    """transformers' SDPA attention, with bf16 CPU inputs computed by
+    :func:`bf16_attention` (or, where it does not apply, in fp32)."""
     if query.device.type != "cpu" or query.dtype != torch.bfloat16:
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, **kwargs
         )
+    if _bf16_applies(module, query, attention_mask, kwargs):
+        groups = int(getattr(module, "num_key_value_groups", 1))
+        out = bf16_attention(
+            query,
+            repeat_kv(key, groups),
+            repeat_kv(value, groups),
+            attention_mask,
+            kwargs.get("scaling"),
+        )
+        return out.transpose(1, 2).contiguous(), None  # (batch, seq, heads, dim)
     # Autocast would cast the inputs straight back to bf16.
     with torch.autocast("cpu", enabled=False):
         out, weights = sdpa_attention_forward(
@@ -50,8 +71,59 @@ def sdpa_fp32_on_cpu(
     return out.to(query.dtype), weights
 
 
+def _bf16_applies(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    mask: torch.Tensor | None,
+    kwargs: dict[str, Any],
+) -> bool:
+    """Whether :func:`bf16_attention` computes what SDPA would for this call."""
+    if kwargs.get("dropout", 0.0) and module.training:
+        return False
+    if kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None:
+        return False
+    is_causal = kwargs.get("is_causal")
+    causal = getattr(module, "is_causal", True) if is_causal is None else is_causal
+    return mask is not None or not (causal and query.shape[2] > 1)
+
+
+def bf16_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    scaling: float | None = None,
+) -> torch.Tensor:
+    """Softmax attention in bf16 matmuls and a bf16-output softmax.
+
+    Args:
+        query: ``(batch, heads, q_len, dim)``.
+        key, value: ``(batch, heads, kv_len, dim)`` (key/value heads already
+            repeated to the query heads).
+        mask: ``None``, boolean (True where attended) or additive float,
+            broadcastable to ``(batch, heads, q_len, kv_len)``.
+        scaling: Score scale; default ``dim ** -0.5``.
+
+    Returns:
+        ``(batch, heads, q_len, dim)`` in the query's dtype.
+    """
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(-1, -2))  # (b, h, q, kv)
+    if mask is not None:
+        floor = torch.finfo(query.dtype).min
+        if mask.dtype == torch.bool:
+            bias = torch.zeros(mask.shape, dtype=query.dtype, device=mask.device)
+            bias.masked_fill_(~mask, floor)
+        else:
+            bias = mask.to(query.dtype).clamp_min(floor)  # fp32's min is -inf in bf16
+        scores = torch.add(bias, scores, alpha=scale)
+    else:
+        scores = scores * scale
+    return torch.matmul(scores.softmax(-1), value)
+
+
 def _register() -> None:
-    AttentionInterface.register(ATTENTION, sdpa_fp32_on_cpu)
+    AttentionInterface.register(ATTENTION, sdpa_cpu)
     AttentionMaskInterface.register(ATTENTION, sdpa_mask)
 
 
@@ -64,7 +136,7 @@ def _travels_with_registration(module: torch.nn.Module, args: Any) -> None:
 
 
 def use_fast_attention(model: Any) -> bool:
-    """Switch ``model`` from SDPA to :func:`sdpa_fp32_on_cpu` (in place).
+    """Switch ``model`` from SDPA to :func:`sdpa_cpu` (in place).
 
     Models on another attention implementation (eager, flash, flex) are left
     as they are. Returns whether the model was switched.

@@ -127,7 +127,7 @@ def _load_backbone(name: str, device: torch.device) -> Backbone:
     model.eval()
     model.requires_grad_(False)
     cast(nn.Module, model).to(device)  # transformers mistypes its `to` wrapper
-    use_fast_attention(model)  # bf16 CPU attention in fp32: several times faster
+    use_fast_attention(model)  # bf16 CPU attention: fedpeft.models.attention
     tokenizer = _with_pad_token(
         AutoTokenizer.from_pretrained(path, local_files_only=True), name
     )
