@@ -1,15 +1,17 @@
-"""bf16 attention on CPU: PyTorch's kernel vs fedpeft's fp32 attention.
+"""bf16 attention on CPU: PyTorch's kernels vs fedpeft's.
 
 Two measurements, each as medians of ``--repeats`` interleaved repetitions
 (the first is a warm-up), reported as ratios to fp32 within one run:
 
-* the kernel alone: ``scaled_dot_product_attention`` forward + backward on
-  MiniLM-shaped inputs (16 sequences, 12 heads, head dim 32) in fp32, in bf16,
-  and in bf16 with the math backend;
+* the kernel alone: forward + backward on MiniLM-shaped inputs (16
+  sequences, 12 heads, head dim 32): ``scaled_dot_product_attention`` in
+  fp32, in bf16, in bf16 with the math backend, on bf16 inputs up-cast to
+  fp32 (fedpeft's path until 2026-12-05), and fedpeft's
+  :func:`~fedpeft.models.attention.bf16_attention` (three bf16 kernels);
 * the whole backbone: MiniLM-L6 forward (inference) and forward + backward to
   the input embeddings (training a soft prompt), 16 sequences, in fp32, under
-  bf16 autocast with transformers' SDPA attention (bf16 kernel) and under
-  bf16 autocast with ``fedpeft_sdpa`` (attention up-cast to fp32, what
+  bf16 autocast with transformers' SDPA attention (bf16 kernel), with the
+  fp32 flash kernel on up-cast inputs, and with ``fedpeft_sdpa`` (what
   ``load_backbone`` installs).
 
     python bench/attention.py [--repeats 7]
@@ -19,16 +21,42 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results_io import merge_results
 from timing import interleaved_medians  # bench/timing.py
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from fedpeft.models.attention import bf16_attention
 from fedpeft.models.loading import load_backbone
+
+UPCAST = "fp32_flash_on_upcasts"
+
+
+def _sdpa_upcast(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs: object,
+) -> tuple[torch.Tensor, None]:
+    """fedpeft's bf16 CPU attention until 2026-12-05: fp32 flash on up-casts."""
+    with torch.autocast("cpu", enabled=False):
+        out, _ = sdpa_attention_forward(
+            module, query.float(), key.float(), value.float(), attention_mask, **kwargs
+        )
+    return out.to(query.dtype), None
+
+
+AttentionInterface.register(UPCAST, _sdpa_upcast)
+AttentionMaskInterface.register(UPCAST, sdpa_mask)
 
 RESULTS = Path("bench/results/attention.json")
 LENGTHS = (40, 84)  # a short batch; 64 tokens + a 20-vector prompt
@@ -42,14 +70,18 @@ def kernel(length: int, repeats: int) -> dict[str, float]:
     gen = torch.Generator().manual_seed(0)
     base = [torch.randn(16, 12, length, 32, generator=gen) for _ in range(3)]
 
-    def run(dtype: torch.dtype, backend: SDPBackend | None) -> Callable[[], None]:
+    def run(dtype: torch.dtype, kind: str | SDPBackend) -> Callable[[], None]:
         qkv = [t.to(dtype).requires_grad_(True) for t in base]
 
         def step() -> None:
-            if backend is None:
+            if kind == "fedpeft":
+                out = bf16_attention(*qkv, None)
+            elif kind == "upcast":
+                out = F.scaled_dot_product_attention(*(t.float() for t in qkv))
+            elif kind == "sdpa":
                 out = F.scaled_dot_product_attention(*qkv)
             else:
-                with sdpa_kernel(backend):
+                with sdpa_kernel(kind):
                     out = F.scaled_dot_product_attention(*qkv)
             out.float().sum().backward()
 
@@ -57,9 +89,11 @@ def kernel(length: int, repeats: int) -> dict[str, float]:
 
     return _median_ms(
         {
-            "fp32": run(torch.float32, None),
-            "bf16": run(torch.bfloat16, None),
+            "fp32": run(torch.float32, "sdpa"),
+            "bf16": run(torch.bfloat16, "sdpa"),
             "bf16 math": run(torch.bfloat16, SDPBackend.MATH),
+            "bf16 up-cast to fp32 flash": run(torch.bfloat16, "upcast"),
+            "bf16, fedpeft bf16_attention": run(torch.bfloat16, "fedpeft"),
         },
         repeats,
     )
@@ -69,6 +103,8 @@ def backbone(length: int, repeats: int) -> dict[str, float]:
     fast = load_backbone("minilm-l6").model
     plain = copy.deepcopy(fast)
     plain.set_attn_implementation("sdpa")
+    upcast = copy.deepcopy(fast)
+    upcast.set_attn_implementation(UPCAST)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 20000, (16, length), generator=gen)
     mask = torch.ones(16, length, dtype=torch.long)
@@ -93,6 +129,7 @@ def backbone(length: int, repeats: int) -> dict[str, float]:
             {
                 "fp32": run(fast, False, train),  # fp32: both paths are plain SDPA
                 "bf16, SDPA": run(plain, True, train),
+                "bf16, fp32 flash on up-casts": run(upcast, True, train),
                 "bf16, fedpeft_sdpa": run(fast, True, train),
             },
             repeats,
@@ -115,6 +152,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument(
+        "--label", default="2026-12-05", help="key of this run in the results file"
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
     results: dict[str, dict[str, float]] = {}
@@ -122,7 +162,7 @@ def main() -> None:
         results[f"kernel, {length} tokens"] = kernel(length, args.repeats)
         results[f"MiniLM, {length} tokens"] = backbone(length, args.repeats)
         print(render(results), flush=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    merge_results(RESULTS, {args.label: results})
     print(f"wrote {RESULTS}")
 
 
