@@ -2,11 +2,7 @@
 
 The budget is counted in example-passes: the centralized run trains on as many
 examples as all clients together did in the federated run, split into as many
-chunks as there were rounds so its curve can be drawn against rounds. With
-``federation.bucket_threads`` > 1 (and a method with a per-example forward)
-each batch is cut by length into that many groups, trained on as many threads
-and their gradients summed: the same steps as one padded batch, up to
-floating-point reassociation.
+chunks as there were rounds so its curve can be drawn against rounds.
 """
 
 from __future__ import annotations
@@ -60,9 +56,6 @@ def run_centralized(
     steps_per_chunk = max(1, math.ceil(budget_examples / c.batch_size / chunks))
     chunk_cfg = c.model_copy(update={"local_steps": steps_per_chunk})
     optimizer = build_optimizer(model, c)  # one optimizer: chunks only mark eval points
-    # Each batch as `threads` length groups on as many threads, as the batched
-    # engine runs its buckets: the same batches and gradients, less padding.
-    threads = cfg.federation.bucket_threads
     for rnd in range(1, chunks + 1):
         stats = train_adapter(
             model,
@@ -71,8 +64,6 @@ def run_centralized(
             stream(cfg.seed, "baseline", 0, rnd),
             precision=cfg.model.precision,
             optimizer=optimizer,
-            bucket_size=math.ceil(c.batch_size / threads) if threads > 1 else 0,
-            bucket_threads=threads,
         )
         records.append(
             {

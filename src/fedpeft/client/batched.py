@@ -179,7 +179,7 @@ def sub_batch(batch: Batch, idx: torch.Tensor) -> Batch:
     )
 
 
-def run_buckets(
+def _run_buckets(
     work: Callable[[Batch, torch.Tensor], BucketResult],
     batch: Batch,
     buckets: Sequence[torch.Tensor],
@@ -336,7 +336,7 @@ def train_clients_batched(
                 return loss.detach(), tuple(part)
 
             before = meter.total
-            bucket_results = run_buckets(bucket, batch, buckets, meter, pool)
+            bucket_results = _run_buckets(bucket, batch, buckets, meter, pool)
             step_flops = meter.total - before
             per_example = torch.empty(len(batch), device=device)
             grads: list[torch.Tensor | None] = [None] * len(leaves)

@@ -8,19 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fedpeft.client.batched import (
-    BucketResult,
-    length_buckets,
-    run_buckets,
-    supports_batching,
-)
 from fedpeft.client.evaluate import EvalResult, evaluate
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.label_skew import LogitAdjust
@@ -47,43 +40,6 @@ def _proximal_term(
     )
 
 
-def _bucketed_backward(
-    model: AdapterClassifier,
-    batch: Batch,
-    precision: str,
-    adjust: LogitAdjust | None,
-    bucket_size: int,
-    meter: FlopMeter,
-    pool: ThreadPoolExecutor | None,
-) -> torch.Tensor:
-    """The batch's mean cross-entropy, its gradient left in the trainable
-    tensors' ``.grad``: computed over length buckets through the per-example
-    forward (every example uses the one shared state), on ``pool``, and
-    summed in bucket order, so the result does not depend on scheduling."""
-    params = model.trainable_parameters()
-    names = list(params)
-    leaves = [params[n] for n in names]
-
-    def work(sub: Batch, idx: torch.Tensor) -> BucketResult:
-        shared = {n: p.expand(len(sub), *p.shape) for n, p in params.items()}
-        with autocast(precision, model.device):
-            logits = model.per_example_logits(sub, shared)
-        logits = logits.float() if adjust is None else adjust(logits)
-        loss = F.cross_entropy(logits, sub.labels, reduction="sum") / len(batch)
-        return loss.detach(), torch.autograd.grad(loss, leaves, allow_unused=True)
-
-    buckets = length_buckets(batch.attention_mask.sum(dim=1), bucket_size)
-    with model.per_example_session():
-        results = run_buckets(work, batch, buckets, meter, pool)
-    total = torch.zeros((), device=model.device)
-    for loss, part in results:  # fixed order
-        total = total + loss
-        for leaf, grad in zip(leaves, part, strict=True):
-            if grad is not None:
-                leaf.grad = grad.clone() if leaf.grad is None else leaf.grad + grad
-    return total
-
-
 def train_adapter(
     model: AdapterClassifier,
     data: TokenizedDataset,
@@ -96,8 +52,6 @@ def train_adapter(
     optimizer: torch.optim.Optimizer | None = None,
     adjust: LogitAdjust | None = None,
     correction: Mapping[str, torch.Tensor] | None = None,
-    bucket_size: int = 0,
-    bucket_threads: int = 1,
 ) -> LocalTrainStats:
     """Train ``model``'s trainable tensors in place on ``data``.
 
@@ -115,11 +69,6 @@ def train_adapter(
         correction: SCAFFOLD's ``c − c_k`` per trainable tensor, added to every
             step's gradient; the stats then carry the mean raw gradient as
             ``control`` (:mod:`fedpeft.client.scaffold`).
-        bucket_size: With a method that has a per-example forward, split each
-            batch, sorted by length, into groups of about this many, each
-            padded only to its own longest, and sum their gradients (the
-            batch, and so the gradient, stay the same; 0: one padded batch).
-        bucket_threads: Run a batch's groups on this many threads.
     """
     if len(data) == 0:
         raise ValueError(
@@ -133,9 +82,6 @@ def train_adapter(
     grad_mean = GradientMean() if correction is not None else None
     losses: list[float] = []
     examples = 0
-    bucketed = bucket_size > 0 and supports_batching(model)
-    threaded = bucketed and bucket_threads > 1
-    pool = ThreadPoolExecutor(bucket_threads) if threaded else None
     started = time.perf_counter()
     for order in batch_orders(
         len(data), cfg.batch_size, cfg.local_epochs, cfg.local_steps, rng
@@ -143,24 +89,16 @@ def train_adapter(
         batch = data.batch(order, model.device)
 
         def step(batch: Batch = batch) -> float:
+            with autocast(precision, model.device):
+                logits = model(batch)
+            if adjust is not None:
+                logits = adjust(logits)
+            loss = F.cross_entropy(logits, batch.labels)
+            total = loss
+            if proximal_mu > 0:
+                total = loss + 0.5 * proximal_mu * _proximal_term(model, anchor)
             optimizer.zero_grad(set_to_none=True)
-            if bucketed:
-                loss = _bucketed_backward(
-                    model, batch, precision, adjust, bucket_size, meter, pool
-                )
-                if proximal_mu > 0:  # adds its gradient to the loss's
-                    prox = 0.5 * proximal_mu * _proximal_term(model, anchor)
-                    prox.backward()  # type: ignore[no-untyped-call]
-            else:
-                with autocast(precision, model.device):
-                    logits = model(batch)
-                if adjust is not None:
-                    logits = adjust(logits)
-                loss = F.cross_entropy(logits, batch.labels)
-                total = loss
-                if proximal_mu > 0:
-                    total = loss + 0.5 * proximal_mu * _proximal_term(model, anchor)
-                total.backward()  # type: ignore[no-untyped-call]
+            total.backward()  # type: ignore[no-untyped-call]
             if grad_mean is not None:
                 grad_mean.add(
                     {n: p.grad for n, p in params.items() if p.grad is not None}
@@ -176,14 +114,9 @@ def train_adapter(
             optimizer.step()
             return float(loss.detach())
 
-        if bucketed:  # the buckets count their own FLOPs
-            losses.append(step())
-        else:
-            width = batch.input_ids.shape[1]
-            losses.append(meter.run(("train", width), step, count=len(batch)))
+        width = batch.input_ids.shape[1]
+        losses.append(meter.run(("train", width), step, count=len(batch)))
         examples += len(batch)
-    if pool is not None:
-        pool.shutdown()
     return LocalTrainStats(
         loss=float(np.mean(losses)) if losses else float("nan"),
         steps=len(losses),
