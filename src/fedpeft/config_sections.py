@@ -153,7 +153,13 @@ class FederationSection(Section):
     eval_every: int = Field(
         1, ge=1, description="evaluate the global model every k rounds"
     )
-    eval_batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(
+        64,
+        ge=1,
+        description="sequences per evaluation batch (length-sorted); 64 is the "
+        "fastest on the 2-core CPU (the main job's 600 test snippets: 0.74 s "
+        "vs 0.89 s at 128). Left unset with model.device = cuda[:N], it is 128",
+    )
     eval_clients: bool = Field(
         True,
         description="also evaluate the global model on every client's validation "

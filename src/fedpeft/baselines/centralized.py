@@ -12,6 +12,7 @@ from typing import Any
 
 from fedpeft.client import evaluate, train_adapter
 from fedpeft.client.evaluate import EvalResult, concat_datasets
+from fedpeft.client.flops import FlopMeter
 from fedpeft.client.probe import warm_start
 from fedpeft.client.steps import build_optimizer
 from fedpeft.experiment import Experiment
@@ -56,6 +57,7 @@ def run_centralized(
     steps_per_chunk = max(1, math.ceil(budget_examples / c.batch_size / chunks))
     chunk_cfg = c.model_copy(update={"local_steps": steps_per_chunk})
     optimizer = build_optimizer(model, c)  # one optimizer: chunks only mark eval points
+    meter = FlopMeter()  # one meter: each padded length is counted once, not per chunk
     for rnd in range(1, chunks + 1):
         stats = train_adapter(
             model,
@@ -64,6 +66,7 @@ def run_centralized(
             stream(cfg.seed, "baseline", 0, rnd),
             precision=cfg.model.precision,
             optimizer=optimizer,
+            flops=meter,
         )
         records.append(
             {
