@@ -36,7 +36,8 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from fedpeft.models.attention import bf16_attention
 from fedpeft.models.loading import load_backbone
 
-UPCAST = "fp32_flash_on_upcasts"
+# No "flash" in the name: transformers would look for a hub kernel of that name.
+UPCAST = "fedpeft_sdpa_upcast"
 
 
 def _sdpa_upcast(

@@ -80,7 +80,7 @@ def test_bf16_gradients_match_fp32_attention() -> None:
 
 def test_bf16_attention_with_a_prefix_and_grouped_keys() -> None:
     gen = torch.Generator().manual_seed(0)
-    q = torch.randn(2, 4, 5, 8, generator=gen).to(torch.bfloat16)
+    q = torch.randn(2, 4, 5, 8, generator=gen).to(torch.bfloat16).requires_grad_()
     k, v = (torch.randn(2, 2, 9, 8, generator=gen).to(torch.bfloat16) for _ in "kv")
     module = _module()
     module.num_key_value_groups = 2  # 4 query heads share 2 key/value heads
@@ -107,6 +107,21 @@ def test_uncovered_calls_are_attended_in_fp32() -> None:
     training = _module().train()
     out, _ = sdpa_cpu(training, q, k, v, None, dropout=0.1)
     assert out.dtype == torch.bfloat16 and bool(torch.isfinite(out).all())
+
+
+def test_a_forward_without_backward_takes_the_fp32_kernel() -> None:
+    """Evaluation and frozen features: the fp32 flash kernel, exactly."""
+    q, k, v = _qkv(torch.bfloat16)
+    mask = _padding_mask(7, 7)
+    ref = _reference(q, k, v, mask).to(torch.bfloat16)
+    with torch.inference_mode():
+        out, _ = sdpa_cpu(_module(), q, k, v, mask)
+    assert torch.equal(out, ref)
+    plain = [t.detach() for t in (q, k, v)]  # grad mode on, nothing to differentiate
+    out, _ = sdpa_cpu(_module(), *plain, mask)
+    assert torch.equal(out, ref)
+    trained, _ = sdpa_cpu(_module(), q, k, v, mask)  # the bf16 path: not bit-equal
+    assert not torch.equal(trained, ref) and _close(trained, ref.float())
 
 
 def test_fp32_inputs_take_plain_sdpa() -> None:

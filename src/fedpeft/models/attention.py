@@ -1,11 +1,12 @@
 """Scaled dot-product attention that stays fast under bf16 on CPU.
 
 PyTorch's CPU flash-attention kernel is several times slower in bf16 than in
-fp32, backward most of all (``bench/attention.py``), and even in fp32 it is
-slow on the short sequences of this project (64–84 tokens, head dim 32): one
-MiniLM layer's attention took a third of a bf16 training step while holding
-3% of its FLOPs. For bf16 CPU inputs :func:`sdpa_cpu` therefore computes
-attention as three bf16 operations, each a well-vectorised kernel:
+fp32, backward most of all (``bench/attention.py``), and even in fp32 its
+backward is slow on the short sequences of this project (64–84 tokens, head
+dim 32): attention took a third of a bf16 training step while holding 3% of
+its FLOPs. For bf16 CPU inputs that need a gradient :func:`sdpa_cpu`
+therefore computes attention as three bf16 operations, each a
+well-vectorised kernel:
 
     scores = query @ key^T            (bf16 matmul, fp32 accumulation)
     probs  = softmax(scale * scores + mask_bias)
@@ -13,10 +14,11 @@ attention as three bf16 operations, each a well-vectorised kernel:
 
 the softmax reducing in fp32 inside the kernel and rounding its output to
 bf16, as GPU flash attention rounds its probabilities before the second
-matmul. Calls it does not cover (dropout while training, a causal model
-called without a mask, position biases, soft-capping) up-cast to fp32 and take
-the flash kernel; every other device and dtype goes to transformers' own SDPA
-function unchanged.
+matmul. Forwards without a backward (evaluation, frozen features), where
+the fp32 flash kernel is as fast, and calls the bf16 path does not cover
+(dropout while training, a causal model called without a mask, position
+biases, soft-capping) up-cast to fp32 and take the flash kernel; every other
+device and dtype goes to transformers' own SDPA function unchanged.
 
 Registered with transformers as :data:`ATTENTION` (for attention and masks)
 when this module is imported; :func:`use_fast_attention` switches a loaded
@@ -77,7 +79,11 @@ def _bf16_applies(
     mask: torch.Tensor | None,
     kwargs: dict[str, Any],
 ) -> bool:
-    """Whether :func:`bf16_attention` computes what SDPA would for this call."""
+    """Whether :func:`bf16_attention` computes what SDPA would for this call,
+    and is the faster path: only when a backward will follow (in a forward
+    alone the fp32 flash kernel is as fast or faster, ``bench/attention.py``)."""
+    if not (torch.is_grad_enabled() and query.requires_grad):
+        return False
     if kwargs.get("dropout", 0.0) and module.training:
         return False
     if kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None:
