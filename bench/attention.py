@@ -30,33 +30,16 @@ from results_io import merge_results
 from timing import interleaved_medians  # bench/timing.py
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from fedpeft.models.attention import bf16_attention
+from fedpeft.models.attention import bf16_attention, sdpa_upcast
 from fedpeft.models.loading import load_backbone
 
 # No "flash" in the name: transformers would look for a hub kernel of that name.
 UPCAST = "fedpeft_sdpa_upcast"
 
 
-def _sdpa_upcast(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    **kwargs: object,
-) -> tuple[torch.Tensor, None]:
-    """fedpeft's bf16 CPU attention until 2026-12-05: fp32 flash on up-casts."""
-    with torch.autocast("cpu", enabled=False):
-        out, _ = sdpa_attention_forward(
-            module, query.float(), key.float(), value.float(), attention_mask, **kwargs
-        )
-    return out.to(query.dtype), None
-
-
-AttentionInterface.register(UPCAST, _sdpa_upcast)
+AttentionInterface.register(UPCAST, sdpa_upcast)  # fedpeft_sdpa until 2026-12-05
 AttentionMaskInterface.register(UPCAST, sdpa_mask)
 
 RESULTS = Path("bench/results/attention.json")

@@ -65,8 +65,20 @@ def sdpa_cpu(
             kwargs.get("scaling"),
         )
         return out.transpose(1, 2).contiguous(), None  # (batch, seq, heads, dim)
-    # Autocast would cast the inputs straight back to bf16.
-    with torch.autocast("cpu", enabled=False):
+    return sdpa_upcast(module, query, key, value, attention_mask, **kwargs)
+
+
+def sdpa_upcast(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers' SDPA attention on fp32 up-casts, cast back to the
+    query's dtype (the CPU's fp32 flash kernel)."""
+    with torch.autocast("cpu", enabled=False):  # it would cast straight back
         out, weights = sdpa_attention_forward(
             module, query.float(), key.float(), value.float(), attention_mask, **kwargs
         )
