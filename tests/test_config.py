@@ -312,14 +312,3 @@ def test_a_named_gpu_runs_each_shared_step_as_one_batch_unless_told() -> None:
     assert load_config(None, told).federation.bucket_size == 8
     again = build_config(load_config(None, ["model.device=cuda"]).to_dict())
     assert again.federation.bucket_size == 0  # a saved config reads back the same
-
-
-def test_a_named_gpu_evaluates_in_batches_of_128_unless_told() -> None:
-    assert load_config(None, []).federation.eval_batch_size == 64
-    gpu = load_config(None, ["model.device=cuda"]).federation
-    assert (gpu.eval_batch_size, gpu.bucket_size) == (128, 0)
-    told = ["model.device=cuda", "federation.eval_batch_size=32"]
-    told_fed = load_config(None, told).federation
-    assert (told_fed.eval_batch_size, told_fed.bucket_size) == (32, 0)
-    again = build_config(load_config(None, ["model.device=cuda"]).to_dict())
-    assert again.federation.eval_batch_size == 128

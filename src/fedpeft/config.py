@@ -127,14 +127,13 @@ class RunConfig(Section):
     def _gpu_defaults(self) -> RunConfig:
         """On a named GPU an unset ``federation.bucket_size`` is 0: one padded
         batch per shared step (small kernels leave a GPU idle; the CPU's
-        length buckets made rounds 4-5x slower on an H200); an unset
-        ``federation.eval_batch_size`` is 128 (64 is the CPU's choice)."""
+        length buckets made rounds 4-5x slower on an H200)."""
         fed = self.federation
-        if self.model.device.startswith("cuda"):
-            gpu = {"bucket_size": 0, "eval_batch_size": 128}
-            update = {k: v for k, v in gpu.items() if k not in fed.model_fields_set}
-            if update:
-                object.__setattr__(self, "federation", fed.model_copy(update=update))
+        if self.model.device.startswith("cuda") and (
+            "bucket_size" not in fed.model_fields_set
+        ):
+            update = {"bucket_size": 0}
+            object.__setattr__(self, "federation", fed.model_copy(update=update))
         return self
 
     @model_validator(mode="after")

@@ -153,14 +153,7 @@ class FederationSection(Section):
     eval_every: int = Field(
         1, ge=1, description="evaluate the global model every k rounds"
     )
-    eval_batch_size: int = Field(
-        64,
-        ge=1,
-        description="sequences per evaluation batch (length-sorted); on the 2-core "
-        "CPU 64 is 1.10x faster than 128 (the main job's test set and validation "
-        "splits: 0.91 s vs 1.01 s, medians of 7 interleaved). Left unset with "
-        "model.device = cuda[:N], it is 128",
-    )
+    eval_batch_size: int = Field(128, ge=1)
     eval_clients: bool = Field(
         True,
         description="also evaluate the global model on every client's validation "
