@@ -122,6 +122,9 @@ def test_a_forward_without_backward_takes_the_fp32_kernel() -> None:
     assert torch.equal(out, ref)
     trained, _ = sdpa_cpu(_module(), q, k, v, mask)  # the bf16 path: not bit-equal
     assert not torch.equal(trained, ref) and _close(trained, ref.float())
+    # a trainable prefix: only the keys and values need a gradient
+    prefixed, _ = sdpa_cpu(_module(), q.detach(), k, v, mask)
+    assert torch.equal(prefixed, trained)
 
 
 def test_fp32_inputs_take_plain_sdpa() -> None:

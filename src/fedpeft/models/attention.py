@@ -55,7 +55,7 @@ def sdpa_cpu(
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, **kwargs
         )
-    if _bf16_applies(module, query, attention_mask, kwargs):
+    if _bf16_applies(module, (query, key, value), attention_mask, kwargs):
         groups = int(getattr(module, "num_key_value_groups", 1))
         out = bf16_attention(
             query,
@@ -87,14 +87,17 @@ def sdpa_upcast(
 
 def _bf16_applies(
     module: torch.nn.Module,
-    query: torch.Tensor,
+    qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     mask: torch.Tensor | None,
     kwargs: dict[str, Any],
 ) -> bool:
     """Whether :func:`bf16_attention` computes what SDPA would for this call,
     and is the faster path: only when a backward will follow (in a forward
-    alone the fp32 flash kernel is as fast or faster, ``bench/attention.py``)."""
-    if not (torch.is_grad_enabled() and query.requires_grad):
+    alone the fp32 flash kernel is as fast or faster, ``bench/attention.py``;
+    a prefix makes only the keys and values differentiable in the first
+    layer)."""
+    query = qkv[0]
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in qkv)):
         return False
     if kwargs.get("dropout", 0.0) and module.training:
         return False
