@@ -278,6 +278,16 @@ def test_the_diagonal_step_recombines_like_the_rank_rule_and_keeps_rms_one() -> 
     np.testing.assert_array_equal(shape, again)  # no randomness
 
 
+def test_a_round_with_one_client_left_takes_its_mean_and_keeps_the_scales() -> None:
+    """cma cannot select from a population of one (it raises, and that once
+    failed a Flower run whose other client was dropped)."""
+    stds = np.linspace(0.5, 1.5, 6)
+    alone = np.arange(6.0)
+    mean, shape = diagonal_step(np.zeros(6), 0.7, stds, [alone], [0.3])
+    np.testing.assert_array_equal(mean, alone)
+    np.testing.assert_allclose(shape, stds / np.sqrt(np.mean(stds**2)))
+
+
 def test_the_search_distribution_round_trips_through_the_wire_and_checkpoint(
     decoder: Backbone,
 ) -> None:

@@ -74,9 +74,15 @@ def diagonal_step(
     """One separable CMA-ES step (``cma``) whose population is the client
     means: its new mean and its per-coordinate scales ``stds/σ`` rescaled to
     root mean square 1 (module docstring)."""
+    m = len(means)
+    if m == 1:  # one client left in the round: cma cannot select from a
+        # population of one, so its mean is the step and the scales stay
+        shape = np.asarray(stds, np.float64)
+        return np.asarray(means[0], np.float64), shape / math.sqrt(
+            float(np.mean(shape * shape))
+        )
     import cma  # heavy to import; only the fedbpt rule needs it
 
-    m = len(means)
     es = cma.CMAEvolutionStrategy(
         np.asarray(z, np.float64),
         sigma,
