@@ -77,12 +77,24 @@ def diagonal_step(
     m = len(means)
     if m == 1:  # one client left in the round: cma cannot select from a
         # population of one, so its mean is the step and the scales stay
-        shape = np.asarray(stds, np.float64)
-        return np.asarray(means[0], np.float64), shape / math.sqrt(
-            float(np.mean(shape * shape))
-        )
+        mean, shape = np.asarray(means[0], np.float64), np.asarray(stds, np.float64)
+    else:
+        mean, shape = _cma_step(z, sigma, stds, means, fitness)
+    return mean, shape / math.sqrt(float(np.mean(shape * shape)))
+
+
+def _cma_step(
+    z: np.ndarray,
+    sigma: float,
+    stds: np.ndarray,
+    means: Sequence[np.ndarray],
+    fitness: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """cma's separable step with the client means as its population: the new
+    mean and the scales ``stds/σ`` (not yet rescaled)."""
     import cma  # heavy to import; only the fedbpt rule needs it
 
+    m = len(means)
     es = cma.CMAEvolutionStrategy(
         np.asarray(z, np.float64),
         sigma,
@@ -102,9 +114,7 @@ def diagonal_step(
     )
     es.ask()  # cma tells only after an ask
     es.tell([np.asarray(x, np.float64) for x in means], list(fitness))
-    shape = np.asarray(es.stds, np.float64) / es.sigma
-    shape /= math.sqrt(float(np.mean(shape * shape)))
-    return np.asarray(es.mean), shape
+    return np.asarray(es.mean), np.asarray(es.stds, np.float64) / es.sigma
 
 
 @dataclass
