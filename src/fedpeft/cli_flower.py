@@ -88,16 +88,14 @@ def node(
     stock ClientApp with --node-config "fedpeft-socket='SOCKET'" and this node
     serves that socket (--socket SOCKET).
     """
-    import torch
-
+    from fedpeft.engine.host import configure_host
     from fedpeft.remote.node import NodeWorker
 
     ui = get_ui(ctx)
     setup_logging(ui.err, verbose=verbose)
     with user_errors(ui, ValueError):
         cfg = load_config(config, overrides or [])
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        configure_host(cfg)
         if (supernode is None) == (socket is None):
             raise typer.BadParameter("give exactly one of --supernode and --socket")
         worker = NodeWorker(cfg, client_id, data=data)

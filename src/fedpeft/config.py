@@ -98,6 +98,11 @@ class RunConfig(Section):
     seed: int = Field(0, ge=0)
     output_dir: str = "runs"
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = all cores)")
+    retain_freed_memory: bool = Field(
+        True,
+        description="keep freed memory in the process for reuse (glibc), instead "
+        "of faulting fresh pages in on every step; false = glibc's defaults",
+    )
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
     partition: PartitionSection = Field(default_factory=PARTITIONERS.default)

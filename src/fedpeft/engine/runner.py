@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from fedpeft.config import ConfigError, RunConfig
+from fedpeft.engine.host import configure_host
 from fedpeft.engine.references import run_baselines
 from fedpeft.engine.simulation import FederatedResult, FederatedRun
 from fedpeft.engine.summary import environment, summarize
@@ -70,8 +70,7 @@ def _run(
     federated: FederatedFactory | None = None,
 ) -> dict[str, Any]:
     emit = on_event or _ignore
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    configure_host(cfg)
     exp = build_experiment(cfg)
     write_partition_report(exp, run_dir)
     emit(

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedpeft.models.packed import pack_linear_layers
 from fedpeft.models.pooling import last_token_pool, mean_pool
 
 logger = logging.getLogger(__name__)
@@ -174,11 +175,15 @@ class Backbone:
         faster than autocast alone in every A/B so far, by an amount not yet
         measured on a quiet machine; results differ from autocast's by bf16
         rounding (``bench/bf16_copy.py``; docs/benchmarks.md, "The main job by
-        phase"). The fp32 body stays the reference that
+        phase"). On the CPU its linear layers keep their weights packed for
+        oneDNN (:mod:`fedpeft.models.packed`). The fp32 body stays the reference that
         adapters wrapping the body (LoRA, IA3, BitFit, full) copy.
         """
         with torch.inference_mode(False):  # first use may be under inference mode
-            return copy.deepcopy(self.body).to(torch.bfloat16)
+            body = copy.deepcopy(self.body).to(torch.bfloat16).requires_grad_(False)
+        if self.device.type == "cpu":
+            pack_linear_layers(body)  # weights reordered once, not on every call
+        return body
 
     @functools.cached_property
     def _cache_argument(self) -> str:
