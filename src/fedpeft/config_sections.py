@@ -183,11 +183,13 @@ class FederationSection(Section):
         "(bench/engine_speed.py --device cuda)",
     )
     bucket_threads: int = Field(
-        2,
+        1,
         ge=1,
         le=64,
         description="with batch_clients: run a step's buckets on this many threads "
-        "(prompt, prefix); gradients are summed in a fixed order",
+        "at once (gradients are summed in a fixed order); 1 = one after another, "
+        "each using all of torch's threads (faster on the 2-core CPU since the "
+        "frozen body's weights are packed: docs/benchmarks.md)",
     )
     update_norm_ratio: float = Field(
         20.0,

@@ -134,7 +134,7 @@ class TrainSettings:
     eval_precision: str = "bf16"
     eval_batch_size: int = 128
     bucket_size: int = 16
-    bucket_threads: int = 2
+    bucket_threads: int = 1
 
 
 @dataclass

@@ -255,9 +255,10 @@ def train_clients_batched(
             (0: one padded batch). The gradient is the same sum either way.
         bucket_threads: Run the buckets of a step on this many threads (in
             one per-example session of the model); the gradients are summed
-            in bucket order, so the result does not depend on scheduling. On
-            a small CPU, two streams of small operations use the cores better
-            than one stream of two-thread operations.
+            in bucket order, so the result does not depend on scheduling.
+            Two streams of one-thread operations were faster than one stream
+            of two-thread operations on the 2-core CPU until the frozen body's
+            weights were packed; now one stream is (docs/benchmarks.md).
         adjust: The clients' label-skew logit maps stacked ``(K, C)``
             (:meth:`LogitAdjust.stack`).
         corrections: SCAFFOLD's ``c − c_k`` stacked ``(K, ...)`` per tensor;
