@@ -13,7 +13,11 @@ bf16, with torch's default thread count, on ``--device``. Against it:
 * an **evaluation step**: inference on 128 test sequences (the engine's
   ``eval_batch_size``), fp32 and bf16.
 
-FLOPs are counted by ``torch.utils.flop_counter`` on the step itself
+The process keeps freed memory as a run does
+(:func:`fedpeft.engine.host.retain_freed_memory`). FLOPs are counted by
+``torch.utils.flop_counter`` on the step itself, with the CPU kernels it
+does not know added (:func:`fedpeft.client.flops.counting_mode`: packed
+linear layers, CPU flash attention)
 (matmuls and attention; element-wise work is not counted, so the fraction is
 of the matmul roofline). Each row prints seconds per step, GFLOP per step,
 achieved GFLOP/s and the fraction of the same precision's peak. On a GPU
@@ -35,10 +39,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from results_io import merge_results
-from torch.utils.flop_counter import FlopCounterMode
 
+from fedpeft.client.flops import counting_mode
 from fedpeft.client.steps import build_optimizer
 from fedpeft.config import load_config
+from fedpeft.engine.host import retain_freed_memory
 from fedpeft.experiment import build_experiment
 from fedpeft.models.device import describe_device
 from fedpeft.models.precision import autocast
@@ -65,7 +70,7 @@ def timed(fn: Callable[[], object], repeats: int, device: torch.device) -> float
 
 
 def counted_flops(fn: Callable[[], object]) -> int:
-    with FlopCounterMode(display=False) as counter:
+    with counting_mode() as counter:  # torch's counter + the CPU kernels it misses
         fn()
     return int(counter.get_total_flops())
 
@@ -146,6 +151,7 @@ def main() -> None:
     p.add_argument("--results", type=Path, default=Path("bench/results/roofline.json"))
     args = p.parse_args()
     device = torch.device(args.device)
+    retain_freed_memory()  # as a run does (fedpeft.engine.host)
 
     peak = matmul_peak(device, args.repeats)
     rows = steps(args.device, args.repeats)

@@ -21,7 +21,7 @@ def _step(layer: torch.nn.Module, n: int, seq: int) -> torch.Tensor:
 
 
 def _exact(layer: torch.nn.Module, n: int, seq: int) -> float:
-    counter = FlopCounterMode(display=False)
+    counter = counting_mode()
     with counter:
         _step(layer, n, seq)
     return float(counter.get_total_flops())
@@ -104,7 +104,7 @@ def test_real_transformer_steps_follow_the_parabola(
     for width in (6, 10, 14, 22, 26):
         meter.run(("train", width), lambda width=width: step(width), count=4)
     for width in (3, 18, 30):
-        counter = FlopCounterMode(display=False)
+        counter = counting_mode()
         with counter:
             step(width)
         before = meter.total
@@ -131,3 +131,31 @@ def test_a_convolutions_weight_gradient_costs_its_forward(groups: int) -> None:
         conv(x).sum().backward()
     expected = 3 * forward.get_total_flops() + (groups - 1) * forward.get_total_flops()
     assert torch_own.get_total_flops() == expected
+
+
+def test_packed_linear_layers_count_as_the_linear_they_replace() -> None:
+    from fedpeft.models.packed import PackedLinear, packing_available
+
+    if not packing_available():
+        pytest.skip("this torch build has no oneDNN bf16 linear")
+    layer = torch.nn.Linear(24, 40).to(torch.bfloat16).requires_grad_(False)
+    x = torch.randn(3, 5, 24).to(torch.bfloat16).requires_grad_(True)
+    counts = []
+    for module in (layer, PackedLinear(layer)):
+        counter = counting_mode()
+        with counter:
+            module(x).float().sum().backward()
+        counts.append(counter.get_total_flops())
+    # forward and the input's gradient: 2 · 15 rows · 24 · 40 each
+    assert counts[0] == counts[1] == 2 * (2 * 15 * 24 * 40)
+
+
+def test_cpu_flash_attention_counts_its_matmuls() -> None:
+    """torch leaves the CPU flash kernel uncounted; the meter counts what the
+    same attention costs as explicit matmuls (2 forward, 5 backward)."""
+    q, k, v = (torch.randn(2, 4, 7, 8, requires_grad=True) for _ in range(3))
+    counter = counting_mode()
+    with counter:
+        F.scaled_dot_product_attention(q, k, v).sum().backward()
+    one_matmul = 2 * (2 * 4) * 7 * 7 * 8
+    assert counter.get_total_flops() == (2 + 5) * one_matmul

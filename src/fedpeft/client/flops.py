@@ -27,7 +27,12 @@ from math import prod
 from typing import Any, TypeVar
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, conv_backward_flop
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    conv_backward_flop,
+    sdpa_backward_flop_count,
+    sdpa_flop_count,
+)
 
 T = TypeVar("T")
 
@@ -61,12 +66,49 @@ def grouped_conv_backward_flop(
     return flops
 
 
+def packed_linear_flop(
+    x_shape: Any, w_shape: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
+    """FLOPs of oneDNN's linear on a packed weight
+    (:class:`~fedpeft.models.packed.PackedLinear`): ``2 · rows · in · out``, as
+    torch counts the ``addmm`` it replaces (bias not counted)."""
+    return 2 * prod(out_shape) * x_shape[-1]
+
+
+def cpu_flash_attention_flop(
+    q_shape: Any, k_shape: Any, v_shape: Any, *args: Any, **kwargs: Any
+) -> int:
+    """The CPU flash-attention forward, counted as torch counts the GPU
+    kernels (its two matmuls); torch 2.13 leaves the CPU kernel uncounted."""
+    return int(sdpa_flop_count(q_shape, k_shape, v_shape))
+
+
+def cpu_flash_attention_backward_flop(
+    grad_shape: Any,
+    q_shape: Any,
+    k_shape: Any,
+    v_shape: Any,
+    *args: Any,
+    **kwargs: Any,
+) -> int:
+    """The CPU flash-attention backward, counted as torch counts the GPU ones."""
+    return int(sdpa_backward_flop_count(grad_shape, q_shape, k_shape, v_shape))
+
+
 def counting_mode() -> FlopCounterMode:
-    """torch's FLOP counter with :func:`grouped_conv_backward_flop`."""
+    """torch's FLOP counter with :func:`grouped_conv_backward_flop`, and counts
+    for the CPU kernels it does not know: packed linear layers and flash
+    attention."""
+    aten = torch.ops.aten
     return FlopCounterMode(
         display=False,
         custom_mapping={
-            torch.ops.aten.convolution_backward: grouped_conv_backward_flop
+            aten.convolution_backward: grouped_conv_backward_flop,
+            torch.ops.mkldnn._linear_pointwise: packed_linear_flop,
+            aten._scaled_dot_product_flash_attention_for_cpu: cpu_flash_attention_flop,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: (
+                cpu_flash_attention_backward_flop
+            ),
         },
     )
 

@@ -40,12 +40,10 @@ import copy
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import dp_accounting
-from dp_accounting import NeighboringRelation as Relation
-from dp_accounting.pld import PLDAccountant
-from dp_accounting.rdp import RdpAccountant
+if TYPE_CHECKING:
+    from dp_accounting import NeighboringRelation as Relation
 
 Sampling = Literal["poisson", "fixed"]
 AccountantKind = Literal["rdp", "pld"]
@@ -59,6 +57,15 @@ DpEvent = Any
 # dp-accounting logs through absl every Rényi order it drops (dropping one only
 # makes ε larger, i.e. conservative); in a training log that is noise.
 logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def dp_accounting() -> Any:
+    """The ``dp_accounting`` package, imported on first use: it brings
+    ``scipy.signal`` (0.7–0.85 s of a run's start), which a run without
+    differential privacy never needs."""
+    import dp_accounting as package
+
+    return package
 
 
 class UnsupportedAccountingError(ValueError):
@@ -155,8 +162,8 @@ def client_level_event(
     check_choice(sampling, "sampling", SAMPLINGS)
     if sampling == "poisson":
         q = _poisson_rate(sample_rate, num_clients, clients_per_round)
-        return dp_accounting.PoissonSampledDpEvent(
-            q, dp_accounting.GaussianDpEvent(sigma)
+        return dp_accounting().PoissonSampledDpEvent(
+            q, dp_accounting().GaussianDpEvent(sigma)
         )
     if num_clients is None or clients_per_round is None or sample_rate is not None:
         raise ValueError(
@@ -168,8 +175,8 @@ def client_level_event(
     if m > n:
         raise ValueError(f"clients_per_round={m} must be <= num_clients={n}")
     replace_one_sigma = sigma / 2.0  # std σC over sensitivity 2C
-    return dp_accounting.SampledWithoutReplacementDpEvent(
-        n, m, dp_accounting.GaussianDpEvent(replace_one_sigma)
+    return dp_accounting().SampledWithoutReplacementDpEvent(
+        n, m, dp_accounting().GaussianDpEvent(replace_one_sigma)
     )
 
 
@@ -185,7 +192,9 @@ def record_level_event(noise_multiplier: float, sample_rate: float) -> DpEvent:
     """
     sigma = check_positive(noise_multiplier, "noise_multiplier")
     q = _poisson_rate(sample_rate, None, None)
-    return dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma))
+    return dp_accounting().PoissonSampledDpEvent(
+        q, dp_accounting().GaussianDpEvent(sigma)
+    )
 
 
 def neighboring_relation(event: DpEvent) -> Relation:
@@ -201,26 +210,32 @@ def neighboring_relation(event: DpEvent) -> Relation:
             "event mixes sampling without replacement (replace-one) with other "
             "mechanisms (add/remove-one); account them separately"
         )
-    return found.pop() if found else Relation.ADD_OR_REMOVE_ONE
+    return (
+        found.pop() if found else dp_accounting().NeighboringRelation.ADD_OR_REMOVE_ONE
+    )
 
 
 def _relations(event: DpEvent) -> set[Relation]:
-    if isinstance(event, dp_accounting.SampledWithoutReplacementDpEvent):
-        return {Relation.REPLACE_ONE}
-    if isinstance(event, dp_accounting.SelfComposedDpEvent):
+    if isinstance(event, dp_accounting().SampledWithoutReplacementDpEvent):
+        return {dp_accounting().NeighboringRelation.REPLACE_ONE}
+    if isinstance(event, dp_accounting().SelfComposedDpEvent):
         return _relations(event.event)
-    if isinstance(event, dp_accounting.ComposedDpEvent):
+    if isinstance(event, dp_accounting().ComposedDpEvent):
         return set().union(*(_relations(e) for e in event.events))
-    if isinstance(event, dp_accounting.NoOpDpEvent):
+    if isinstance(event, dp_accounting().NoOpDpEvent):
         return set()
-    return {Relation.ADD_OR_REMOVE_ONE}
+    return {dp_accounting().NeighboringRelation.ADD_OR_REMOVE_ONE}
 
 
 def make_dp_accountant(kind: AccountantKind, relation: Relation) -> Any:
     """A fresh ``dp_accounting`` RDP or PLD accountant for ``relation``."""
     check_choice(kind, "accountant", ACCOUNTANT_KINDS)
     if kind == "rdp":
+        from dp_accounting.rdp import RdpAccountant
+
         return RdpAccountant(neighboring_relation=relation)
+    from dp_accounting.pld import PLDAccountant
+
     return PLDAccountant(neighboring_relation=relation)
 
 

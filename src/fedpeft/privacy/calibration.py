@@ -13,8 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import dp_accounting
-
 from fedpeft.privacy.accounting import (
     AccountantKind,
     DpEvent,
@@ -23,6 +21,7 @@ from fedpeft.privacy.accounting import (
     check_delta,
     check_positive,
     client_level_event,
+    dp_accounting,
     epsilon_for,
     make_dp_accountant,
     neighboring_relation,
@@ -90,12 +89,12 @@ def calibrate_noise(
     lo, hi = _bracket(gap)
     relation = neighboring_relation(make_event(hi))
     sigma = float(
-        dp_accounting.calibrate_dp_mechanism(
+        dp_accounting().calibrate_dp_mechanism(
             lambda: make_dp_accountant(accountant, relation),
             make_event,
             target,
             d,
-            bracket_interval=dp_accounting.ExplicitBracketInterval(lo, hi),
+            bracket_interval=dp_accounting().ExplicitBracketInterval(lo, hi),
             tol=tol,
         )
     )
@@ -132,7 +131,7 @@ def calibrate_noise_multiplier(
             num_clients=num_clients,
             clients_per_round=clients_per_round,
         )
-        return dp_accounting.SelfComposedDpEvent(one, rounds)
+        return dp_accounting().SelfComposedDpEvent(one, rounds)
 
     return calibrate_noise(make_event, target_epsilon, delta, accountant, tol)
 
@@ -153,6 +152,6 @@ def calibrate_record_noise_multiplier(
 
     def make_event(sigma: float) -> DpEvent:
         one = record_level_event(sigma, sample_rate)
-        return dp_accounting.SelfComposedDpEvent(one, steps)
+        return dp_accounting().SelfComposedDpEvent(one, steps)
 
     return calibrate_noise(make_event, target_epsilon, delta, accountant, tol)

@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from dp_accounting import DpEvent
-
 from fedpeft.config import ConfigError, RunConfig
 from fedpeft.privacy import (
     PrivacyAccountant,
@@ -19,7 +17,7 @@ from fedpeft.privacy import (
     client_level_event,
     expected_clients,
 )
-from fedpeft.privacy.accounting import Sampling
+from fedpeft.privacy.accounting import DpEvent, Sampling
 from fedpeft.privacy.adaptive_clip import AdaptiveClip, update_noise_multiplier
 from fedpeft.privacy.calibration import calibrate_noise_multiplier
 from fedpeft.strategies.sampling import sample_size
