@@ -72,7 +72,7 @@ def packed_linear_flop(
     """FLOPs of oneDNN's linear on a packed weight
     (:class:`~fedpeft.models.packed.PackedLinear`): ``2 · rows · in · out``, as
     torch counts the ``addmm`` it replaces (bias not counted)."""
-    return 2 * prod(out_shape) * x_shape[-1]
+    return int(2 * prod(out_shape) * x_shape[-1])
 
 
 def cpu_flash_attention_flop(
@@ -80,7 +80,7 @@ def cpu_flash_attention_flop(
 ) -> int:
     """The CPU flash-attention forward, counted as torch counts the GPU
     kernels (its two matmuls); torch 2.13 leaves the CPU kernel uncounted."""
-    return int(sdpa_flop_count(q_shape, k_shape, v_shape))
+    return int(sdpa_flop_count(q_shape, k_shape, v_shape))  # type: ignore[no-untyped-call]
 
 
 def cpu_flash_attention_backward_flop(
@@ -92,7 +92,8 @@ def cpu_flash_attention_backward_flop(
     **kwargs: Any,
 ) -> int:
     """The CPU flash-attention backward, counted as torch counts the GPU ones."""
-    return int(sdpa_backward_flop_count(grad_shape, q_shape, k_shape, v_shape))
+    flops = sdpa_backward_flop_count(grad_shape, q_shape, k_shape, v_shape)  # type: ignore[no-untyped-call]
+    return int(flops)
 
 
 def counting_mode() -> FlopCounterMode:
