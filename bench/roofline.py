@@ -14,13 +14,13 @@ bf16, with torch's default thread count, on ``--device``. Against it:
   ``eval_batch_size``), fp32 and bf16.
 
 The process keeps freed memory as a run does
-(:func:`fedpeft.engine.host.retain_freed_memory`). FLOPs are counted by
-``torch.utils.flop_counter`` on the step itself, with the CPU kernels it
-does not know added (:func:`fedpeft.client.flops.counting_mode`: packed
-linear layers, CPU flash attention)
-(matmuls and attention; element-wise work is not counted, so the fraction is
-of the matmul roofline). Each row prints seconds per step, GFLOP per step,
-achieved GFLOP/s and the fraction of the same precision's peak. On a GPU
+(:func:`fedpeft.engine.host.retain_freed_memory`). FLOPs are counted on the
+step itself by :func:`fedpeft.client.flops.counting_mode` (torch's counter
+plus the CPU kernels it does not know: packed linear layers, CPU flash
+attention). Matmuls and attention are counted, element-wise work is not, so
+the fraction is of the matmul roofline. Each row prints seconds per step,
+GFLOP per step, achieved GFLOP/s and the fraction of the same precision's
+peak. On a GPU
 (``--device cuda``) every timing synchronises the device.
 
     python bench/roofline.py [--device cpu|cuda] [--repeats 10]

@@ -5,8 +5,8 @@ A training step allocates and frees the same few-megabyte tensors every
 time (a layer's activations, their gradients, attention scores). glibc
 serves a block that size with ``mmap`` and gives it back on ``free`` (or
 trims it off the heap's top), so the next step's block is fresh memory that
-the kernel faults in and zeroes page by page: on the main job about 3,000
-page faults and 4–8 ms of system time per training step of 64 ms. Fixing
+the kernel faults in and zeroes page by page: on the main job 2,600–4,100
+page faults and 3.5–7.6 ms of system time per training step of 16. Fixing
 the mmap threshold at 256 MiB and the trim threshold at 1 GiB keeps freed
 blocks in the process for reuse: the main job ran 1.03–1.05× faster end to
 end (docs/benchmarks.md, "The main job by phase"), its peak memory the same

@@ -18,11 +18,10 @@ matmul. Calls the bf16 path does not cover (dropout while training, a causal
 model called without a mask, position biases, soft-capping) up-cast to fp32
 and take the fp32 flash kernel. Forwards without a backward (evaluation,
 frozen features) take torch's own SDPA on the bf16 inputs: its bf16 flash
-*forward* is the fastest of the four kernels there (10.1 ms against 16.6 ms
-for the fp32 one on up-casts and 16.8 ms for the bf16 path, 128 sequences
-× 12 heads × 84 tokens; ``bench/attention.py``), though its backward is the
-slowest. Every other device and dtype goes to transformers' own SDPA
-function unchanged.
+*forward* is faster than the fp32 one on up-casts (the main job's evaluation
+step of 128 sequences: 271.5 → 202.8 ms, ``bench/packed_linear.py``), though
+its backward is the slowest of all. Every other device and dtype goes to
+transformers' own SDPA function unchanged.
 
 Registered with transformers as :data:`ATTENTION` (for attention and masks)
 when this module is imported; :func:`use_fast_attention` switches a loaded
@@ -63,7 +62,7 @@ def sdpa_cpu(
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, **kwargs
         )
-    if _bf16_applies(module, (query, key, value), attention_mask, kwargs):
+    if _bf16_applies(module, query, attention_mask, kwargs):
         groups = int(getattr(module, "num_key_value_groups", 1))
         out = bf16_attention(
             query,
@@ -95,13 +94,12 @@ def sdpa_upcast(
 
 def _bf16_applies(
     module: torch.nn.Module,
-    qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    query: torch.Tensor,
     mask: torch.Tensor | None,
     kwargs: dict[str, Any],
 ) -> bool:
     """Whether :func:`bf16_attention` computes what SDPA would for this call
     (one that needs a gradient)."""
-    query = qkv[0]
     if kwargs.get("dropout", 0.0) and module.training:
         return False
     if kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None:
