@@ -148,7 +148,7 @@ def describe_config(cfg: RunConfig) -> Text:
     skew = p.summary()
     baselines = ", ".join(cfg.baselines.run) or "none"
     m = cfg.model
-    compute = f"{m.device}, {m.precision}" + (
+    compute = f"{m.device}, {_precision(m.precision, m.device)}" + (
         ", clients batched" if fed.batch_clients else ""
     )
     return Text.assemble(
@@ -159,6 +159,20 @@ def describe_config(cfg: RunConfig) -> Text:
         f"baselines: {baselines} "
         f"→ {cfg.run_dir}",
     )
+
+
+def _precision(setting: str, device: str) -> str:
+    """``"bf16"``, or ``"fp32 (auto: no bf16 hardware)"`` where auto chose."""
+    from fedpeft.models.device import resolve_device
+    from fedpeft.models.precision import resolve_precision
+
+    try:
+        resolved = resolve_precision(setting, resolve_device(device))
+    except ValueError:
+        return setting  # the run itself reports the bad device
+    if setting != "auto":
+        return resolved
+    return "bf16 (auto)" if resolved == "bf16" else "fp32 (auto: no bf16 hardware)"
 
 
 def _resume_command(config: Path | None, overrides: list[str]) -> str:

@@ -36,15 +36,17 @@ class ModelSection(Section):
         description="vision backbones: images are resized to this square side "
         "(EfficientNet-Lite0 was trained at 224; 32-64 is what a CPU affords)",
     )
-    precision: Literal["fp32", "bf16"] = Field(
-        "bf16",
-        description="backbone compute dtype for training (bf16: a bf16 copy of the "
-        "frozen body under autocast); adapters and their optimizer stay fp32. bf16 "
-        "is the default: the main job's accuracy is the same as fp32's over 3 seeds "
-        "and the run 1.7x faster (docs/benchmarks.md)",
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="backbone compute dtype for training: auto (bf16 where the "
+        "device has bf16 matrix instructions: AVX512-BF16/AMX CPUs, Ampere+ GPUs; "
+        "fp32 elsewhere, where torch emulates bf16 ~70x slower), fp32, or bf16 (a "
+        "bf16 copy of the frozen body under autocast). Adapters and their "
+        "optimizer stay fp32. On bf16 hardware the main job's accuracy is the same "
+        "as fp32's over 3 seeds and the run 1.7x faster (docs/benchmarks.md)",
     )
-    eval_precision: Literal["fp32", "bf16"] = Field(
-        "bf16", description="backbone compute dtype for evaluation"
+    eval_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="backbone compute dtype for evaluation (as precision)"
     )
     device: str = Field(
         "cpu",

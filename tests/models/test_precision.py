@@ -1,15 +1,20 @@
-"""bf16 autocast applies to the device the backbone computes on, and under it
-the backbone runs its bf16 weight copy."""
+"""bf16 autocast applies to the device the backbone computes on, under it the
+backbone runs its bf16 weight copy, and ``"auto"`` picks bf16 only where the
+hardware multiplies bf16 matrices."""
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+import fedpeft.models.precision as precision_module
+from fedpeft.config import load_config
 from fedpeft.models.backbone import Backbone
-from fedpeft.models.precision import autocast
+from fedpeft.models.precision import autocast, cpu_native_bf16, resolve_precision
 
 
 def test_bf16_casts_cpu_matmuls_even_when_cuda_is_available(
@@ -24,8 +29,55 @@ def test_bf16_casts_cpu_matmuls_even_when_cuda_is_available(
 
 
 def test_unknown_precision_is_refused() -> None:
-    with pytest.raises(ValueError, match="choose 'fp32' or 'bf16'"):
+    with pytest.raises(ValueError, match=r"choose 'auto' .*'fp32' or 'bf16'"):
         autocast("fp16", "cpu")
+    with pytest.raises(ValueError, match="precision"):
+        load_config(None, ["model.precision=fp16"])
+
+
+def _cpuinfo_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        pytest.skip("no /proc/cpuinfo to check the CPU probe against")
+    lines = [line for line in text.splitlines() if line.startswith("flags")]
+    return set(lines[0].split(":", 1)[1].split()) if lines else set()
+
+
+def test_cpu_probe_agrees_with_the_kernel_flags() -> None:
+    flags = _cpuinfo_flags()
+    assert cpu_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_is_bf16_only_on_bf16_hardware(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(precision_module, "cpu_native_bf16", lambda: native)
+    expected = "bf16" if native else "fp32"
+    assert resolve_precision("auto", "cpu") == expected
+    x = torch.ones(2, 3)
+    with autocast("auto", "cpu"):
+        assert (x @ x.T).dtype == getattr(
+            torch, {"bf16": "bfloat16"}.get(expected, "float32")
+        )
+    assert load_config(None, []).model.precision == "auto"
+    assert load_config(None, []).model.eval_precision == "auto"
+
+
+def test_explicit_bf16_without_hardware_runs_and_warns_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(precision_module, "cpu_native_bf16", lambda: False)
+    precision_module._warn_emulated.cache_clear()
+    with pytest.warns(RuntimeWarning, match=r"emulates the bf16 matmuls.*'auto'"):
+        assert resolve_precision("bf16", "cpu") == "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_precision("bf16", "cpu") == "bf16"  # once per process
+        assert resolve_precision("fp32", "cpu") == "fp32"
+        with autocast("bf16", "cpu"):
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
 
 
 def _inputs(backbone: Backbone) -> tuple[torch.Tensor, torch.Tensor]:

@@ -37,14 +37,14 @@ class ModelService:
 
     Args:
         backbone: The model behind the API.
-        precision: Its compute precision (``"bf16"`` or ``"fp32"``).
+        precision: Its compute precision (``"auto"``, ``"bf16"`` or ``"fp32"``).
         max_sequences: Sequences per forward pass (a population times a batch
             is cut into chunks of this many). On two CPU cores 64 measured
             best (bench/blackbox.py; 256 was 1.3x slower); a GPU wants more.
     """
 
     def __init__(
-        self, backbone: Backbone, precision: str = "bf16", max_sequences: int = 64
+        self, backbone: Backbone, precision: str = "auto", max_sequences: int = 64
     ) -> None:
         self.__backbone = backbone
         self.__precision = precision

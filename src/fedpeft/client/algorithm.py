@@ -131,7 +131,7 @@ class TrainSettings:
     client: ClientSection
     seed: int
     precision: str = "fp32"
-    eval_precision: str = "bf16"
+    eval_precision: str = "auto"
     eval_batch_size: int = 128
     bucket_size: int = 16
     bucket_threads: int = 1

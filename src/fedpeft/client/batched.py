@@ -247,7 +247,7 @@ def train_clients_batched(
         jobs: The clients to train, each from its own start state.
         cfg: Local-training settings shared by the clients.
         proximal_mu: FedProx μ; each client is pulled to its own start.
-        precision: Backbone compute precision (``"fp32"`` or ``"bf16"``).
+        precision: Backbone compute precision (``"auto"``, ``"fp32"`` or ``"bf16"``).
         flops: Accumulates the FLOPs of the shared steps (a meter kept across
             rounds measures each step shape once).
         bucket_size: Split each shared step's examples, sorted by length, into

@@ -36,7 +36,7 @@ def predict_logits(
     model: AdapterClassifier,
     data: TokenizedDataset,
     batch_size: int,
-    precision: str = "bf16",
+    precision: str = "auto",
 ) -> np.ndarray:
     """Logits ``(n, num_classes)`` in the data set's order, under inference mode with
     length-sorted batches (little padding)."""
@@ -51,7 +51,7 @@ def evaluate(
     model: AdapterClassifier,
     data: TokenizedDataset,
     batch_size: int = 128,
-    precision: str = "bf16",
+    precision: str = "auto",
 ) -> EvalResult:
     """Mean cross-entropy, accuracy and macro-F1 of ``model`` on ``data``."""
     if len(data) == 0:
@@ -105,7 +105,7 @@ def evaluate_many(
     model: AdapterClassifier,
     datasets: Sequence[TokenizedDataset],
     batch_size: int = 128,
-    precision: str = "bf16",
+    precision: str = "auto",
     states: Sequence[Params] | None = None,
 ) -> list[EvalResult]:
     """:func:`evaluate` on each data set, from one length-sorted pass over all.

@@ -61,7 +61,7 @@ def train_adapter(
         cfg: Local-training settings (epochs/steps, batch size, learning rates).
         rng: Shuffles the data; derived from (seed, round, client).
         proximal_mu: FedProx μ; 0 disables the proximal term.
-        precision: Backbone compute precision (``"fp32"`` or ``"bf16"``).
+        precision: Backbone compute precision (``"auto"``, ``"fp32"`` or ``"bf16"``).
         flops: Accumulates the FLOPs of the steps taken.
         optimizer: Continue with this optimizer (and its moments) instead of a
             fresh AdamW from :func:`build_optimizer`.
@@ -143,7 +143,7 @@ def local_update(
     *,
     proximal_mu: float = 0.0,
     precision: str = "fp32",
-    eval_precision: str = "bf16",
+    eval_precision: str = "auto",
     eval_batch_size: int = 128,
     record_dp: RecordDP | None = None,
     dp_generator: torch.Generator | None = None,

@@ -24,7 +24,7 @@ def pooled_features(
     model: AdapterClassifier,
     data: TokenizedDataset,
     batch_size: int = 128,
-    precision: str = "bf16",
+    precision: str = "auto",
 ) -> torch.Tensor:
     """Features ``(n, dim)`` (float32, on the CPU) of ``model`` for every
     example of ``data``."""
@@ -87,7 +87,7 @@ def fit_head(
     data: TokenizedDataset,
     max_iter: int = 100,
     l2: float = 1e-3,
-    precision: str = "bf16",
+    precision: str = "auto",
     batch_size: int = 128,
 ) -> Params:
     """Fit ``model``'s head as a probe on its current features (model unchanged)."""
@@ -103,7 +103,7 @@ def probe_start(
     state: Params,
     data: TokenizedDataset,
     cfg: ClientSection,
-    precision: str = "bf16",
+    precision: str = "auto",
 ) -> Params:
     """``state`` with its head refitted as a linear probe on ``data``'s features
     under ``state`` (an LP-FT warm start; ``model`` is left holding ``state``)."""
@@ -118,7 +118,7 @@ def warm_start(
     state: Params,
     data: TokenizedDataset,
     cfg: ClientSection,
-    precision: str = "bf16",
+    precision: str = "auto",
     val: TokenizedDataset | None = None,
 ) -> Params:
     """``state`` with the head ``peft.head_init`` fits on ``data`` alone

@@ -231,7 +231,9 @@ def run_device_experiment(
         },
         "baselines": {},
         "privacy": {},
-        "environment": environment(exp.backbone.device),
+        "environment": environment(
+            exp.backbone.device, cfg.model.precision, cfg.model.eval_precision
+        ),
     }
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
     (run_dir / "adapter").mkdir(exist_ok=True)

@@ -12,6 +12,7 @@ from fedpeft.config import RunConfig
 from fedpeft.engine.simulation import FederatedResult
 from fedpeft.experiment import Experiment
 from fedpeft.models.device import describe_device
+from fedpeft.models.precision import cpu_native_bf16, resolve_precision
 from fedpeft.wire import payload_bytes
 
 CONVERGENCE_MARGIN = 0.01
@@ -199,7 +200,9 @@ def summarize(
         "baselines": dict(baselines),
         "privacy": privacy_summary(cfg, history),
         "threats": threat_summary(cfg),
-        "environment": environment(exp.backbone.device),
+        "environment": environment(
+            exp.backbone.device, cfg.model.precision, cfg.model.eval_precision
+        ),
     }
 
 
@@ -231,7 +234,9 @@ ENVIRONMENT_PACKAGES = (
 )
 
 
-def environment(device: torch.device) -> dict[str, str]:
+def environment(
+    device: torch.device, precision: str = "auto", eval_precision: str = "auto"
+) -> dict[str, str]:
     """Python, the versions of the packages that shape a run's numbers and
     the device it computed on.
 
@@ -250,6 +255,11 @@ def environment(device: torch.device) -> dict[str, str]:
             out[name] = "not installed"
     out["torch_threads"] = str(torch.get_num_threads())
     out["device"] = describe_device(device)
+    out["cpu_bf16"] = "native" if cpu_native_bf16() else "emulated"
+    out["precision"] = (
+        f"train {resolve_precision(precision, device)}, "
+        f"eval {resolve_precision(eval_precision, device)}"
+    )
     return out
 
 

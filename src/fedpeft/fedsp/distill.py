@@ -39,7 +39,8 @@ class DistillSettings:
         batch_size: Sequences per step.
         logit_kd: Weight of the next-token KL term (0: hidden states only;
             decoders only).
-        precision: ``"bf16"`` autocast or ``"fp32"`` for both models' matmuls.
+        precision: ``"auto"``, ``"bf16"`` autocast or ``"fp32"`` for both
+            models' matmuls.
         weight_decay: AdamW's decoupled weight decay.
     """
 
@@ -47,7 +48,7 @@ class DistillSettings:
     lr: float = 5e-4
     batch_size: int = 8
     logit_kd: float = 0.0
-    precision: str = "bf16"
+    precision: str = "auto"
     weight_decay: float = 0.0
 
 
@@ -65,7 +66,7 @@ def hidden_error(
     student: Backbone,
     plan: LayerPlan,
     batch: Batch,
-    precision: str = "bf16",
+    precision: str = "auto",
     logit_kd: float = 0.0,
 ) -> torch.Tensor:
     """The distillation loss on one batch (differentiable in the student).
@@ -107,7 +108,7 @@ def heldout_error(
     plan: LayerPlan,
     data: TokenizedDataset,
     batch_size: int = 16,
-    precision: str = "bf16",
+    precision: str = "auto",
 ) -> float:
     """Mean relative hidden-state error (no KL term) over ``data``."""
     errors, weights = [], []

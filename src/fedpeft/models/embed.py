@@ -16,7 +16,7 @@ def map_pooled(
     data: TokenizedDataset,
     dim: int,
     batch_size: int = 128,
-    precision: str = "bf16",
+    precision: str = "auto",
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """``features(batch)`` for every example, ``(n, dim)`` float32 on the CPU
@@ -33,7 +33,7 @@ def embed_dataset(
     backbone: Backbone,
     data: TokenizedDataset,
     batch_size: int = 128,
-    precision: str = "bf16",
+    precision: str = "auto",
 ) -> torch.Tensor:
     """Pooled final states ``(n, dim)`` (float32), in the data set's order:
     mean-pooled for encoders, the last real token for decoders
