@@ -23,7 +23,15 @@ GFLOP per step, achieved GFLOP/s and the fraction of the same precision's
 peak. On a GPU
 (``--device cuda``) every timing synchronises the device.
 
-    python bench/roofline.py [--device cpu|cuda] [--repeats 10]
+Steps run in the precisions the device computes natively
+(:func:`fedpeft.models.precision.native_bf16`): fp32 always, bf16 where the
+hardware has bf16 matrix instructions. Where it has not, bf16's matmul peak is
+still measured (n = 512 only: emulated bf16 runs at about 1/70 of fp32 on an
+AVX2 CPU) and the bf16 steps are skipped unless ``--precisions fp32,bf16``
+asks for them. Results are stored per machine (device and CPU model), so runs
+on different machines sit side by side.
+
+    python bench/roofline.py [--device cpu|cuda] [--repeats 10] [--precisions fp32,bf16]
 """
 
 from __future__ import annotations
@@ -45,8 +53,8 @@ from fedpeft.client.steps import build_optimizer
 from fedpeft.config import load_config
 from fedpeft.engine.host import retain_freed_memory
 from fedpeft.experiment import build_experiment
-from fedpeft.models.device import describe_device
-from fedpeft.models.precision import autocast
+from fedpeft.models.device import describe_cpu, describe_device
+from fedpeft.models.precision import autocast, native_bf16
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -76,15 +84,17 @@ def counted_flops(fn: Callable[[], object]) -> int:
 
 
 def matmul_peak(device: torch.device, repeats: int) -> dict[str, dict[str, float]]:
-    """Best matmul GFLOP/s per precision and the size that reached it."""
+    """Best matmul GFLOP/s per precision and the size that reached it (bf16
+    without hardware support: n = 512 and 3 repeats, it is that slow)."""
     gen = torch.Generator(device=device).manual_seed(0)
     out: dict[str, dict[str, float]] = {}
     for name, dtype in DTYPES.items():
         best = {"gflops": 0.0, "n": 0.0}
-        for n in (512, 1024, 2048):
+        emulated = name == "bf16" and not native_bf16(device)
+        for n in (512,) if emulated else (512, 1024, 2048):
             a = torch.randn(n, n, generator=gen, device=device).to(dtype)
             b = torch.randn(n, n, generator=gen, device=device).to(dtype)
-            sec = timed(lambda a=a, b=b: a @ b, repeats, device)
+            sec = timed(lambda a=a, b=b: a @ b, 3 if emulated else repeats, device)
             gflops = 2 * n**3 / sec / 1e9
             if gflops > best["gflops"]:
                 best = {"gflops": gflops, "n": float(n)}
@@ -92,7 +102,7 @@ def matmul_peak(device: torch.device, repeats: int) -> dict[str, dict[str, float
     return out
 
 
-def steps(device: str, repeats: int) -> list[dict[str, Any]]:
+def steps(device: str, repeats: int, precisions: list[str]) -> list[dict[str, Any]]:
     """Training and evaluation steps of the main job's adapter."""
     cfg = load_config(None, [f"model.device={device}", "baselines.run=[]"])
     exp = build_experiment(cfg)
@@ -104,7 +114,7 @@ def steps(device: str, repeats: int) -> list[dict[str, Any]]:
             rng.choice(len(exp.train), size, replace=False), model.device
         )
         optimizer = build_optimizer(model, cfg.client)
-        for precision in DTYPES:
+        for precision in precisions:
 
             def step(
                 batch: Any = batch,
@@ -127,7 +137,7 @@ def steps(device: str, repeats: int) -> list[dict[str, Any]]:
                 }
             )
     test = exp.test.batch(np.arange(min(128, len(exp.test))), model.device)
-    for precision in DTYPES:
+    for precision in precisions:
 
         def infer(precision: str = precision) -> None:
             with torch.inference_mode(), autocast(precision, model.device):
@@ -149,13 +159,24 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--results", type=Path, default=Path("bench/results/roofline.json"))
+    p.add_argument(
+        "--precisions",
+        help="comma-separated steps' precisions (default: fp32, and bf16 where "
+        "the device has bf16 matrix instructions)",
+    )
     args = p.parse_args()
     device = torch.device(args.device)
     retain_freed_memory()  # as a run does (fedpeft.engine.host)
+    precisions = (
+        args.precisions.split(",")
+        if args.precisions
+        else ["fp32", *(["bf16"] if native_bf16(device) else [])]
+    )
+    machine = describe_device(device) if device.type == "cuda" else describe_cpu()
 
     peak = matmul_peak(device, args.repeats)
-    rows = steps(args.device, args.repeats)
-    print(f"{describe_device(device)}, {torch.get_num_threads()} threads")
+    rows = steps(args.device, args.repeats, precisions)
+    print(f"{machine}, {torch.get_num_threads()} threads")
     for name, best in peak.items():
         print(f"peak {name} matmul: {best['gflops']:.1f} GFLOP/s (n = {best['n']:.0f})")
     print("| step | precision | ms | GFLOP | GFLOP/s | of peak |")
@@ -171,8 +192,9 @@ def main() -> None:
     merge_results(
         args.results,
         {
-            device.type: {
-                "device": describe_device(device),
+            f"{device.type}: {machine}": {
+                "device": machine,
+                "native_bf16": native_bf16(device),
                 "threads": torch.get_num_threads(),
                 "peak": peak,
                 "steps": rows,

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedpeft.cli import app
+from fedpeft.models.precision import cpu_native_bf16
 from fedpeft.rundir.sink import read_metrics
 from tests.conftest import TINY
 
@@ -50,6 +51,11 @@ def test_cli_run_writes_a_complete_run_directory(tmp_path: Path) -> None:
     assert fed["payload_fraction_of_full"] < 1e-3
     env = summary["environment"]
     assert env["torch"].startswith("2.13.0") and env["transformers"][0].isdigit()
+    # TINY trains in fp32; evaluation is "auto": bf16 only on bf16 hardware
+    native = env["cpu_bf16"] == "native"
+    assert env["cpu_bf16"] == ("native" if cpu_native_bf16() else "emulated")
+    assert env["precision"] == f"train fp32, eval {'bf16' if native else 'fp32'}"
+    assert env["cpu"]  # the model name: speeds differ several-fold between CPUs
     runs = {r["run"] for r in read_metrics(run_dir / "metrics.jsonl")}
     assert runs == {"federated", "centralized"}
     assert "centralized" in result.stdout

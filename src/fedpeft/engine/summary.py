@@ -11,7 +11,7 @@ import torch
 from fedpeft.config import RunConfig
 from fedpeft.engine.simulation import FederatedResult
 from fedpeft.experiment import Experiment
-from fedpeft.models.device import describe_device
+from fedpeft.models.device import describe_cpu, describe_device
 from fedpeft.models.precision import cpu_native_bf16, resolve_precision
 from fedpeft.wire import payload_bytes
 
@@ -255,6 +255,7 @@ def environment(
             out[name] = "not installed"
     out["torch_threads"] = str(torch.get_num_threads())
     out["device"] = describe_device(device)
+    out["cpu"] = describe_cpu()
     out["cpu_bf16"] = "native" if cpu_native_bf16() else "emulated"
     out["precision"] = (
         f"train {resolve_precision(precision, device)}, "

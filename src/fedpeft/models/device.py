@@ -8,7 +8,9 @@ copied), so a run's random choices do not depend on the device.
 
 from __future__ import annotations
 
+import platform
 import re
+from pathlib import Path
 
 import torch
 
@@ -49,6 +51,22 @@ def resolve_device(spec: str) -> torch.device:
     # One spelling per GPU, so the backbone is loaded once for "cuda" and "cuda:0".
     index = device.index if device.index is not None else torch.cuda.current_device()
     return torch.device("cuda", index)
+
+
+def describe_cpu() -> str:
+    """The CPU's model name and vector capability, e.g. ``"AMD EPYC (AVX2)"``,
+    for run records and benchmarks: the same code runs several times faster on
+    one 2-core machine than another (docs/benchmarks.md, "Machines without
+    bf16")."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({torch.backends.cpu.get_cpu_capability()})"
 
 
 def describe_device(device: torch.device) -> str:
