@@ -182,6 +182,7 @@ def main() -> None:
         "final_accuracy": fed["final_accuracy"],
         "baselines": {k: v["test_accuracy"] for k, v in summary["baselines"].items()},
         "torch_threads": __import__("torch").get_num_threads(),
+        "environment": summary["environment"],  # CPU model, precision used
     }
     old = json.loads(args.json.read_text()) if args.json.exists() else {}
     old[row["label"]] = row
