@@ -40,8 +40,8 @@ class ModelSection(Section):
         "auto",
         description="backbone compute dtype for training: auto (bf16 where the "
         "device has bf16 matrix instructions: AVX512-BF16/AMX CPUs, Ampere+ GPUs; "
-        "fp32 elsewhere, where torch emulates bf16 ~70x slower), fp32, or bf16 (a "
-        "bf16 copy of the frozen body under autocast). Adapters and their "
+        "fp32 elsewhere, where torch emulates bf16 many times slower), fp32, or "
+        "bf16 (a bf16 copy of the frozen body under autocast). Adapters and their "
         "optimizer stay fp32. On bf16 hardware the main job's accuracy is the same "
         "as fp32's over 3 seeds and the run 1.7x faster (docs/benchmarks.md)",
     )

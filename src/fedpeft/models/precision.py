@@ -3,9 +3,10 @@
 ``"auto"`` (the default of ``model.precision`` and ``model.eval_precision``)
 is bf16 where the device multiplies bf16 matrices in hardware and fp32
 elsewhere. On a CPU without bf16 instructions (AVX2 only: AMD Zen 1–3, Intel
-before Cooper Lake) torch emulates bf16 matmuls at about 1/70 of the fp32 rate
+before Cooper Lake) torch emulates bf16 matmuls at 1/40–1/70 of the fp32 rate
+and a training step of the main job takes 19× as long as in fp32
 (docs/benchmarks.md, "Machines without bf16"), so a bf16 default there would
-turn an 80-second run into hours.
+turn a 16-minute run into hours.
 """
 
 from __future__ import annotations
@@ -71,9 +72,9 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 def _warn_emulated(device_type: str) -> None:
     warnings.warn(
         f"precision 'bf16' on a {device_type} without bf16 matrix instructions: "
-        "torch emulates the bf16 matmuls, many times slower than fp32 (about 70x "
-        "on an AVX2 CPU). Set model.precision and model.eval_precision to 'auto' "
-        "(bf16 only where the hardware has it) or 'fp32'",
+        "torch emulates the bf16 matmuls, many times slower than fp32 (a training "
+        "step 19x on an AVX2 CPU). Set model.precision and model.eval_precision "
+        "to 'auto' (bf16 only where the hardware has it) or 'fp32'",
         RuntimeWarning,
         stacklevel=3,
     )
