@@ -101,8 +101,23 @@ def _jobs(exp: Experiment, starts: list[dict[str, np.ndarray]]) -> list[ClientJo
     ]
 
 
+# A known bug, not fixed yet (stop 35): on an AVX2-only CPU (AMD EPYC, Zen 1)
+# batched LoRA clients on EfficientNet drift from the same clients trained
+# alone by up to half their total update after 5 steps (loss 1.3e-4 relative,
+# 581 of the head's 12,800 weights outside the tolerance), while visual-prompt
+# and BitFit agree to 1e-8 and the per-example forward agrees; on the AVX512/AMX
+# machine it passes. strict: the test fails once the bug is gone.
+AVX2_LORA_DRIFT = pytest.mark.xfail(
+    torch.backends.cpu.get_cpu_capability() == "AVX2",
+    reason="known: batched LoRA image clients drift from sequential on AVX2 CPUs",
+    strict=True,
+)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["visual-prompt", "bitfit", "lora"])
+@pytest.mark.parametrize(
+    "method", ["visual-prompt", "bitfit", pytest.param("lora", marks=AVX2_LORA_DRIFT)]
+)
 def test_batched_image_clients_match_sequential_clients(
     images: Experiment, method: str
 ) -> None:
