@@ -235,7 +235,7 @@ ENVIRONMENT_PACKAGES = (
 
 
 def environment(
-    device: torch.device, precision: str = "auto", eval_precision: str = "auto"
+    device: torch.device, precision: str, eval_precision: str
 ) -> dict[str, str]:
     """Python, the versions of the packages that shape a run's numbers and
     the device it computed on.

@@ -160,11 +160,10 @@ def client_level_event(
     """
     sigma = check_positive(noise_multiplier, "noise_multiplier")
     check_choice(sampling, "sampling", SAMPLINGS)
+    dp = dp_accounting()
     if sampling == "poisson":
         q = _poisson_rate(sample_rate, num_clients, clients_per_round)
-        return dp_accounting().PoissonSampledDpEvent(
-            q, dp_accounting().GaussianDpEvent(sigma)
-        )
+        return dp.PoissonSampledDpEvent(q, dp.GaussianDpEvent(sigma))
     if num_clients is None or clients_per_round is None or sample_rate is not None:
         raise ValueError(
             "fixed-size sampling needs num_clients=N and clients_per_round=m "
@@ -175,8 +174,8 @@ def client_level_event(
     if m > n:
         raise ValueError(f"clients_per_round={m} must be <= num_clients={n}")
     replace_one_sigma = sigma / 2.0  # std σC over sensitivity 2C
-    return dp_accounting().SampledWithoutReplacementDpEvent(
-        n, m, dp_accounting().GaussianDpEvent(replace_one_sigma)
+    return dp.SampledWithoutReplacementDpEvent(
+        n, m, dp.GaussianDpEvent(replace_one_sigma)
     )
 
 
@@ -192,9 +191,8 @@ def record_level_event(noise_multiplier: float, sample_rate: float) -> DpEvent:
     """
     sigma = check_positive(noise_multiplier, "noise_multiplier")
     q = _poisson_rate(sample_rate, None, None)
-    return dp_accounting().PoissonSampledDpEvent(
-        q, dp_accounting().GaussianDpEvent(sigma)
-    )
+    dp = dp_accounting()
+    return dp.PoissonSampledDpEvent(q, dp.GaussianDpEvent(sigma))
 
 
 def neighboring_relation(event: DpEvent) -> Relation:
@@ -216,15 +214,16 @@ def neighboring_relation(event: DpEvent) -> Relation:
 
 
 def _relations(event: DpEvent) -> set[Relation]:
-    if isinstance(event, dp_accounting().SampledWithoutReplacementDpEvent):
-        return {dp_accounting().NeighboringRelation.REPLACE_ONE}
-    if isinstance(event, dp_accounting().SelfComposedDpEvent):
+    dp = dp_accounting()
+    if isinstance(event, dp.SampledWithoutReplacementDpEvent):
+        return {dp.NeighboringRelation.REPLACE_ONE}
+    if isinstance(event, dp.SelfComposedDpEvent):
         return _relations(event.event)
-    if isinstance(event, dp_accounting().ComposedDpEvent):
+    if isinstance(event, dp.ComposedDpEvent):
         return set().union(*(_relations(e) for e in event.events))
-    if isinstance(event, dp_accounting().NoOpDpEvent):
+    if isinstance(event, dp.NoOpDpEvent):
         return set()
-    return {dp_accounting().NeighboringRelation.ADD_OR_REMOVE_ONE}
+    return {dp.NeighboringRelation.ADD_OR_REMOVE_ONE}
 
 
 def make_dp_accountant(kind: AccountantKind, relation: Relation) -> Any:
