@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from fedpeft.client.feature_cache import FeatureCache
 from fedpeft.config import ConfigError, RunConfig
 from fedpeft.data import CORPORA, Corpus, load_corpus, split_train_val
 from fedpeft.data.images import (
@@ -50,6 +51,9 @@ class Experiment:
         clients: Per client, its tokenized train/validation split.
         train: The whole training pool (the union of the clients' train splits),
             for centralized baselines.
+        features: Pooled features computed under an adapter body, shared by
+            the run's warm start and the baselines (a copy made with
+            ``dataclasses.replace`` starts an empty one).
     """
 
     config: RunConfig
@@ -59,6 +63,7 @@ class Experiment:
     test: TokenizedDataset
     partition: list[np.ndarray]
     clients: list[ClientData]
+    features: FeatureCache = field(default_factory=FeatureCache, init=False)
 
     @property
     def num_classes(self) -> int:

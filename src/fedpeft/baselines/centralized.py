@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from fedpeft.client import evaluate, train_adapter
-from fedpeft.client.evaluate import EvalResult, concat_datasets
+from fedpeft.client.evaluate import EvalResult
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.probe import warm_start
 from fedpeft.client.steps import build_optimizer
@@ -34,18 +34,22 @@ def run_centralized(
     cfg = exp.config
     c = cfg.client
     model = exp.new_adapter(method)
+    prec, bs = cfg.model.eval_precision, cfg.federation.eval_batch_size
+    # exp.train is the union of the clients' train splits: read as those
+    # shards, its features are the federated warm start's, from the cache
     model.load_trainable_state(
         warm_start(
             cfg.peft.head_init,
             model,
             model.trainable_state(),
-            exp.train,
+            [k.train for k in exp.clients],
             c,
-            cfg.model.eval_precision,
-            val=concat_datasets([k.val for k in exp.clients])[0],
+            prec,
+            val=[k.val for k in exp.clients],
+            batch_size=bs,
+            cache=exp.features,
         )
     )
-    prec, bs = cfg.model.eval_precision, cfg.federation.eval_batch_size
     records = [
         {
             "run": "centralized",

@@ -98,6 +98,8 @@ def local_models(
                 local_cfg,
                 cfg.model.eval_precision,
                 val=client.val,
+                batch_size=cfg.federation.eval_batch_size,
+                cache=exp.features,
             )
         )
     rngs = [stream(cfg.seed, "baseline", 1, k) for k in range(len(exp.clients))]

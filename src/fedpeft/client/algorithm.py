@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -28,6 +28,7 @@ from fedpeft.aggregation.lda import (
 )
 from fedpeft.client.batched import ClientJob, supports_batching, train_clients_batched
 from fedpeft.client.dp_local import RecordDP, dp_train_clients_batched
+from fedpeft.client.feature_cache import FeatureCache
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.head_schedule import round_settings
 from fedpeft.client.label_skew import LogitAdjust, logit_adjust
@@ -39,7 +40,7 @@ from fedpeft.messages import Instruction
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.seeding import stream, torch_generator
-from fedpeft.types import ClientUpdate, Params
+from fedpeft.types import ClientUpdate
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ class GradientClient:
         settings: Local-training settings.
         record_dp: Record-level DP-SGD of every client, or ``None``.
         flops: One FLOP meter for the process (each step shape counted once).
+        features: The run's feature cache: the warm start's passes and the
+            baselines after it compute a client's features once.
     """
 
     model_for: Callable[[tuple[int, int] | None], AdapterClassifier]
@@ -155,9 +158,7 @@ class GradientClient:
     settings: TrainSettings
     record_dp: RecordDP | None = None
     flops: FlopMeter | None = None
-    _feature_cache: dict[tuple[int, int], tuple[Params, np.ndarray]] = field(
-        default_factory=dict, repr=False
-    )
+    features: FeatureCache | None = None
 
     def dp_generator(self, ins: Instruction) -> torch.Generator:
         """Client k's DP-SGD noise stream in this round (batched or not)."""
@@ -285,7 +286,13 @@ class GradientClient:
         s = self.settings
         train = self.data_for(ins.client_id).train
         state = probe_start(
-            self.model_for(ins.shape), ins.payload, train, s.client, s.eval_precision
+            self.model_for(ins.shape),
+            ins.payload,
+            train,
+            s.client,
+            s.eval_precision,
+            s.eval_batch_size,
+            self.features,
         )
         head = {k: v for k, v in state.items() if k.startswith("head.")}
         return ClientUpdate(ins.client_id, head, len(train))
@@ -325,7 +332,7 @@ class GradientClient:
                 model, s = self.model_for(ins.shape), self.settings
                 model.load_trainable_state(state)
                 held_out = pooled_features(
-                    model, val, s.eval_batch_size, s.eval_precision
+                    model, val, s.eval_batch_size, s.eval_precision, self.features
                 )
                 sums = candidate_nll_sums(held_out.numpy(), val.labels, candidates)
             sums = sums * scale
@@ -333,28 +340,17 @@ class GradientClient:
             feats = self._features(ins)
             logits = feats @ state["head.weight"].T + state["head.bias"]
             sums = nll_sums(logits, train.labels) * scale
-        self._feature_cache.pop((ins.client_id, ins.round), None)
         return ClientUpdate(
             ins.client_id, {NLL_SUMS: sums.astype("float32")}, len(train)
         )
 
     def _features(self, ins: Instruction) -> np.ndarray:
-        """Client k's pooled training features under the payload's body, kept
-        from the warm start's first pass for its second (the body is the same
-        and only round 0 is cached)."""
-        state = split_candidates(split_control(ins.payload)[0])[0]
-        body = {k: v for k, v in state.items() if not k.startswith("head.")}
-        cached = self._feature_cache.get((ins.client_id, ins.round))
-        if cached is not None and all(
-            np.array_equal(cached[0][k], v) for k, v in body.items()
-        ):
-            return cached[1]
+        """Client k's pooled training features under the payload's body (the
+        warm start's second pass finds its first pass's in the cache)."""
         model = self.model_for(ins.shape)
-        model.load_trainable_state(state)
+        model.load_trainable_state(split_candidates(split_control(ins.payload)[0])[0])
         s = self.settings
         train = self.data_for(ins.client_id).train
-        feats = pooled_features(model, train, s.eval_batch_size, s.eval_precision)
-        features = feats.numpy()
-        if ins.round == 0:
-            self._feature_cache[(ins.client_id, 0)] = (body, features)
-        return features
+        return pooled_features(
+            model, train, s.eval_batch_size, s.eval_precision, self.features
+        ).numpy()

@@ -7,29 +7,43 @@ prompt trained against a random head first has to undo the head's noise.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fedpeft.aggregation.class_means import pooled_head
 from fedpeft.aggregation.lda import pooled_lda_head
+from fedpeft.client.feature_cache import FeatureCache, shard_features
 from fedpeft.config import ClientSection
-from fedpeft.models.embed import map_pooled
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.types import Params
 
+Shards = TokenizedDataset | Sequence[TokenizedDataset]
+"""One data set, or the shards it is the union of (a pool read as its
+clients' shards gives their features to the bit: :func:`shard_features`)."""
+
 
 def pooled_features(
     model: AdapterClassifier,
-    data: TokenizedDataset,
+    data: Shards,
     batch_size: int = 128,
     precision: str = "auto",
+    cache: FeatureCache | None = None,
 ) -> torch.Tensor:
     """Features ``(n, dim)`` (float32, on the CPU) of ``model`` for every
-    example of ``data``."""
-    dim = model.backbone.hidden_size
-    return map_pooled(model.features, data, dim, batch_size, precision, model.device)
+    example of ``data``, shard by shard, through ``cache`` when given."""
+    shards = [data] if isinstance(data, TokenizedDataset) else data
+    return shard_features(model, shards, batch_size, precision, cache)
+
+
+def labels_of(data: Shards) -> np.ndarray:
+    """The class ids of ``data``'s examples, in order."""
+    if isinstance(data, TokenizedDataset):
+        return data.labels
+    return np.concatenate([s.labels for s in data]) if data else np.zeros(0, np.int64)
 
 
 def fit_linear_head(
@@ -84,31 +98,36 @@ def fit_linear_head(
 
 def fit_head(
     model: AdapterClassifier,
-    data: TokenizedDataset,
+    data: Shards,
     max_iter: int = 100,
     l2: float = 1e-3,
     precision: str = "auto",
     batch_size: int = 128,
+    cache: FeatureCache | None = None,
 ) -> Params:
     """Fit ``model``'s head as a probe on its current features (model unchanged)."""
-    feats = pooled_features(model, data, batch_size, precision)
+    feats = pooled_features(model, data, batch_size, precision, cache)
     init = {k: v for k, v in model.trainable_state().items() if k.startswith("head.")}
     return fit_linear_head(
-        feats, data.labels, model.head.out_features, max_iter, l2, init
+        feats, labels_of(data), model.head.out_features, max_iter, l2, init
     )
 
 
 def probe_start(
     model: AdapterClassifier,
     state: Params,
-    data: TokenizedDataset,
+    data: Shards,
     cfg: ClientSection,
     precision: str = "auto",
+    batch_size: int = 128,
+    cache: FeatureCache | None = None,
 ) -> Params:
     """``state`` with its head refitted as a linear probe on ``data``'s features
     under ``state`` (an LP-FT warm start; ``model`` is left holding ``state``)."""
     model.load_trainable_state(state)
-    head = fit_head(model, data, cfg.probe_iters, cfg.probe_l2, precision)
+    head = fit_head(
+        model, data, cfg.probe_iters, cfg.probe_l2, precision, batch_size, cache
+    )
     return {**state, **head}
 
 
@@ -116,34 +135,38 @@ def warm_start(
     how: str,
     model: AdapterClassifier,
     state: Params,
-    data: TokenizedDataset,
+    data: Shards,
     cfg: ClientSection,
     precision: str = "auto",
-    val: TokenizedDataset | None = None,
+    val: Shards | None = None,
+    batch_size: int = 128,
+    cache: FeatureCache | None = None,
 ) -> Params:
     """``state`` with the head ``peft.head_init`` fits on ``data`` alone
     (``probe``: a linear probe; ``class-means``: the calibrated class-means head;
     ``lda``: the shrunk-covariance head, its shrinkage and temperature picked
     on ``val``; any other value: ``state`` unchanged). Baselines that see one
-    data set use it; ``model`` is left holding ``state``.
+    data set use it; ``model`` is left holding ``state``. With the clients'
+    shards as ``data`` and ``val`` and the run's ``cache``, the features the
+    federated warm start computed are not computed again.
 
     Raises:
         ValueError: ``lda`` without validation examples.
     """
     if how == "probe":
-        return probe_start(model, state, data, cfg, precision)
+        return probe_start(model, state, data, cfg, precision, batch_size, cache)
     if how in ("class-means", "lda"):
         model.load_trainable_state(state)
-        feats = pooled_features(model, data, precision=precision).numpy()
-        classes = model.head.out_features
+        feats = pooled_features(model, data, batch_size, precision, cache).numpy()
+        labels, classes = labels_of(data), model.head.out_features
         if how == "class-means":
-            return {**state, **pooled_head(feats, data.labels, classes)}
-        if val is None or not len(val):
+            return {**state, **pooled_head(feats, labels, classes)}
+        if val is None or not len(labels_of(val)):
             raise ValueError(
                 "the lda warm start picks its shrinkage on validation examples, "
                 "and there are none; set partition.val_fraction > 0"
             )
-        held_out = pooled_features(model, val, precision=precision).numpy()
-        head = pooled_lda_head(feats, data.labels, held_out, val.labels, classes)
+        held_out = pooled_features(model, val, batch_size, precision, cache)
+        head = pooled_lda_head(feats, labels, held_out.numpy(), labels_of(val), classes)
         return {**state, **head}
     return state

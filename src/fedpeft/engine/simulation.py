@@ -1,9 +1,9 @@
 """A federated run in this process: the round loop with the embedded runtime.
 
-:class:`FederatedRun` assembles the pieces from an :class:`Experiment` and its
-config — the server algorithm (one adapter layout, or mixed LoRA sizes), the
-aggregator (plain, secure, DP), the gradient client, the embedded runtime and
-the evaluator — and hands them to :class:`~fedpeft.engine.loop.RoundLoop`.
+:class:`FederatedRun` assembles from an :class:`Experiment` and its config the
+server algorithm (one adapter layout, or mixed LoRA sizes), the aggregator
+(plain, secure, DP), the gradient client, the embedded runtime and the
+evaluator, and hands them to :class:`~fedpeft.engine.loop.RoundLoop`.
 """
 
 from __future__ import annotations
@@ -184,10 +184,8 @@ class FederatedRun:
             else:
                 self.model = exp.new_adapter(self.method)
             self.pool = AdapterPool(lambda shape: self.model)
-            trainers = len(exp.clients) - (1 if self._server_steps else 0)
-            uniform = UniformServer(
-                strategy, aggregator, trainers, sum(sizes[:trainers])
-            )
+            trained = sizes[: len(exp.clients) - (1 if self._server_steps else 0)]
+            uniform = UniformServer(strategy, aggregator, len(trained), sum(trained))
             initial = self.model.trainable_state()
             server = (
                 ScaffoldServer(uniform, initial)
@@ -221,6 +219,7 @@ class FederatedRun:
             ),
             record_dp.dp if record_dp else None,
             FlopMeter(),  # one meter: each step shape's FLOPs are counted once
+            exp.features,
         )
         if self._server_steps:
             # FedSP: the last shard is the server's

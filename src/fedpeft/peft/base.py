@@ -34,6 +34,8 @@ class AdapterClassifier(nn.Module):
     """
 
     head_prefix = "head."
+    method_config: PeftConfig | None = None
+    """The options it was built with (:func:`build_adapter` sets them)."""
 
     def __init__(
         self,
@@ -215,4 +217,5 @@ def build_adapter(
         label_names=label_names,
         **peft.adapter_options(),
     )
+    adapter.method_config = peft  # what its features depend on besides weights
     return adapter.to(backbone.device)
