@@ -88,6 +88,7 @@ class Phases:
 def instrument(phases: Phases) -> None:
     """Wrap the main job's phases (every call goes through these names)."""
     import fedpeft.client.algorithm as algorithm
+    import fedpeft.client.feature_cache as feature_cache
     import fedpeft.engine.references as references
     import fedpeft.engine.runner as runner
     import fedpeft.experiment as experiment
@@ -111,6 +112,7 @@ def instrument(phases: Phases) -> None:
     w(EmbeddedRuntime, "run", "clients")
     w(algorithm, "train_clients_batched", "train (batched)")
     w(algorithm, "finish_update", "local validation")
+    w(feature_cache, "compute_features", "features (not cached)")
     for name in list(references.BASELINE_RUNS):
         w(references.BASELINE_RUNS, name, f"baseline: {name}")
     w(runner, "summarize", "summary")
