@@ -22,6 +22,7 @@ from fedpeft.aggregation.class_means import (
     nll_sums,
 )
 from fedpeft.client import probe
+from fedpeft.client.feature_cache import pooled_features
 from fedpeft.engine.simulation import FederatedRun
 from fedpeft.experiment import Experiment
 from fedpeft.secagg import SecAggConfig
@@ -192,7 +193,7 @@ def _centralized_head(exp: Experiment, run: FederatedRun) -> Params:
     model = exp.new_adapter()
     model.load_trainable_state(run.loop.initial)
     cfg = exp.config
-    feats = probe.pooled_features(
+    feats = pooled_features(
         model, exp.train, cfg.federation.eval_batch_size, cfg.model.eval_precision
     ).double()
     head = class_mean_head(

@@ -73,6 +73,8 @@ def test_adapters_without_their_options_and_entries_over_the_bound_are_not_kept(
     assert len(small) == 1  # the least recently used went
     small.features(model, one, 16, "fp32")
     assert small.misses == 3
+    small.features(model, exp.train, 16, "fp32")  # over the bound alone
+    assert len(small) == 1  # not kept, and the others stay
     tiny = FeatureCache(max_bytes=16)
     tiny.features(model, one, 16, "fp32")
     assert len(tiny) == 0 and tiny.nbytes == 0

@@ -28,12 +28,12 @@ from fedpeft.aggregation.lda import (
 )
 from fedpeft.client.batched import ClientJob, supports_batching, train_clients_batched
 from fedpeft.client.dp_local import RecordDP, dp_train_clients_batched
-from fedpeft.client.feature_cache import FeatureCache
+from fedpeft.client.feature_cache import FeatureCache, pooled_features
 from fedpeft.client.flops import FlopMeter
 from fedpeft.client.head_schedule import round_settings
 from fedpeft.client.label_skew import LogitAdjust, logit_adjust
 from fedpeft.client.local import finish_update, local_update
-from fedpeft.client.probe import pooled_features, probe_start
+from fedpeft.client.probe import probe_start
 from fedpeft.client.scaffold import split_control
 from fedpeft.config import ClientSection
 from fedpeft.messages import Instruction

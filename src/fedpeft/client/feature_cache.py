@@ -4,21 +4,20 @@ The warm starts fit a head on the features the frozen backbone gives under
 the adapter's initial body: the federated round 0 (each client on its shard),
 the centralized baseline (on the pool, the union of those shards) and the
 local-only baseline (each client again). Without a cache a run computes the
-same forward passes three times; on the main job the centralized warm start
-alone was ~6% of the run.
+same forward passes up to three times; on the main job the repeat in the
+centralized baseline was 46.8 s of 865 s on an AVX2 CPU (docs/benchmarks.md).
 
 A cache hit returns exactly what the computation would: an entry is keyed by
 the adapter (class, options, body parameters' bytes), the data set's bytes,
 the batch size and the resolved precision, so the same length-sorted batches
 would run. Pooled data sets are read as their shards
-(:func:`shard_features`): the pool's features are its clients' to the bit,
+(:func:`pooled_features`): the pool's features are its clients' to the bit,
 whether the federated run went first or not (a resumed run included).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -30,11 +29,13 @@ from fedpeft.models.precision import resolve_precision
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
 
-logger = logging.getLogger(__name__)
-
 DEFAULT_MAX_BYTES = 512 * 2**20
 """The cache's bound (least recently used entries go first): the main job's
-2,000 examples × 384 dims are 3 MiB an entry."""
+whole training pool, 2,000 examples × 384 float32 dims, is 3 MB."""
+
+Shards = TokenizedDataset | Sequence[TokenizedDataset]
+"""One data set, or the shards it is the union of (a pool read as its
+clients' shards gives their features to the bit: :func:`pooled_features`)."""
 
 
 class FeatureCache:
@@ -78,11 +79,10 @@ class FeatureCache:
         out = compute_features(model, data, batch_size, precision)
         with self._lock:
             self.misses += 1
-            self._entries[key] = out.clone()
-            while self.nbytes > self.max_bytes and len(self._entries) > 1:
-                self._entries.popitem(last=False)
-            if self.nbytes > self.max_bytes:  # one entry over the bound: keep none
-                self._entries.clear()
+            if out.numel() * out.element_size() <= self.max_bytes:
+                self._entries[key] = out.clone()
+                while self.nbytes > self.max_bytes:
+                    self._entries.popitem(last=False)
         return out
 
 
@@ -98,15 +98,17 @@ def compute_features(
     return map_pooled(model.features, data, dim, batch_size, precision, model.device)
 
 
-def shard_features(
+def pooled_features(
     model: AdapterClassifier,
-    shards: Sequence[TokenizedDataset],
+    data: Shards,
     batch_size: int = 128,
     precision: str = "auto",
     cache: FeatureCache | None = None,
 ) -> torch.Tensor:
-    """The features of the shards' examples in order, each shard computed on
-    its own (as its client computes it), through ``cache`` when given."""
+    """Features ``(n, dim)`` (float32, on the CPU) of ``model`` for every
+    example of ``data`` in order, each shard computed on its own (as its
+    client computes it), through ``cache`` when given."""
+    shards = [data] if isinstance(data, TokenizedDataset) else data
     parts = [
         cache.features(model, s, batch_size, precision)
         if cache is not None

@@ -7,36 +7,17 @@ prompt trained against a random head first has to undo the head's noise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fedpeft.aggregation.class_means import pooled_head
 from fedpeft.aggregation.lda import pooled_lda_head
-from fedpeft.client.feature_cache import FeatureCache, shard_features
+from fedpeft.client.feature_cache import FeatureCache, Shards, pooled_features
 from fedpeft.config import ClientSection
 from fedpeft.models.tokenized import TokenizedDataset
 from fedpeft.peft.base import AdapterClassifier
 from fedpeft.types import Params
-
-Shards = TokenizedDataset | Sequence[TokenizedDataset]
-"""One data set, or the shards it is the union of (a pool read as its
-clients' shards gives their features to the bit: :func:`shard_features`)."""
-
-
-def pooled_features(
-    model: AdapterClassifier,
-    data: Shards,
-    batch_size: int = 128,
-    precision: str = "auto",
-    cache: FeatureCache | None = None,
-) -> torch.Tensor:
-    """Features ``(n, dim)`` (float32, on the CPU) of ``model`` for every
-    example of ``data``, shard by shard, through ``cache`` when given."""
-    shards = [data] if isinstance(data, TokenizedDataset) else data
-    return shard_features(model, shards, batch_size, precision, cache)
 
 
 def labels_of(data: Shards) -> np.ndarray:
